@@ -1,0 +1,104 @@
+//! # sessionkit-core
+//!
+//! The core of [sessionkit](https://docs.rs/sessionkit): server-side web sessions that never lose
+//! a write. This crate has the session model, the [`Store`] trait every backend implements, and
+//! the [`SessionManager`] that web integrations drive. Backends live in their own crates
+//! (`sessionkit-memory`, `sessionkit-sqlite`, …); most applications depend on the `sessionkit`
+//! facade instead of this crate.
+//!
+//! ```
+//! use sessionkit_core::SessionManager;
+//! use sessionkit_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> sessionkit_core::Result<()> {
+//! let manager = SessionManager::builder(MemoryStore::new()).build()?;
+//!
+//! // A request without a cookie: write something, save, hand the id to the browser.
+//! let session = manager.session(None);
+//! session.insert("visits", &1u32).await?;
+//! let sessionkit_core::CookieUpdate::Set { id, .. } = session.commit().await?.cookie else {
+//!     unreachable!("a new session with data gets a cookie")
+//! };
+//!
+//! // The next request presents the cookie.
+//! let session = manager.session(Some(&id.expose()));
+//! session.update("visits", |n: &mut u32| *n += 1).await?;
+//! assert_eq!(session.get::<u32>("visits").await?, Some(2));
+//! let _ = session.commit().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The life cycle of a session
+//!
+//! 1. **Request arrives.** [`SessionManager::session`] takes the cookie value and returns a
+//!    [`Session`] handle without any I/O. A value that is not a well-formed id (wrong length or
+//!    alphabet) is never sent to the store.
+//! 2. **First access.** The first `get`/`insert`/… loads the record from the store under the
+//!    id's [`SessionKey`] (its SHA-256). A missing, expired or unknown session gives an empty,
+//!    fresh session: in strict mode (the default) the presented id is never adopted.
+//! 3. **Handler works.** Reads come from the loaded copy; writes are recorded as a [`Change`]
+//!    (keys set, keys removed, cleared, owner, deadline).
+//! 4. **Commit.** [`Session::commit`] (the web layer calls it) writes only the change:
+//!    - nothing touched → no store call at all; nothing changed → no write, unless the idle
+//!      deadline is due for a (throttled) extension;
+//!    - a new session with data → `create` under a fresh id (insert only; a collision draws a
+//!      new id) and the cookie is set;
+//!    - `cycle_id()` → the store moves the session to a fresh id atomically; the old id keeps
+//!      pointing at it for the grace period, then is gone;
+//!    - `destroy()` → the session is deleted and the cookie removed;
+//!    - otherwise → `apply(change)`, atomic and update-only.
+//! 5. **Expiry.** Each write moves the deadline to `now + idle timeout`, capped at
+//!    `created + absolute lifetime`. Expired sessions are invisible at once and deleted later by
+//!    the [`CleanupPolicy`] (background task, 1-in-N loads, or the CLI's `purge`).
+//!
+//! ## Concurrency guarantee
+//!
+//! Stores apply changes atomically and never as an overwrite of the whole session, so two
+//! concurrent requests of one browser that write **different keys** both keep their writes, and a
+//! request that commits after the session was destroyed (a slow request racing a logout) finds it
+//! gone and **does not re-create it** ([`Committed::gone`] tells the caller). Two concurrent
+//! writes of the **same key**: the later commit wins. [`Session::update`] is a read-modify-write
+//! within one request, not a cross-request atomic increment.
+//!
+//! ## Security defaults
+//!
+//! - Ids: 192 bits from the OS CSPRNG, base64url, fixed length; validated before any store call.
+//! - Stores see only SHA-256 hashes of ids, so a leaked table or backup holds no usable session.
+//!   Hooks and logs see the hash; `Debug` of a [`SessionId`] is redacted.
+//! - Strict mode on: an unknown or expired id is never adopted (no session fixation).
+//! - Idle timeout 24 h and absolute lifetime 7 days, both enforced on the server.
+//! - `cycle_id()` for login; the old id's grace period (5 s by default) serves in-flight requests
+//!   without ever telling them the new id.
+//! - Stored values are MessagePack decoded into the type asked for: no native-object
+//!   deserialization, and a value that no longer fits its type is a typed error for that key.
+//! - Values above 1 MiB (configurable) are refused with [`ErrorKind::TooLarge`] before any write.
+
+mod change;
+pub mod codec;
+mod error;
+mod id;
+mod manager;
+mod record;
+pub mod registry;
+mod session;
+pub mod store;
+mod time;
+
+pub use change::{ApplyOutcome, Change};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use id::{ID_BYTES, ID_LEN, InvalidSessionId, KEY_BYTES, SessionId, SessionKey};
+pub use manager::{
+    CleanupPolicy, Config, NoHooks, SessionHooks, SessionManager, SessionManagerBuilder,
+};
+pub use record::{Data, Record, StoredSession};
+pub use registry::Registry;
+pub use session::{Committed, CookieUpdate, Expiry, MAX_KEY_LEN, RESERVED_PREFIX, Session};
+pub use store::{
+    Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,
+};
+pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+
+/// Re-exported so stores can implement [`Store`] with the same macro version.
+pub use async_trait::async_trait;

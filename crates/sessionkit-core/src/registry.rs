@@ -1,0 +1,152 @@
+//! Opening stores from URLs: `memory:`, `sqlite://app.db`, `redis://…`, one registry for all.
+//!
+//! Each backend crate exports a `register` function that adds its schemes; the `sessionkit`
+//! facade builds a registry with every backend its features enable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// A function that opens a store from its full URL.
+pub type Opener = Arc<dyn Fn(String) -> BoxFuture<'static, Result<Arc<dyn Store>>> + Send + Sync>;
+
+/// Maps URL schemes to the backends that open them.
+#[derive(Clone, Default)]
+pub struct Registry {
+    openers: BTreeMap<String, Opener>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `open` for URLs whose scheme is `scheme` (without the colon). A later
+    /// registration of the same scheme replaces the earlier one.
+    pub fn register<F, Fut>(&mut self, scheme: &str, open: F) -> &mut Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Arc<dyn Store>>> + Send + 'static,
+    {
+        let open = Arc::new(open);
+        self.openers.insert(
+            scheme.to_ascii_lowercase(),
+            Arc::new(move |url| {
+                let open = Arc::clone(&open);
+                Box::pin(async move { open(url).await })
+            }),
+        );
+        self
+    }
+
+    /// The registered schemes, sorted.
+    pub fn schemes(&self) -> impl Iterator<Item = &str> {
+        self.openers.keys().map(String::as_str)
+    }
+
+    /// Opens the store `url` names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) if the URL has no scheme or an unknown one
+    /// (the message lists the known ones); otherwise whatever the backend's opener returns.
+    pub async fn open(&self, url: &str) -> Result<Arc<dyn Store>> {
+        let scheme = scheme_of(url).ok_or_else(|| {
+            Error::config(format!(
+                "{url:?} is not a store URL (expected scheme:…, e.g. memory:)"
+            ))
+        })?;
+        let Some(open) = self.openers.get(&scheme.to_ascii_lowercase()) else {
+            let known: Vec<&str> = self.schemes().collect();
+            return Err(Error::config(format!(
+                "no store for scheme {scheme:?} (known: {}; is the crate feature enabled?)",
+                known.join(", ")
+            )));
+        };
+        open(url.to_owned()).await
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("schemes", &self.openers.keys())
+            .finish()
+    }
+}
+
+/// The scheme of a store URL: the text before the first `:` if it is a valid URL scheme
+/// (a letter, then letters, digits, `+`, `-` or `.`).
+pub fn scheme_of(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(scheme)
+}
+
+/// Splits `scheme://rest` into the part after `//` (or after `:` when there is no `//`) and its
+/// query string, parsed into pairs. Backends use it for options like `?table=sessions`.
+pub fn split_options(url: &str) -> (&str, Vec<(String, String)>) {
+    let body = url.split_once(':').map_or(url, |(_, rest)| rest);
+    let body = body.strip_prefix("//").unwrap_or(body);
+    match body.split_once('?') {
+        None => (body, Vec::new()),
+        Some((path, query)) => (
+            path,
+            query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (pair.to_owned(), String::new()),
+                })
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_are_recognised() {
+        assert_eq!(scheme_of("memory:"), Some("memory"));
+        assert_eq!(scheme_of("redis+cluster://a:1,b:2"), Some("redis+cluster"));
+        assert_eq!(scheme_of("sqlite://x.db"), Some("sqlite"));
+        assert_eq!(scheme_of("no-colon"), None);
+        assert_eq!(scheme_of("1abc:"), None);
+        assert_eq!(scheme_of(":x"), None);
+    }
+
+    #[test]
+    fn options_are_split() {
+        let (path, opts) = split_options("sqlite://dir/app.db?table=s&wal");
+        assert_eq!(path, "dir/app.db");
+        assert_eq!(
+            opts,
+            vec![("table".into(), "s".into()), ("wal".into(), String::new())]
+        );
+        assert_eq!(split_options("memory:").0, "");
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_config_errors() {
+        let registry = Registry::new();
+        let err = registry
+            .open("nope://x")
+            .await
+            .err()
+            .expect("unknown scheme");
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        let err = registry.open("no scheme").await.err().expect("no scheme");
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+    }
+}

@@ -1,0 +1,763 @@
+//! The per-request session handle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::change::{ApplyOutcome, Change};
+use crate::codec::{decode_value, encode_value};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{SessionId, SessionKey};
+use crate::manager::ManagerInner;
+use crate::record::{Data, Record};
+use crate::store::CycleOutcome;
+use crate::time::Timestamp;
+
+/// Data keys starting with this are the library's own (the per-session expiry lives there).
+/// Applications cannot write them, and [`Session::keys`] does not list them.
+pub const RESERVED_PREFIX: &str = "__sessionkit.";
+const EXPIRY_KEY: &str = "__sessionkit.expiry";
+/// The longest data key, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+/// How many fresh ids `create` and `cycle` try before giving up on collisions (with 192-bit ids
+/// a second try already means something is wrong, e.g. a store that reports every insert as a
+/// conflict).
+const ID_ATTEMPTS: usize = 4;
+
+/// How a session's deadline moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Expiry {
+    /// The manager's idle timeout, extended by activity.
+    #[default]
+    Default,
+    /// This idle timeout instead of the manager's, extended by activity ("remember me").
+    OnInactivity(Duration),
+    /// A fixed deadline that activity does not extend.
+    AtTimestamp(Timestamp),
+}
+
+/// What the caller (the web integration) must do with the cookie after [`Session::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CookieUpdate {
+    /// Leave the browser's cookie as it is.
+    Unchanged,
+    /// Set the cookie to this id, valid until `expires_at` (a new session, a cycled id, or a
+    /// deadline that moved, so a persistent cookie's `Max-Age` stays in step).
+    Set {
+        /// The id to put in the cookie.
+        id: SessionId,
+        /// The server-side deadline.
+        expires_at: Timestamp,
+    },
+    /// Remove the cookie (logout, or a cookie that names no session).
+    Remove,
+}
+
+/// The result of [`Session::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Committed {
+    /// What to do with the cookie.
+    pub cookie: CookieUpdate,
+    /// The session was gone when the changes were saved (a logout or revocation raced this
+    /// request): the changes were dropped and the session was **not** re-created.
+    pub gone: bool,
+}
+
+/// One request's view of its session.
+///
+/// Cheap to clone (clones share state) and `Send + Sync`, so it can move into spawned tasks. The
+/// store is first asked when a method needs the data; a request that never calls one costs no
+/// store round trip. Changes are collected as a [`Change`] and written by [`Session::commit`]
+/// (the web integrations call it after the handler): only what this request changed is written,
+/// so concurrent requests that change different keys all keep their writes. Two requests that
+/// write the *same* key: the later commit wins.
+#[derive(Clone)]
+pub struct Session {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    manager: Arc<ManagerInner>,
+    presented: Presented,
+    state: tokio::sync::Mutex<Option<Loaded>>,
+}
+
+enum Presented {
+    Nothing,
+    Malformed,
+    Id(SessionId),
+}
+
+/// The stored session a request works on.
+struct Current {
+    key: SessionKey,
+    /// The id of `key`, unknown when the session was reached through a grace-period pointer (the
+    /// browser holds the old id and must not learn the new one).
+    id: Option<SessionId>,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    /// The grace-period pointer this session was reached through.
+    via: Option<SessionKey>,
+}
+
+struct Loaded {
+    current: Option<Current>,
+    data: Data,
+    owner: Option<String>,
+    change: Change,
+    cycle: bool,
+    /// Keys to delete at commit (`destroy()`), kept until the delete succeeded.
+    destroy: Vec<SessionKey>,
+    /// Non-strict mode: the presented (unknown) id may become this session's id.
+    adopt: bool,
+}
+
+impl Loaded {
+    fn fresh(adopt: bool) -> Self {
+        Self {
+            current: None,
+            data: Data::new(),
+            owner: None,
+            change: Change::default(),
+            cycle: false,
+            destroy: Vec::new(),
+            adopt,
+        }
+    }
+
+    fn existing(current: Current, record: Record) -> Self {
+        Self {
+            current: Some(current),
+            data: record.data,
+            owner: record.owner,
+            ..Self::fresh(false)
+        }
+    }
+
+    fn put(&mut self, key: &str, bytes: Vec<u8>) {
+        if self.data.get(key) != Some(&bytes) {
+            self.data.insert(key.to_owned(), bytes.clone());
+            self.change.set(key.to_owned(), bytes);
+        }
+    }
+
+    fn delete(&mut self, key: &str) -> bool {
+        let existed = self.data.remove(key).is_some();
+        if existed {
+            self.change.remove(key);
+        }
+        existed
+    }
+
+    fn expiry(&self) -> Expiry {
+        match self
+            .data
+            .get(EXPIRY_KEY)
+            .map(|bytes| decode_value::<Expiry>(EXPIRY_KEY, bytes))
+        {
+            None => Expiry::Default,
+            Some(Ok(expiry)) => expiry,
+            Some(Err(err)) => {
+                tracing::warn!(error = %err, "stored session expiry does not decode; using the default");
+                Expiry::Default
+            }
+        }
+    }
+
+    fn user_keys(&self) -> impl Iterator<Item = &String> {
+        self.data.keys().filter(|k| !k.starts_with(RESERVED_PREFIX))
+    }
+
+    /// Drops the stored session from this request's view after the store said it is gone.
+    fn forget(&mut self) {
+        *self = Self::fresh(false);
+    }
+}
+
+impl ManagerInner {
+    fn is_live(&self, record: &Record, now: Timestamp) -> bool {
+        !record.is_expired(now)
+            && record
+                .created_at
+                .saturating_add(self.config.absolute_lifetime)
+                > now
+    }
+
+    fn deadline(&self, now: Timestamp, created_at: Timestamp, expiry: Expiry) -> Timestamp {
+        let cap = created_at.saturating_add(self.config.absolute_lifetime);
+        let wanted = match expiry {
+            Expiry::Default => now.saturating_add(self.config.idle_timeout),
+            Expiry::OnInactivity(window) => now.saturating_add(window),
+            Expiry::AtTimestamp(at) => at,
+        };
+        wanted.min(cap)
+    }
+
+    /// Whether a read-only request should write the idle deadline: only once it would move by
+    /// at least the touch fraction of the idle window.
+    fn touch_due(&self, current: Timestamp, target: Timestamp, expiry: Expiry) -> bool {
+        let window = match expiry {
+            Expiry::Default => self.config.idle_timeout,
+            Expiry::OnInactivity(window) => window,
+            Expiry::AtTimestamp(_) => return false,
+        };
+        target > current
+            && target.duration_since(current) >= window.mul_f64(self.config.touch_fraction)
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Err(Error::config(format!(
+            "session keys are 1 to {MAX_KEY_LEN} bytes, this one is {}",
+            key.len()
+        )));
+    }
+    if key.starts_with(RESERVED_PREFIX) {
+        return Err(Error::config(format!(
+            "session keys starting with {RESERVED_PREFIX:?} are reserved"
+        )));
+    }
+    Ok(())
+}
+
+impl Session {
+    pub(crate) fn new(manager: Arc<ManagerInner>, cookie_value: Option<&str>) -> Self {
+        let presented = match cookie_value {
+            None => Presented::Nothing,
+            Some(value) => SessionId::parse(value).map_or(Presented::Malformed, Presented::Id),
+        };
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                presented,
+                state: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Whether the request presented a cookie value that is not a well-formed session id.
+    pub fn presented_malformed_id(&self) -> bool {
+        matches!(self.shared.presented, Presented::Malformed)
+    }
+
+    async fn load(&self) -> Result<Loaded> {
+        let manager = &self.shared.manager;
+        let Presented::Id(id) = &self.shared.presented else {
+            return Ok(Loaded::fresh(false));
+        };
+        let adopt = !manager.config.strict;
+        manager.maybe_cleanup();
+        let key = id.key();
+        let Some(record) = manager.store.load(&key).await? else {
+            return Ok(Loaded::fresh(adopt));
+        };
+        let now = manager.now();
+        if !manager.is_live(&record, now) {
+            return Ok(Loaded::fresh(adopt));
+        }
+        let Some(target) = record.moved_to else {
+            let current = Current {
+                key,
+                id: Some(id.clone()),
+                created_at: record.created_at,
+                expires_at: record.expires_at,
+                via: None,
+            };
+            return Ok(Loaded::existing(current, record));
+        };
+        match manager.store.load(&target).await? {
+            Some(moved) if moved.moved_to.is_none() && manager.is_live(&moved, now) => {
+                let current = Current {
+                    key: target,
+                    id: None,
+                    created_at: moved.created_at,
+                    expires_at: moved.expires_at,
+                    via: Some(key),
+                };
+                Ok(Loaded::existing(current, moved))
+            }
+            _ => Ok(Loaded::fresh(false)),
+        }
+    }
+
+    /// Runs `f` on the loaded session, loading it first if this is the first access.
+    async fn with<R>(&self, f: impl FnOnce(&mut Loaded) -> Result<R> + Send) -> Result<R> {
+        let mut guard = self.shared.state.lock().await;
+        let loaded = match guard.take() {
+            Some(loaded) => guard.insert(loaded),
+            None => guard.insert(self.load().await?),
+        };
+        f(loaded)
+    }
+
+    /// The value under `key`, decoded as `T`; `Ok(None)` if the session has no such key.
+    ///
+    /// # Errors
+    /// A store error while loading, or [`ErrorKind::Codec`] if the stored value is not a `T`
+    /// (the session and its other keys are unaffected).
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        self.with(|loaded| {
+            loaded
+                .data
+                .get(key)
+                .map(|bytes| decode_value(key, bytes))
+                .transpose()
+        })
+        .await
+    }
+
+    /// Sets `key` to `value`. Setting a key to the value it already has changes nothing.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for an empty, over-long or reserved key; [`ErrorKind::Codec`] if the
+    /// value does not encode; [`ErrorKind::TooLarge`] above the manager's value limit; a store
+    /// error while loading. Nothing is changed on error.
+    pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
+        check_key(key)?;
+        let bytes = encode_value(key, value)?;
+        self.check_size(key, &bytes)?;
+        self.with(|loaded| {
+            loaded.put(key, bytes);
+            Ok(())
+        })
+        .await
+    }
+
+    fn check_size(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        let limit = self.shared.manager.config.max_value_bytes;
+        if bytes.len() > limit {
+            return Err(Error::TooLarge {
+                what: format!("value {key:?}"),
+                size: bytes.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `key` (or `T::default()` if absent), lets `f` change it in place, and stores the
+    /// result: a nested mutation (push to a list inside a struct) persists. Returns what `f`
+    /// returns.
+    ///
+    /// # Errors
+    /// As [`Session::get`] and [`Session::insert`]; nothing is changed on error.
+    pub async fn update<T, R>(&self, key: &str, f: impl FnOnce(&mut T) -> R + Send) -> Result<R>
+    where
+        T: Serialize + DeserializeOwned + Default,
+    {
+        check_key(key)?;
+        self.with(|loaded| {
+            let mut value: T = match loaded.data.get(key) {
+                Some(bytes) => decode_value(key, bytes)?,
+                None => T::default(),
+            };
+            let out = f(&mut value);
+            let bytes = encode_value(key, &value)?;
+            self.check_size(key, &bytes)?;
+            loaded.put(key, bytes);
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Removes `key`. Returns whether it was there.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn remove(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        self.with(|loaded| Ok(loaded.delete(key))).await
+    }
+
+    /// Removes `key` and returns its value decoded as `T`.
+    ///
+    /// # Errors
+    /// As [`Session::get`]; on a decode error the key is left in place.
+    pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        check_key(key)?;
+        self.with(|loaded| {
+            let value = loaded
+                .data
+                .get(key)
+                .map(|bytes| decode_value(key, bytes))
+                .transpose()?;
+            loaded.delete(key);
+            Ok(value)
+        })
+        .await
+    }
+
+    /// Removes every key the application set (the per-session expiry setting stays).
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn clear(&self) -> Result<()> {
+        self.with(|loaded| {
+            let reserved: Vec<(String, Vec<u8>)> = loaded
+                .data
+                .iter()
+                .filter(|(k, _)| k.starts_with(RESERVED_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            loaded.data.clear();
+            loaded.change.clear();
+            for (key, value) in reserved {
+                loaded.data.insert(key.clone(), value.clone());
+                loaded.change.set(key, value);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Whether the session has `key`.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn contains(&self, key: &str) -> Result<bool> {
+        self.with(|loaded| Ok(loaded.data.contains_key(key))).await
+    }
+
+    /// The application's keys, sorted.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn keys(&self) -> Result<Vec<String>> {
+        self.with(|loaded| Ok(loaded.user_keys().cloned().collect()))
+            .await
+    }
+
+    /// Whether the session has no application keys.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn is_empty(&self) -> Result<bool> {
+        self.with(|loaded| Ok(loaded.user_keys().next().is_none()))
+            .await
+    }
+
+    /// The session's owner.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn owner(&self) -> Result<Option<String>> {
+        self.with(|loaded| Ok(loaded.owner.clone())).await
+    }
+
+    /// Sets or removes the session's owner (typically at login, together with
+    /// [`Session::cycle_id`]). With a per-owner limit, saving may end the owner's oldest sessions.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn set_owner(&self, owner: Option<&str>) -> Result<()> {
+        self.with(|loaded| {
+            if loaded.owner.as_deref() != owner {
+                loaded.owner = owner.map(str::to_owned);
+                loaded.change.owner = Some(loaded.owner.clone());
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// How this session's deadline moves.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn expiry(&self) -> Result<Expiry> {
+        self.with(|loaded| Ok(loaded.expiry())).await
+    }
+
+    /// Changes how this session's deadline moves (it is kept with the session). The absolute
+    /// lifetime still caps every deadline.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn set_expiry(&self, expiry: Expiry) -> Result<()> {
+        let bytes = match expiry {
+            Expiry::Default => None,
+            other => Some(encode_value(EXPIRY_KEY, &other)?),
+        };
+        self.with(|loaded| {
+            match bytes {
+                None => {
+                    loaded.delete(EXPIRY_KEY);
+                }
+                Some(bytes) => loaded.put(EXPIRY_KEY, bytes),
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The stored deadline, or `None` if the session is not stored yet.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn expires_at(&self) -> Result<Option<Timestamp>> {
+        self.with(|loaded| Ok(loaded.current.as_ref().map(|c| c.expires_at)))
+            .await
+    }
+
+    /// The key the session is stored under, or `None` if it is not stored yet: how "your
+    /// sessions" pages mark the current one.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn key(&self) -> Result<Option<SessionKey>> {
+        self.with(|loaded| Ok(loaded.current.as_ref().map(|c| c.key)))
+            .await
+    }
+
+    /// Gives the session a new id when it is saved (call at login and at every privilege change,
+    /// against session fixation). Data, owner and deadline are kept; the old id stops working
+    /// after the manager's grace period.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn cycle_id(&self) -> Result<()> {
+        self.with(|loaded| {
+            loaded.adopt = false;
+            if loaded.current.is_some() {
+                loaded.cycle = true;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ends the session (logout): it is deleted when saved and the cookie is removed. Keys
+    /// inserted after this start a new session with a new id.
+    ///
+    /// # Errors
+    /// A store error while loading.
+    pub async fn destroy(&self) -> Result<()> {
+        self.with(|loaded| {
+            if let Some(current) = loaded.current.take() {
+                loaded.destroy.push(current.key);
+                loaded.destroy.extend(current.via);
+            }
+            let destroy = std::mem::take(&mut loaded.destroy);
+            *loaded = Loaded {
+                destroy,
+                ..Loaded::fresh(false)
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    /// Saves what this request changed and says what to do with the cookie. The web
+    /// integrations call this after the handler; call it yourself elsewhere. A session never
+    /// touched is not loaded and costs nothing; an unchanged one writes only a throttled
+    /// deadline extension. Committing twice writes only what changed in between.
+    ///
+    /// # Errors
+    /// A store error. The pending changes are kept, so a later commit can retry them.
+    pub async fn commit(&self) -> Result<Committed> {
+        let mut guard = self.shared.state.lock().await;
+        let Some(loaded) = guard.as_mut() else {
+            let cookie = if self.presented_malformed_id() {
+                CookieUpdate::Remove
+            } else {
+                CookieUpdate::Unchanged
+            };
+            return Ok(Committed {
+                cookie,
+                gone: false,
+            });
+        };
+        let manager = &*self.shared.manager;
+        let mut removed = false;
+        while let Some(key) = loaded.destroy.last().copied() {
+            if manager.store.delete(&key).await? {
+                manager.hooks.destroyed(&key);
+            }
+            loaded.destroy.pop();
+            removed = true;
+        }
+        let presented = !matches!(self.shared.presented, Presented::Nothing);
+        let committed = match loaded.current.is_some() {
+            false if loaded.user_keys().next().is_none() && loaded.owner.is_none() => {
+                loaded.change = Change::default();
+                let cookie = if removed || presented {
+                    CookieUpdate::Remove
+                } else {
+                    CookieUpdate::Unchanged
+                };
+                Committed {
+                    cookie,
+                    gone: false,
+                }
+            }
+            false => self.create(manager, loaded).await?,
+            true => self.save_existing(manager, loaded).await?,
+        };
+        Ok(committed)
+    }
+
+    async fn create(&self, manager: &ManagerInner, loaded: &mut Loaded) -> Result<Committed> {
+        let now = manager.now();
+        let expires_at = manager.deadline(now, now, loaded.expiry());
+        let record = Record {
+            data: loaded.data.clone(),
+            owner: loaded.owner.clone(),
+            ..Record::new(now, expires_at)
+        };
+        let adopted = match (&self.shared.presented, loaded.adopt) {
+            (Presented::Id(id), true) => Some(id.clone()),
+            _ => None,
+        };
+        let (id, ()) = draw_ids(adopted, |id| {
+            let record = &record;
+            async move { manager.store.create(&id.key(), record).await }
+        })
+        .await?;
+        let key = id.key();
+        manager.hooks.created(&key, record.owner.as_deref());
+        loaded.current = Some(Current {
+            key,
+            id: Some(id.clone()),
+            created_at: now,
+            expires_at,
+            via: None,
+        });
+        loaded.change = Change::default();
+        loaded.adopt = false;
+        if let Some(owner) = &record.owner {
+            manager.enforce_owner_limit(owner, &key).await?;
+        }
+        Ok(Committed {
+            cookie: CookieUpdate::Set { id, expires_at },
+            gone: false,
+        })
+    }
+
+    async fn save_existing(
+        &self,
+        manager: &ManagerInner,
+        loaded: &mut Loaded,
+    ) -> Result<Committed> {
+        let now = manager.now();
+        let expiry = loaded.expiry();
+        let Some(current) = loaded.current.as_mut() else {
+            return Err(Error::Gone);
+        };
+        let mut new_id = None;
+        if loaded.cycle {
+            let grace = manager.config.cycle_grace;
+            let grace_until = (!grace.is_zero()).then(|| now.saturating_add(grace));
+            let old = current.key;
+            let (cycled, outcome) = draw_ids(None, |id| async move {
+                manager.store.cycle(&old, &id.key(), grace_until).await
+            })
+            .await?;
+            if outcome == CycleOutcome::Gone {
+                loaded.forget();
+                return Ok(Committed {
+                    cookie: CookieUpdate::Unchanged,
+                    gone: true,
+                });
+            }
+            manager.hooks.cycled(&old, &cycled.key());
+            if let Some(pointer) = current.via.take() {
+                // The old-old id must not reach the session any more either.
+                manager.store.delete(&pointer).await?;
+            }
+            current.key = cycled.key();
+            current.id = Some(cycled.clone());
+            loaded.cycle = false;
+            new_id = Some(cycled);
+        }
+        let target = manager.deadline(now, current.created_at, expiry);
+        if !loaded.change.is_empty() || new_id.is_some() {
+            if target != current.expires_at {
+                loaded.change.expires_at = Some(target);
+            }
+        } else if manager.touch_due(current.expires_at, target, expiry) {
+            loaded.change.expires_at = Some(target);
+        }
+        let moved = loaded.change.expires_at.is_some();
+        if !loaded.change.is_empty() {
+            let outcome = match loaded.change.expires_at {
+                Some(deadline)
+                    if !loaded.change.touches_data() && loaded.change.owner.is_none() =>
+                {
+                    manager.store.touch(&current.key, deadline).await?
+                }
+                _ => manager.store.apply(&current.key, &loaded.change).await?,
+            };
+            if outcome == ApplyOutcome::Gone {
+                loaded.forget();
+                return Ok(Committed {
+                    cookie: CookieUpdate::Unchanged,
+                    gone: true,
+                });
+            }
+            if moved {
+                current.expires_at = target;
+            }
+            let owner_set = matches!(loaded.change.owner, Some(Some(_)));
+            loaded.change = Change::default();
+            if owner_set && let Some(owner) = loaded.owner.as_deref() {
+                manager.enforce_owner_limit(owner, &current.key).await?;
+            }
+        }
+        let cookie = match (new_id, &current.id) {
+            (Some(id), _) => CookieUpdate::Set {
+                id,
+                expires_at: current.expires_at,
+            },
+            (None, Some(id)) if moved => CookieUpdate::Set {
+                id: id.clone(),
+                expires_at: current.expires_at,
+            },
+            _ => CookieUpdate::Unchanged,
+        };
+        Ok(Committed {
+            cookie,
+            gone: false,
+        })
+    }
+}
+
+/// Tries `first` (if any), then fresh ids, until `write` does not report a conflict.
+async fn draw_ids<T, F, Fut>(first: Option<SessionId>, mut write: F) -> Result<(SessionId, T)>
+where
+    F: FnMut(SessionId) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut first = first;
+    let mut last_conflict = None;
+    for _ in 0..ID_ATTEMPTS {
+        let id = match first.take() {
+            Some(id) => id,
+            None => SessionId::generate()?,
+        };
+        match write(id.clone()).await {
+            Ok(out) => return Ok((id, out)),
+            Err(err) if err.kind() == ErrorKind::Conflict => last_conflict = Some(err),
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_conflict.unwrap_or_else(|| Error::conflict("no free session id")))
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let presented = match &self.shared.presented {
+            Presented::Nothing => "nothing",
+            Presented::Malformed => "malformed",
+            Presented::Id(_) => "id",
+        };
+        f.debug_struct("Session")
+            .field("presented", &presented)
+            .finish_non_exhaustive()
+    }
+}

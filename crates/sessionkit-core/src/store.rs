@@ -1,0 +1,458 @@
+//! The store trait: what every backend does, and the contract of each operation.
+//!
+//! Stores are keyed by [`SessionKey`] (the hash of the session id): a store never sees an id a
+//! browser could present. Every operation is async and every contract below is checked by the
+//! conformance suite (`sessionkit-conformance`), which every backend runs.
+//!
+//! Time: a store judges expiry by its own clock (the machine's wall clock, or the server's for
+//! stores with native expiry). The manager judges expiry again with its own clock, so a record the
+//! store still returns a moment after its deadline is never used.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+use crate::change::{ApplyOutcome, Change};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::SessionKey;
+use crate::record::{Record, StoredSession};
+use crate::time::Timestamp;
+
+/// What a store can do, for callers that adapt (the CLI, the manager's owner limit) and for the
+/// seeds' `is_multiprocess_safe` question.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Several processes (app servers, a CLI next to a running app) may use the store at once.
+    pub multiprocess_safe: bool,
+    /// [`Store::list`] works (and so do the CLI's `list`, `stats` and `migrate --from`).
+    pub iterable: bool,
+    /// [`Store::by_owner`] and [`Store::delete_by_owner`] work.
+    pub owner_index: bool,
+    /// [`Store::load_keys`] reads only the keys asked for, not the whole session.
+    pub per_key_reads: bool,
+    /// The backend expires sessions itself; [`Store::delete_expired`] has little or nothing to do.
+    pub native_ttl: bool,
+}
+
+impl Capabilities {
+    /// Everything supported, single process: a starting point for stores to adjust.
+    pub const fn all() -> Self {
+        Self {
+            multiprocess_safe: true,
+            iterable: true,
+            owner_index: true,
+            per_key_reads: true,
+            native_ttl: false,
+        }
+    }
+
+    /// Returns `self` with `multiprocess_safe` set.
+    #[must_use]
+    pub const fn with_multiprocess_safe(mut self, yes: bool) -> Self {
+        self.multiprocess_safe = yes;
+        self
+    }
+
+    /// Returns `self` with `iterable` set.
+    #[must_use]
+    pub const fn with_iterable(mut self, yes: bool) -> Self {
+        self.iterable = yes;
+        self
+    }
+
+    /// Returns `self` with `owner_index` set.
+    #[must_use]
+    pub const fn with_owner_index(mut self, yes: bool) -> Self {
+        self.owner_index = yes;
+        self
+    }
+
+    /// Returns `self` with `per_key_reads` set.
+    #[must_use]
+    pub const fn with_per_key_reads(mut self, yes: bool) -> Self {
+        self.per_key_reads = yes;
+        self
+    }
+
+    /// Returns `self` with `native_ttl` set.
+    #[must_use]
+    pub const fn with_native_ttl(mut self, yes: bool) -> Self {
+        self.native_ttl = yes;
+        self
+    }
+}
+
+/// Which sessions [`Store::list`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only sessions of this owner.
+    pub owner: Option<String>,
+    /// Live, expired, or both.
+    pub state: ListState,
+}
+
+/// The expiry state [`ListFilter`] selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ListState {
+    /// Only sessions that are not expired.
+    #[default]
+    Live,
+    /// Only expired sessions not yet purged.
+    Expired,
+    /// Both.
+    All,
+}
+
+impl ListState {
+    /// Whether a record with this deadline passes the filter at `now`.
+    pub fn admits(self, expires_at: Timestamp, now: Timestamp) -> bool {
+        match self {
+            Self::Live => expires_at > now,
+            Self::Expired => expires_at <= now,
+            Self::All => true,
+        }
+    }
+}
+
+/// Which page of a listing to return. Pages are keyset-paginated by [`SessionKey`] order, so a
+/// listing walks a store of any size in constant memory and never skips or repeats a session that
+/// exists for the whole walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Return sessions whose key sorts after this one (`None`: from the start).
+    pub after: Option<SessionKey>,
+    /// At most this many sessions.
+    pub limit: usize,
+}
+
+impl PageRequest {
+    /// The first page of at most `limit` sessions.
+    pub const fn first(limit: usize) -> Self {
+        Self { after: None, limit }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// The sessions, in ascending key order.
+    pub sessions: Vec<StoredSession>,
+    /// Where the next page starts, or `None` if this was the last page.
+    pub next: Option<SessionKey>,
+}
+
+impl Page {
+    /// Builds a page from up to `limit + 1` sessions in key order: the extra one, if present,
+    /// proves there is a next page and is dropped. Stores fetch `limit + 1` rows and call this.
+    pub fn from_sorted(mut sessions: Vec<StoredSession>, limit: usize) -> Self {
+        if sessions.len() > limit {
+            sessions.truncate(limit);
+            let next = sessions.last().map(|s| s.key);
+            Self { sessions, next }
+        } else {
+            Self {
+                sessions,
+                next: None,
+            }
+        }
+    }
+}
+
+/// What [`Store::cycle`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum CycleOutcome {
+    /// The session now lives under the new key.
+    Cycled,
+    /// There was no live session under the old key; nothing was written.
+    Gone,
+}
+
+/// A session store. See the [module docs](self) for how keys and time are handled.
+///
+/// Implementations must be safe to share between tasks (`Send + Sync`) and must hold no lock
+/// across an `.await` that another task needs to make progress.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for messages and metrics (`"memory"`, `"sqlite"`).
+    fn name(&self) -> &'static str;
+
+    /// What this store supports.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Inserts a new session. **Insert only**: if a live record or a grace-period pointer exists
+    /// under `key`, nothing is written and the result is an [`ErrorKind::Conflict`] error, which
+    /// the manager answers by drawing a new id. (An expired record not yet purged may be replaced
+    /// or reported as a conflict; stores with native expiry no longer have it.)
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<()>;
+
+    /// Loads a session. `Ok(None)` means missing **or expired**: an expired record is never
+    /// returned. A grace-period pointer left by [`Store::cycle`] is returned as a record with
+    /// `moved_to` set until its own deadline. `Err` is for system failures only (and a stored
+    /// record that does not decode, which is [`ErrorKind::Codec`]).
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>>;
+
+    /// Loads only some data keys of a session (for sessions that hold large values). Same
+    /// `Ok(None)` rules as [`Store::load`]; keys the session does not have are absent from the
+    /// returned record's `data`, and every other field is filled in. Stores whose layout cannot
+    /// read single keys keep this default, which loads the whole record and filters it
+    /// (`capabilities().per_key_reads` says which).
+    async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
+        Ok(self.load(key).await?.map(|mut record| {
+            record.data.retain(|k, _| keys.contains(&k.as_str()));
+            record
+        }))
+    }
+
+    /// Applies `change` to a live session, **atomically**: all of it or none of it, and
+    /// concurrent applies to the same session compose (two changes setting different keys both
+    /// survive; for the same key, the later one wins). Updates only: if there is no live session
+    /// under `key` (missing, deleted, expired, or a grace-period pointer), nothing is written,
+    /// **nothing is created**, and the result is [`ApplyOutcome::Gone`]. An empty change still
+    /// checks liveness and bumps the version.
+    async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome>;
+
+    /// Moves a live session's deadline to `expires_at`. Same contract as `apply` with
+    /// [`Change::expiry`], which is the default; stores with a cheaper way override it.
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
+        self.apply(key, &Change::expiry(expires_at)).await
+    }
+
+    /// Deletes a session (or a grace-period pointer). Deleting a missing key is a no-op, not an
+    /// error. Returns whether a record was there. A concurrent `apply` either lands before the
+    /// delete or finds the session gone: it never brings the session back.
+    async fn delete(&self, key: &SessionKey) -> Result<bool>;
+
+    /// Moves a live session from `old` to `new` **atomically** (id rotation at login): the
+    /// record, data, owner and deadline move, the version is bumped. If `grace_until` is given,
+    /// `old` is left holding a pointer record (`moved_to = Some(new)`, no data, no owner,
+    /// `expires_at = grace_until`) so in-flight requests that still carry the old id find the
+    /// session; otherwise `old` is deleted. If there is no live session under `old` the result is
+    /// [`CycleOutcome::Gone`] and nothing is written. If `new` is taken the result is an
+    /// [`ErrorKind::Conflict`] error and nothing is written.
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        grace_until: Option<Timestamp>,
+    ) -> Result<CycleOutcome>;
+
+    /// Creates or migrates whatever the store needs (tables, indexes, directories). Idempotent:
+    /// safe to call on every start and from several processes at once.
+    async fn setup(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The schema [`Store::setup`] creates, as text for users' own migration tools (SQL DDL for
+    /// SQL stores), or `None` if the store has no schema.
+    fn schema(&self) -> Option<String> {
+        None
+    }
+
+    /// Deletes every expired record (sessions and grace-period pointers) and returns how many.
+    /// Works in batches so it never holds a long lock or deadlocks against live traffic; with
+    /// several processes, concurrent calls must not fail (one may find nothing left to do).
+    async fn delete_expired(&self) -> Result<u64>;
+
+    /// One page of sessions matching `filter`, in ascending key order. Grace-period pointers are
+    /// never listed. [`ErrorKind::Unsupported`] if `capabilities().iterable` is false.
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page>;
+
+    /// Every live session of `owner`, in no particular order. [`ErrorKind::Unsupported`] if
+    /// `capabilities().owner_index` is false.
+    async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>>;
+
+    /// Deletes every session of `owner` ("log out everywhere") and returns how many were live.
+    /// [`ErrorKind::Unsupported`] if `capabilities().owner_index` is false.
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
+        (**self).create(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        (**self).load(key).await
+    }
+    async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
+        (**self).load_keys(key, keys).await
+    }
+    async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+        (**self).apply(key, change).await
+    }
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
+        (**self).touch(key, expires_at).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        (**self).delete(key).await
+    }
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        grace_until: Option<Timestamp>,
+    ) -> Result<CycleOutcome> {
+        (**self).cycle(old, new, grace_until).await
+    }
+    async fn setup(&self) -> Result<()> {
+        (**self).setup().await
+    }
+    fn schema(&self) -> Option<String> {
+        (**self).schema()
+    }
+    async fn delete_expired(&self) -> Result<u64> {
+        (**self).delete_expired().await
+    }
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
+        (**self).list(filter, page).await
+    }
+    async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
+        (**self).by_owner(owner).await
+    }
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        (**self).delete_by_owner(owner).await
+    }
+}
+
+/// Walks every page of a listing as a stream (constant memory, for admin tools and migration).
+pub fn list_all<'a, S: Store + ?Sized>(
+    store: &'a S,
+    filter: ListFilter,
+    page_size: usize,
+) -> impl Stream<Item = Result<StoredSession>> + Send + 'a {
+    let page_size = page_size.max(1);
+    let state = (Some(PageRequest::first(page_size)), Vec::new().into_iter());
+    futures::stream::try_unfold(
+        (state, filter),
+        move |((mut request, mut buffered), filter)| async move {
+            loop {
+                if let Some(session) = buffered.next() {
+                    return Ok(Some((session, ((request, buffered), filter))));
+                }
+                let Some(current) = request else {
+                    return Ok(None);
+                };
+                let page = store.list(&filter, current).await?;
+                request = page.next.map(|after| PageRequest {
+                    after: Some(after),
+                    limit: page_size,
+                });
+                buffered = page.sessions.into_iter();
+            }
+        },
+    )
+}
+
+/// What the caller wants when a store answers [`ErrorKind::Unsupported`] (the seeds' memcached
+/// store offered the same three choices).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnsupportedPolicy {
+    /// Return the error.
+    #[default]
+    Error,
+    /// Log a warning and go on with an empty result.
+    Warn,
+    /// Go on with an empty result silently.
+    Ignore,
+}
+
+impl UnsupportedPolicy {
+    /// Applies the policy: an `Unsupported` error becomes `fallback` (with a warning for `Warn`)
+    /// unless the policy is `Error`. Every other result passes through.
+    ///
+    /// # Errors
+    /// The original error, unless it is `Unsupported` and the policy says to go on.
+    pub fn resolve<T>(self, result: Result<T>, fallback: impl FnOnce() -> T) -> Result<T> {
+        match result {
+            Err(err) if err.kind() == ErrorKind::Unsupported => match self {
+                Self::Error => Err(err),
+                Self::Warn => {
+                    tracing::warn!(error = %err, "operation not supported by the session store; ignored");
+                    Ok(fallback())
+                }
+                Self::Ignore => Ok(fallback()),
+            },
+            other => other,
+        }
+    }
+}
+
+impl fmt::Display for Capabilities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flags = [
+            ("multiprocess_safe", self.multiprocess_safe),
+            ("iterable", self.iterable),
+            ("owner_index", self.owner_index),
+            ("per_key_reads", self.per_key_reads),
+            ("native_ttl", self.native_ttl),
+        ];
+        let mut first = true;
+        for (name, on) in flags {
+            if !first {
+                f.write_str(" ")?;
+            }
+            first = false;
+            write!(f, "{}{name}", if on { "+" } else { "-" })?;
+        }
+        Ok(())
+    }
+}
+
+/// Shorthand for the error an unsupported operation returns.
+pub fn unsupported(store: &'static str, operation: &'static str) -> Error {
+    Error::Unsupported { store, operation }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_policy_maps_only_unsupported() {
+        let unsupported_result: Result<Vec<u8>> = Err(unsupported("memcached", "list"));
+        assert!(
+            UnsupportedPolicy::Error
+                .resolve(unsupported_result, Vec::new)
+                .is_err()
+        );
+        let unsupported_result: Result<Vec<u8>> = Err(unsupported("memcached", "list"));
+        assert_eq!(
+            UnsupportedPolicy::Warn
+                .resolve(unsupported_result, Vec::new)
+                .ok(),
+            Some(vec![])
+        );
+        let unsupported_result: Result<Vec<u8>> = Err(unsupported("memcached", "list"));
+        assert_eq!(
+            UnsupportedPolicy::Ignore
+                .resolve(unsupported_result, Vec::new)
+                .ok(),
+            Some(vec![])
+        );
+        let other: Result<Vec<u8>> = Err(Error::Gone);
+        assert!(UnsupportedPolicy::Ignore.resolve(other, Vec::new).is_err());
+    }
+
+    #[test]
+    fn pages_know_when_there_is_more() {
+        let session = |n: u8| StoredSession {
+            key: SessionKey::from_bytes([n; 32]),
+            record: Record::new(Timestamp::from_millis(0), Timestamp::from_millis(1)),
+        };
+        let page = Page::from_sorted(vec![session(1), session(2), session(3)], 2);
+        assert_eq!(page.sessions.len(), 2);
+        assert_eq!(page.next, Some(SessionKey::from_bytes([2; 32])));
+        let last = Page::from_sorted(vec![session(1)], 2);
+        assert_eq!(last.next, None);
+    }
+}
