@@ -3,8 +3,9 @@
 //! The format must be self-describing (the CLI prints any stored session without knowing the
 //! application's types) and must never build native objects from stored bytes. JSON, CBOR and
 //! MessagePack all qualify; the measurements in `docs/BENCHMARKS.md` made MessagePack the choice:
-//! it encodes and decodes a typical session faster than the other two and is the smallest, and it
-//! round-trips what JSON cannot (byte strings, non-finite floats, maps with integer keys).
+//! on a typical session it decodes 1.8× faster than JSON and 3.7× faster than CBOR, it is 22 %
+//! smaller than JSON, and it round-trips what JSON cannot (byte strings, non-finite floats). JSON
+//! encodes about 15 % faster, but every request that reads decodes, while only writes encode.
 //!
 //! Values are encoded when inserted, so an unencodable value fails at `insert`, in the handler,
 //! not later at commit time.

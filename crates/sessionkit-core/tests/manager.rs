@@ -1,0 +1,662 @@
+//! The manager's policies, driven by a manual clock over the memory store.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sessionkit_core::{
+    ApplyOutcome, Capabilities, Change, CleanupPolicy, CookieUpdate, CycleOutcome, Error, ErrorKind,
+    Expiry, ListFilter, ManualClock, Page, PageRequest, Record, Result, SessionHooks, SessionId,
+    SessionKey, SessionManager, SessionManagerBuilder, Store, StoredSession, Timestamp, async_trait,
+};
+use sessionkit_memory::MemoryStore;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Counts every call that reaches the store, and fails them all while `down` is set.
+struct Probe {
+    inner: MemoryStore,
+    calls: AtomicUsize,
+    writes: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl Probe {
+    fn check(&self, write: bool) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if write {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.down.load(Ordering::SeqCst) {
+            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+            return Err(Error::unavailable("probe store is down", refused));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for Probe {
+    fn name(&self) -> &'static str {
+        "probe"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
+        self.check(true)?;
+        self.inner.create(key, record).await
+    }
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        self.check(false)?;
+        self.inner.load(key).await
+    }
+    async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+        self.check(true)?;
+        self.inner.apply(key, change).await
+    }
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
+        self.check(true)?;
+        self.inner.touch(key, expires_at).await
+    }
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        self.check(true)?;
+        self.inner.delete(key).await
+    }
+    async fn cycle(&self, old: &SessionKey, new: &SessionKey, grace: Option<Timestamp>) -> Result<CycleOutcome> {
+        self.check(true)?;
+        self.inner.cycle(old, new, grace).await
+    }
+    async fn delete_expired(&self) -> Result<u64> {
+        self.check(true)?;
+        self.inner.delete_expired().await
+    }
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
+        self.check(false)?;
+        self.inner.list(filter, page).await
+    }
+    async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
+        self.check(false)?;
+        self.inner.by_owner(owner).await
+    }
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        self.check(true)?;
+        self.inner.delete_by_owner(owner).await
+    }
+}
+
+#[derive(Default)]
+struct Recorder(Mutex<Vec<String>>);
+
+impl Recorder {
+    fn events(&self) -> Vec<String> {
+        self.0.lock().expect("recorder").clone()
+    }
+    fn push(&self, event: String) {
+        self.0.lock().expect("recorder").push(event);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Hooks(Arc<Recorder>);
+
+impl SessionHooks for Hooks {
+    fn created(&self, key: &SessionKey, owner: Option<&str>) {
+        self.0.push(format!("created {} {owner:?}", key.to_hex()));
+    }
+    fn cycled(&self, old: &SessionKey, new: &SessionKey) {
+        self.0.push(format!("cycled {} {}", old.to_hex(), new.to_hex()));
+    }
+    fn destroyed(&self, key: &SessionKey) {
+        self.0.push(format!("destroyed {}", key.to_hex()));
+    }
+    fn purged(&self, count: u64) {
+        self.0.push(format!("purged {count}"));
+    }
+}
+
+struct Fixture {
+    clock: ManualClock,
+    probe: Arc<Probe>,
+    hooks: Hooks,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let clock = ManualClock::starting_now();
+        let probe = Arc::new(Probe {
+            inner: MemoryStore::with_clock(clock.clone()),
+            calls: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+        });
+        Self { clock, probe, hooks: Hooks::default() }
+    }
+
+    fn builder(&self) -> SessionManagerBuilder {
+        SessionManager::builder(Arc::clone(&self.probe))
+            .clock(self.clock.clone())
+            .hooks(self.hooks.clone())
+            .idle_timeout(HOUR)
+            .absolute_lifetime(10 * HOUR)
+            .cleanup(CleanupPolicy::Off)
+    }
+
+    fn manager(&self) -> SessionManager {
+        self.builder().build().expect("valid config")
+    }
+
+    fn calls(&self) -> usize {
+        self.probe.calls.load(Ordering::SeqCst)
+    }
+
+    fn writes(&self) -> usize {
+        self.probe.writes.load(Ordering::SeqCst)
+    }
+}
+
+/// Starts a session holding `counter = 1` and returns its cookie value.
+async fn start(manager: &SessionManager) -> String {
+    let session = manager.session(None);
+    session.insert("counter", &1u32).await.expect("insert");
+    match session.commit().await.expect("commit").cookie {
+        CookieUpdate::Set { id, .. } => id.expose(),
+        other => panic!("a new session sets its cookie, got {other:?}"),
+    }
+}
+
+fn cookie_id(update: &CookieUpdate) -> String {
+    match update {
+        CookieUpdate::Set { id, .. } => id.expose(),
+        other => panic!("expected a cookie, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_untouched_session_costs_no_store_call() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let before = fx.calls();
+    let session = manager.session(Some(&cookie));
+    let committed = session.commit().await.expect("commit");
+    assert_eq!(committed.cookie, CookieUpdate::Unchanged);
+    assert_eq!(fx.calls(), before, "no load, no write");
+}
+
+#[tokio::test]
+async fn an_empty_new_session_is_never_stored() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let session = manager.session(None);
+    assert_eq!(session.get::<u32>("x").await.expect("get"), None);
+    assert_eq!(session.commit().await.expect("commit").cookie, CookieUpdate::Unchanged);
+    assert_eq!(fx.writes(), 0);
+    assert!(fx.probe.inner.is_empty());
+}
+
+#[tokio::test]
+async fn reading_writes_nothing_until_the_touch_throttle_allows() {
+    let fx = Fixture::new();
+    let manager = fx.manager(); // idle 1 h, touch fraction 0.1 = 6 minutes
+    let cookie = start(&manager).await;
+    let writes = fx.writes();
+
+    fx.clock.advance(Duration::from_secs(5 * 60));
+    let session = manager.session(Some(&cookie));
+    assert_eq!(session.get::<u32>("counter").await.expect("get"), Some(1));
+    assert_eq!(session.commit().await.expect("commit").cookie, CookieUpdate::Unchanged);
+    assert_eq!(fx.writes(), writes, "5 minutes in: below the throttle, no write");
+
+    fx.clock.advance(Duration::from_secs(2 * 60));
+    let session = manager.session(Some(&cookie));
+    assert_eq!(session.get::<u32>("counter").await.expect("get"), Some(1));
+    let committed = session.commit().await.expect("commit");
+    assert_eq!(fx.writes(), writes + 1, "7 minutes in: one touch");
+    let CookieUpdate::Set { id, expires_at } = committed.cookie else {
+        panic!("a touched session refreshes its cookie: {committed:?}")
+    };
+    assert_eq!(id.expose(), cookie, "touching keeps the id");
+    assert_eq!(expires_at, fx.clock_now().saturating_add(HOUR));
+}
+
+impl Fixture {
+    fn clock_now(&self) -> Timestamp {
+        use sessionkit_core::Clock;
+        self.clock.now()
+    }
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_their_id_is_not_reused() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    fx.clock.advance(HOUR + Duration::from_secs(1));
+    let session = manager.session(Some(&cookie));
+    assert_eq!(session.get::<u32>("counter").await.expect("get"), None, "expired data is gone");
+    session.insert("counter", &5u32).await.expect("insert");
+    let committed = session.commit().await.expect("commit");
+    assert_ne!(cookie_id(&committed.cookie), cookie, "strict mode: a fresh id");
+}
+
+#[tokio::test]
+async fn activity_never_outlives_the_absolute_lifetime() {
+    let fx = Fixture::new();
+    let manager = fx.manager(); // absolute 10 h
+    let cookie = start(&manager).await;
+    let created = fx.clock_now();
+    for _ in 0..19 {
+        fx.clock.advance(Duration::from_secs(30 * 60));
+        let session = manager.session(Some(&cookie));
+        session.update("counter", |n: &mut u32| *n += 1).await.expect("update");
+        let committed = session.commit().await.expect("commit");
+        if let CookieUpdate::Set { expires_at, .. } = committed.cookie {
+            assert!(expires_at <= created.saturating_add(10 * HOUR), "capped by the absolute lifetime");
+        }
+    }
+    assert_eq!(manager.session(Some(&cookie)).get::<u32>("counter").await.expect("get"), Some(20));
+    fx.clock.advance(Duration::from_secs(60 * 60));
+    let session = manager.session(Some(&cookie));
+    assert_eq!(session.get::<u32>("counter").await.expect("get"), None, "10 h after creation it is over");
+}
+
+#[tokio::test]
+async fn strict_mode_never_adopts_a_forged_id() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let forged = SessionId::generate().expect("rng").expose();
+    let session = manager.session(Some(&forged));
+    assert!(session.is_empty().await.expect("empty"));
+    session.insert("x", &1).await.expect("insert");
+    let issued = cookie_id(&session.commit().await.expect("commit").cookie);
+    assert_ne!(issued, forged);
+    assert_eq!(manager.session(Some(&forged)).get::<i32>("x").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn lax_mode_adopts_an_unknown_well_formed_id() {
+    let fx = Fixture::new();
+    let manager = fx.builder().strict(false).build().expect("config");
+    let presented = SessionId::generate().expect("rng").expose();
+    let session = manager.session(Some(&presented));
+    session.insert("x", &1).await.expect("insert");
+    assert_eq!(cookie_id(&session.commit().await.expect("commit").cookie), presented);
+}
+
+#[tokio::test]
+async fn a_malformed_cookie_never_reaches_the_store_and_is_removed() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    for bogus in ["", "short", &"x".repeat(10_000), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "../../etc/passwd\0"] {
+        let session = manager.session(Some(bogus));
+        assert!(session.presented_malformed_id());
+        assert_eq!(session.get::<u32>("counter").await.expect("get"), None);
+        assert_eq!(session.commit().await.expect("commit").cookie, CookieUpdate::Remove);
+    }
+    assert_eq!(fx.calls(), 0, "no store round trip for malformed values");
+}
+
+#[tokio::test]
+async fn cycling_keeps_data_and_the_old_id_works_only_during_grace() {
+    let fx = Fixture::new();
+    let manager = fx.builder().cycle_grace(Duration::from_secs(5)).build().expect("config");
+    let old = start(&manager).await;
+
+    let login = manager.session(Some(&old));
+    login.set_owner(Some("alice")).await.expect("owner");
+    login.cycle_id().await.expect("cycle");
+    let new = cookie_id(&login.commit().await.expect("commit").cookie);
+    assert_ne!(new, old);
+
+    // An in-flight request with the old id reaches the session and its write lands...
+    let inflight = manager.session(Some(&old));
+    assert_eq!(inflight.get::<u32>("counter").await.expect("get"), Some(1));
+    inflight.insert("from_old_tab", &true).await.expect("insert");
+    let committed = inflight.commit().await.expect("commit");
+    assert!(!committed.gone);
+    assert!(
+        !matches!(committed.cookie, CookieUpdate::Set { ref id, .. } if id.expose() == new),
+        "the old id's holder never learns the new id"
+    );
+    let current = manager.session(Some(&new));
+    assert_eq!(current.get::<bool>("from_old_tab").await.expect("get"), Some(true));
+    assert_eq!(current.owner().await.expect("owner").as_deref(), Some("alice"));
+
+    // ...until the grace period ends.
+    fx.clock.advance(Duration::from_secs(6));
+    assert_eq!(manager.session(Some(&old)).get::<u32>("counter").await.expect("get"), None);
+    assert_eq!(manager.session(Some(&new)).get::<u32>("counter").await.expect("get"), Some(1));
+    let events = fx.hooks.0.events();
+    assert!(events.iter().any(|e| e.starts_with("cycled ")), "{events:?}");
+}
+
+#[tokio::test]
+async fn without_grace_the_old_id_dies_at_once() {
+    let fx = Fixture::new();
+    let manager = fx.builder().cycle_grace(Duration::ZERO).build().expect("config");
+    let old = start(&manager).await;
+    let login = manager.session(Some(&old));
+    login.cycle_id().await.expect("cycle");
+    let new = cookie_id(&login.commit().await.expect("commit").cookie);
+    assert_eq!(manager.session(Some(&old)).get::<u32>("counter").await.expect("get"), None);
+    assert_eq!(manager.session(Some(&new)).get::<u32>("counter").await.expect("get"), Some(1));
+}
+
+#[tokio::test]
+async fn logout_removes_the_cookie_and_a_slow_request_cannot_bring_the_session_back() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+
+    let slow = manager.session(Some(&cookie));
+    assert_eq!(slow.get::<u32>("counter").await.expect("get"), Some(1));
+
+    let logout = manager.session(Some(&cookie));
+    logout.destroy().await.expect("destroy");
+    assert_eq!(logout.commit().await.expect("commit").cookie, CookieUpdate::Remove);
+
+    slow.insert("late", &"write").await.expect("insert");
+    let committed = slow.commit().await.expect("commit");
+    assert!(committed.gone, "the slow request learns the session is gone");
+    assert!(
+        !matches!(committed.cookie, CookieUpdate::Set { .. }),
+        "a gone session hands out no cookie: {committed:?}"
+    );
+    assert!(fx.probe.inner.is_empty(), "nothing re-created");
+    assert!(fx.hooks.0.events().iter().any(|e| e.starts_with("destroyed ")));
+}
+
+#[tokio::test]
+async fn data_after_destroy_starts_a_new_session() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session.destroy().await.expect("destroy");
+    session.insert("flash", &"logged out").await.expect("insert");
+    let fresh = cookie_id(&session.commit().await.expect("commit").cookie);
+    assert_ne!(fresh, cookie);
+    let next = manager.session(Some(&fresh));
+    assert_eq!(next.get::<String>("flash").await.expect("get").as_deref(), Some("logged out"));
+    assert_eq!(next.get::<u32>("counter").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn two_concurrent_requests_writing_different_keys_both_keep_their_writes() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let a = manager.session(Some(&cookie));
+    let b = manager.session(Some(&cookie));
+    assert_eq!(a.get::<u32>("counter").await.expect("get"), Some(1));
+    assert_eq!(b.get::<u32>("counter").await.expect("get"), Some(1));
+    a.insert("a", &"from a").await.expect("insert");
+    b.insert("b", &"from b").await.expect("insert");
+    let _ = a.commit().await.expect("commit");
+    let _ = b.commit().await.expect("commit");
+    let after = manager.session(Some(&cookie));
+    assert_eq!(after.keys().await.expect("keys"), ["a", "b", "counter"]);
+}
+
+#[tokio::test]
+async fn the_per_owner_limit_ends_the_oldest_sessions() {
+    let fx = Fixture::new();
+    let manager = fx.builder().max_sessions_per_owner(Some(2)).build().expect("config");
+    let mut cookies = Vec::new();
+    for _ in 0..3 {
+        fx.clock.advance(Duration::from_secs(1));
+        let session = manager.session(None);
+        session.set_owner(Some("alice")).await.expect("owner");
+        session.insert("device", &cookies.len()).await.expect("insert");
+        cookies.push(cookie_id(&session.commit().await.expect("commit").cookie));
+    }
+    let live = manager.sessions_of("alice").await.expect("sessions");
+    assert_eq!(live.len(), 2);
+    assert_eq!(manager.session(Some(&cookies[0])).get::<usize>("device").await.expect("get"), None);
+    assert_eq!(manager.session(Some(&cookies[2])).get::<usize>("device").await.expect("get"), Some(2));
+
+    // Logging an older session in again keeps that one and ends the oldest other.
+    fx.clock.advance(Duration::from_secs(1));
+    let relogin = manager.session(Some(&cookies[1]));
+    relogin.set_owner(Some("bob")).await.expect("owner");
+    let _ = relogin.commit().await.expect("commit");
+    relogin.set_owner(Some("alice")).await.expect("owner");
+    let _ = relogin.commit().await.expect("commit");
+    assert_eq!(manager.sessions_of("alice").await.expect("sessions").len(), 2);
+}
+
+#[tokio::test]
+async fn revoking_ends_all_or_all_other_sessions() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let session = manager.session(None);
+        session.set_owner(Some("carol")).await.expect("owner");
+        let _ = session.commit().await.expect("commit");
+        keys.push(session.key().await.expect("key").expect("stored"));
+    }
+    assert_eq!(manager.revoke_others("carol", &keys[1]).await.expect("revoke others"), 2);
+    let left: Vec<SessionKey> = manager.sessions_of("carol").await.expect("list").into_iter().map(|s| s.key).collect();
+    assert_eq!(left, vec![keys[1]]);
+    assert_eq!(manager.revoke_owner("carol").await.expect("revoke"), 1);
+    assert!(manager.sessions_of("carol").await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn probabilistic_cleanup_purges_in_the_background() {
+    let fx = Fixture::new();
+    let manager = fx.builder().cleanup(CleanupPolicy::Probabilistic { one_in: 1 }).build().expect("config");
+    let stale = start(&manager).await;
+    let _ = stale;
+    fx.clock.advance(2 * HOUR);
+    let live = start(&manager).await;
+    assert_eq!(fx.probe.inner.len(), 2);
+    let _ = manager.session(Some(&live)).get::<u32>("counter").await.expect("get");
+    for _ in 0..100 {
+        if fx.probe.inner.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(fx.probe.inner.len(), 1, "the expired session was purged");
+    assert!(fx.hooks.0.events().contains(&"purged 1".to_owned()));
+}
+
+#[tokio::test]
+async fn cleanup_off_never_purges_on_its_own() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    start(&manager).await;
+    fx.clock.advance(2 * HOUR);
+    let live = start(&manager).await;
+    for _ in 0..50 {
+        let _ = manager.session(Some(&live)).get::<u32>("counter").await.expect("get");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fx.probe.inner.len(), 2);
+    assert_eq!(manager.purge_expired().await.expect("purge"), 1);
+}
+
+#[tokio::test]
+async fn background_cleanup_runs_on_its_interval_and_stops_with_the_manager() {
+    let fx = Fixture::new();
+    let manager = fx
+        .builder()
+        .cleanup(CleanupPolicy::Background { every: Duration::from_millis(20) })
+        .build()
+        .expect("config");
+    start(&manager).await;
+    fx.clock.advance(2 * HOUR);
+    for _ in 0..200 {
+        if fx.probe.inner.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(fx.probe.inner.is_empty(), "the background task purged the expired session");
+    drop(manager);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let calls = fx.calls();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fx.calls(), calls, "the task ended with the manager");
+}
+
+#[test]
+fn background_cleanup_without_a_runtime_is_a_config_error() {
+    let fx = Fixture::new();
+    let err = fx
+        .builder()
+        .cleanup(CleanupPolicy::Background { every: Duration::from_secs(1) })
+        .build()
+        .expect_err("no runtime");
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+#[test]
+fn invalid_settings_are_config_errors() {
+    let fx = Fixture::new();
+    for builder in [
+        fx.builder().idle_timeout(Duration::ZERO),
+        fx.builder().touch_fraction(1.5),
+        fx.builder().max_sessions_per_owner(Some(0)),
+        fx.builder().cleanup(CleanupPolicy::Background { every: Duration::ZERO }),
+    ] {
+        assert_eq!(builder.build().expect_err("invalid").kind(), ErrorKind::Config);
+    }
+}
+
+#[tokio::test]
+async fn hooks_see_hashes_never_ids() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session.destroy().await.expect("destroy");
+    let _ = session.commit().await.expect("commit");
+    let events = fx.hooks.0.events();
+    let key = SessionId::parse(&cookie).expect("id").key().to_hex();
+    assert_eq!(events, vec![format!("created {key} None"), format!("destroyed {key}")]);
+    assert!(events.iter().all(|e| !e.contains(&cookie)));
+}
+
+#[tokio::test]
+async fn bad_values_are_typed_errors_that_lose_nothing() {
+    let fx = Fixture::new();
+    let manager = fx.builder().max_value_bytes(1024).build().expect("config");
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    let err = session.insert("big", &vec![0u8; 4096]).await.expect_err("too large");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    let err = session.insert("__sessionkit.expiry", &1).await.expect_err("reserved");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let err = session.insert("", &1).await.expect_err("empty key");
+    assert_eq!(err.kind(), ErrorKind::Config);
+    let err = session.get::<String>("counter").await.expect_err("wrong type");
+    assert_eq!(err.kind(), ErrorKind::Codec);
+    assert_eq!(session.get::<u32>("counter").await.expect("still readable as its type"), Some(1));
+    let _ = session.commit().await.expect("commit");
+    let reread = manager.session(Some(&cookie));
+    assert_eq!(reread.keys().await.expect("keys"), ["counter"], "nothing written, nothing lost");
+}
+
+#[tokio::test]
+async fn update_persists_nested_mutations() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    let len = session
+        .update("cart", |cart: &mut Vec<String>| {
+            cart.push("tea".into());
+            cart.len()
+        })
+        .await
+        .expect("update");
+    assert_eq!(len, 1);
+    let _ = session.commit().await.expect("commit");
+    let next = manager.session(Some(&cookie));
+    next.update("cart", |cart: &mut Vec<String>| cart.push("milk".into())).await.expect("update");
+    let _ = next.commit().await.expect("commit");
+    let cart: Vec<String> = manager.session(Some(&cookie)).get("cart").await.expect("get").expect("cart");
+    assert_eq!(cart, ["tea", "milk"]);
+}
+
+#[tokio::test]
+async fn unchanged_values_write_nothing() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let writes = fx.writes();
+    let session = manager.session(Some(&cookie));
+    session.insert("counter", &1u32).await.expect("same value");
+    assert!(!session.remove("absent").await.expect("remove"));
+    let _ = session.commit().await.expect("commit");
+    assert_eq!(fx.writes(), writes);
+}
+
+#[tokio::test]
+async fn per_session_expiry_overrides_the_idle_timeout() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session.set_expiry(Expiry::OnInactivity(3 * HOUR)).await.expect("expiry");
+    let committed = session.commit().await.expect("commit");
+    let CookieUpdate::Set { expires_at, .. } = committed.cookie else { panic!("{committed:?}") };
+    assert_eq!(expires_at, fx.clock_now().saturating_add(3 * HOUR));
+    fx.clock.advance(2 * HOUR);
+    let session = manager.session(Some(&cookie));
+    assert_eq!(session.expiry().await.expect("expiry"), Expiry::OnInactivity(3 * HOUR));
+    assert_eq!(session.keys().await.expect("keys"), ["counter"], "the setting is not a user key");
+
+    let fixed = fx.clock_now().saturating_add(HOUR / 2);
+    session.set_expiry(Expiry::AtTimestamp(fixed)).await.expect("expiry");
+    let _ = session.commit().await.expect("commit");
+    fx.clock.advance(HOUR / 4);
+    let session = manager.session(Some(&cookie));
+    session.insert("activity", &1).await.expect("insert");
+    let committed = session.commit().await.expect("commit");
+    assert!(
+        !matches!(committed.cookie, CookieUpdate::Set { expires_at, .. } if expires_at != fixed),
+        "a fixed deadline does not roll"
+    );
+    fx.clock.advance(HOUR / 4 + Duration::from_secs(1));
+    assert_eq!(manager.session(Some(&cookie)).get::<u32>("counter").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn a_store_outage_is_an_error_and_pending_changes_survive_for_a_retry() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session.insert("x", &1).await.expect("insert");
+    fx.probe.down.store(true, Ordering::SeqCst);
+    let err = session.commit().await.expect_err("store down");
+    assert!(err.is_unavailable(), "{err}");
+    let loading = manager.session(Some(&cookie));
+    assert!(loading.get::<u32>("counter").await.expect_err("store down").is_unavailable());
+    fx.probe.down.store(false, Ordering::SeqCst);
+    let _ = session.commit().await.expect("retry");
+    assert_eq!(manager.session(Some(&cookie)).get::<i32>("x").await.expect("get"), Some(1));
+    assert_eq!(loading.get::<u32>("counter").await.expect("recovered"), Some(1));
+}
+
+#[tokio::test]
+async fn clear_keeps_the_per_session_expiry() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session.set_expiry(Expiry::OnInactivity(2 * HOUR)).await.expect("expiry");
+    session.insert("b", &2).await.expect("insert");
+    let _ = session.commit().await.expect("commit");
+    let session = manager.session(Some(&cookie));
+    session.clear().await.expect("clear");
+    let _ = session.commit().await.expect("commit");
+    let session = manager.session(Some(&cookie));
+    assert!(session.is_empty().await.expect("empty"));
+    assert_eq!(session.expiry().await.expect("expiry"), Expiry::OnInactivity(2 * HOUR));
+}
