@@ -269,7 +269,10 @@ pub async fn apply_bumps_the_version_and_moves_deadline_and_owner<S: Store>(stor
         "created_at never moves"
     );
 
-    let drop_owner = Change { owner: Some(None), ..Change::default() };
+    let drop_owner = Change {
+        owner: Some(None),
+        ..Change::default()
+    };
     assert_eq!(
         store.apply(&key, &drop_owner).await.expect("apply"),
         ApplyOutcome::Applied { version: 3 }
@@ -641,7 +644,10 @@ pub async fn owner_index_follows_owner_changes<S: Store>(store: Arc<S>) {
         return;
     }
     let key = create(&*store, &owned("erin")).await;
-    let mut change = Change { owner: Some(Some("frank".into())), ..Change::default() };
+    let mut change = Change {
+        owner: Some(Some("frank".into())),
+        ..Change::default()
+    };
     let _ = store.apply(&key, &change).await.expect("apply");
     assert!(store.by_owner("erin").await.expect("by_owner").is_empty());
     let frank = store.by_owner("frank").await.expect("by_owner");

@@ -43,20 +43,32 @@ fn profile() -> Profile {
 
 fn cart() -> Vec<CartItem> {
     (0..5)
-        .map(|i| CartItem { sku: format!("SKU-{i:05}"), quantity: i + 1, price_cents: 199 * u64::from(i + 1) })
+        .map(|i| CartItem {
+            sku: format!("SKU-{i:05}"),
+            quantity: i + 1,
+            price_cents: 199 * u64::from(i + 1),
+        })
         .collect()
 }
 
 fn ids(c: &mut Criterion) {
     let mut group = c.benchmark_group("id");
-    group.bench_function("generate", |b| b.iter(|| SessionId::generate().expect("rng")));
+    group.bench_function("generate", |b| {
+        b.iter(|| SessionId::generate().expect("rng"))
+    });
     let id = SessionId::generate().expect("rng");
     let raw = [7u8; 24];
-    group.bench_function("hash/sha256 (chosen)", |b| b.iter(|| sha2::Sha256::digest(black_box(raw))));
+    group.bench_function("hash/sha256 (chosen)", |b| {
+        b.iter(|| sha2::Sha256::digest(black_box(raw)))
+    });
     group.bench_function("hash/blake3", |b| b.iter(|| blake3::hash(black_box(&raw))));
-    group.bench_function("generate+key", |b| b.iter(|| SessionId::generate().expect("rng").key()));
+    group.bench_function("generate+key", |b| {
+        b.iter(|| SessionId::generate().expect("rng").key())
+    });
     let cookie = id.expose();
-    group.bench_function("parse+key", |b| b.iter(|| SessionId::parse(black_box(&cookie)).expect("valid").key()));
+    group.bench_function("parse+key", |b| {
+        b.iter(|| SessionId::parse(black_box(&cookie)).expect("valid").key())
+    });
     group.bench_function("parse malformed", |b| {
         let bad = "x".repeat(4096);
         b.iter(|| SessionId::parse(black_box(&bad)).is_err())
@@ -68,8 +80,14 @@ fn codecs(c: &mut Criterion) {
     let mut group = c.benchmark_group("codec");
     let (profile, cart) = (profile(), cart());
 
-    let mp = (rmp_serde::to_vec_named(&profile).expect("mp"), rmp_serde::to_vec_named(&cart).expect("mp"));
-    let js = (serde_json::to_vec(&profile).expect("json"), serde_json::to_vec(&cart).expect("json"));
+    let mp = (
+        rmp_serde::to_vec_named(&profile).expect("mp"),
+        rmp_serde::to_vec_named(&cart).expect("mp"),
+    );
+    let js = (
+        serde_json::to_vec(&profile).expect("json"),
+        serde_json::to_vec(&cart).expect("json"),
+    );
     let mut cb = (Vec::new(), Vec::new());
     ciborium::into_writer(&profile, &mut cb.0).expect("cbor");
     ciborium::into_writer(&cart, &mut cb.1).expect("cbor");
@@ -81,10 +99,20 @@ fn codecs(c: &mut Criterion) {
     );
 
     group.bench_function("encode/msgpack (chosen)", |b| {
-        b.iter(|| (encode_value("profile", black_box(&profile)).expect("e"), encode_value("cart", black_box(&cart)).expect("e")))
+        b.iter(|| {
+            (
+                encode_value("profile", black_box(&profile)).expect("e"),
+                encode_value("cart", black_box(&cart)).expect("e"),
+            )
+        })
     });
     group.bench_function("encode/json", |b| {
-        b.iter(|| (serde_json::to_vec(black_box(&profile)).expect("e"), serde_json::to_vec(black_box(&cart)).expect("e")))
+        b.iter(|| {
+            (
+                serde_json::to_vec(black_box(&profile)).expect("e"),
+                serde_json::to_vec(black_box(&cart)).expect("e"),
+            )
+        })
     });
     group.bench_function("encode/cbor", |b| {
         b.iter(|| {
@@ -119,16 +147,29 @@ fn codecs(c: &mut Criterion) {
     let mut record = Record::new(Timestamp::now(), Timestamp::now());
     record.data.insert("profile".into(), mp.0.clone());
     record.data.insert("cart".into(), mp.1.clone());
-    record.data.insert("csrf".into(), encode_value("csrf", "0123456789abcdef0123456789abcdef").expect("e"));
+    record.data.insert(
+        "csrf".into(),
+        encode_value("csrf", "0123456789abcdef0123456789abcdef").expect("e"),
+    );
     let blob = record.to_blob().expect("blob");
-    group.bench_function("record blob/encode", |b| b.iter(|| black_box(&record).to_blob().expect("e")));
-    group.bench_function("record blob/decode", |b| b.iter(|| Record::from_blob(black_box(&blob)).expect("d")));
+    group.bench_function("record blob/encode", |b| {
+        b.iter(|| black_box(&record).to_blob().expect("e"))
+    });
+    group.bench_function("record blob/decode", |b| {
+        b.iter(|| Record::from_blob(black_box(&blob)).expect("d"))
+    });
     group.finish();
 }
 
 fn requests(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let manager = SessionManager::builder(MemoryStore::new()).cleanup(CleanupPolicy::Off).build().expect("manager");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let manager = SessionManager::builder(MemoryStore::new())
+        .cleanup(CleanupPolicy::Off)
+        .build()
+        .expect("manager");
     let cookie = runtime.block_on(async {
         let session = manager.session(None);
         session.insert("profile", &profile()).await.expect("insert");
@@ -140,7 +181,13 @@ fn requests(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("request/memory");
     group.bench_function("untouched", |b| {
-        b.to_async(&runtime).iter(|| async { manager.session(Some(&cookie)).commit().await.expect("commit") })
+        b.to_async(&runtime).iter(|| async {
+            manager
+                .session(Some(&cookie))
+                .commit()
+                .await
+                .expect("commit")
+        })
     });
     group.bench_function("read", |b| {
         b.to_async(&runtime).iter(|| async {
@@ -153,7 +200,10 @@ fn requests(c: &mut Criterion) {
     group.bench_function("incr", |b| {
         b.to_async(&runtime).iter(|| async {
             let session = manager.session(Some(&cookie));
-            session.update("counter", |n: &mut u64| *n += 1).await.expect("update");
+            session
+                .update("counter", |n: &mut u64| *n += 1)
+                .await
+                .expect("update");
             session.commit().await.expect("commit")
         })
     });

@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CleanupPolicy, CookieUpdate, CycleOutcome, Error, ErrorKind,
-    Expiry, ListFilter, ManualClock, Page, PageRequest, Record, Result, SessionHooks, SessionId,
-    SessionKey, SessionManager, SessionManagerBuilder, Store, StoredSession, Timestamp, async_trait,
+    ApplyOutcome, Capabilities, Change, CleanupPolicy, CookieUpdate, CycleOutcome, Error,
+    ErrorKind, Expiry, ListFilter, ManualClock, Page, PageRequest, Record, Result, SessionHooks,
+    SessionId, SessionKey, SessionManager, SessionManagerBuilder, Store, StoredSession, Timestamp,
+    async_trait,
 };
 use sessionkit_memory::MemoryStore;
 
@@ -63,7 +64,12 @@ impl Store for Probe {
         self.check(true)?;
         self.inner.delete(key).await
     }
-    async fn cycle(&self, old: &SessionKey, new: &SessionKey, grace: Option<Timestamp>) -> Result<CycleOutcome> {
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        grace: Option<Timestamp>,
+    ) -> Result<CycleOutcome> {
         self.check(true)?;
         self.inner.cycle(old, new, grace).await
     }
@@ -105,7 +111,8 @@ impl SessionHooks for Hooks {
         self.0.push(format!("created {} {owner:?}", key.to_hex()));
     }
     fn cycled(&self, old: &SessionKey, new: &SessionKey) {
-        self.0.push(format!("cycled {} {}", old.to_hex(), new.to_hex()));
+        self.0
+            .push(format!("cycled {} {}", old.to_hex(), new.to_hex()));
     }
     fn destroyed(&self, key: &SessionKey) {
         self.0.push(format!("destroyed {}", key.to_hex()));
@@ -130,7 +137,11 @@ impl Fixture {
             writes: AtomicUsize::new(0),
             down: AtomicBool::new(false),
         });
-        Self { clock, probe, hooks: Hooks::default() }
+        Self {
+            clock,
+            probe,
+            hooks: Hooks::default(),
+        }
     }
 
     fn builder(&self) -> SessionManagerBuilder {
@@ -190,7 +201,10 @@ async fn an_empty_new_session_is_never_stored() {
     let manager = fx.manager();
     let session = manager.session(None);
     assert_eq!(session.get::<u32>("x").await.expect("get"), None);
-    assert_eq!(session.commit().await.expect("commit").cookie, CookieUpdate::Unchanged);
+    assert_eq!(
+        session.commit().await.expect("commit").cookie,
+        CookieUpdate::Unchanged
+    );
     assert_eq!(fx.writes(), 0);
     assert!(fx.probe.inner.is_empty());
 }
@@ -205,8 +219,15 @@ async fn reading_writes_nothing_until_the_touch_throttle_allows() {
     fx.clock.advance(Duration::from_secs(5 * 60));
     let session = manager.session(Some(&cookie));
     assert_eq!(session.get::<u32>("counter").await.expect("get"), Some(1));
-    assert_eq!(session.commit().await.expect("commit").cookie, CookieUpdate::Unchanged);
-    assert_eq!(fx.writes(), writes, "5 minutes in: below the throttle, no write");
+    assert_eq!(
+        session.commit().await.expect("commit").cookie,
+        CookieUpdate::Unchanged
+    );
+    assert_eq!(
+        fx.writes(),
+        writes,
+        "5 minutes in: below the throttle, no write"
+    );
 
     fx.clock.advance(Duration::from_secs(2 * 60));
     let session = manager.session(Some(&cookie));
@@ -234,10 +255,18 @@ async fn idle_sessions_expire_and_their_id_is_not_reused() {
     let cookie = start(&manager).await;
     fx.clock.advance(HOUR + Duration::from_secs(1));
     let session = manager.session(Some(&cookie));
-    assert_eq!(session.get::<u32>("counter").await.expect("get"), None, "expired data is gone");
+    assert_eq!(
+        session.get::<u32>("counter").await.expect("get"),
+        None,
+        "expired data is gone"
+    );
     session.insert("counter", &5u32).await.expect("insert");
     let committed = session.commit().await.expect("commit");
-    assert_ne!(cookie_id(&committed.cookie), cookie, "strict mode: a fresh id");
+    assert_ne!(
+        cookie_id(&committed.cookie),
+        cookie,
+        "strict mode: a fresh id"
+    );
 }
 
 #[tokio::test]
@@ -249,16 +278,33 @@ async fn activity_never_outlives_the_absolute_lifetime() {
     for _ in 0..19 {
         fx.clock.advance(Duration::from_secs(30 * 60));
         let session = manager.session(Some(&cookie));
-        session.update("counter", |n: &mut u32| *n += 1).await.expect("update");
+        session
+            .update("counter", |n: &mut u32| *n += 1)
+            .await
+            .expect("update");
         let committed = session.commit().await.expect("commit");
         if let CookieUpdate::Set { expires_at, .. } = committed.cookie {
-            assert!(expires_at <= created.saturating_add(10 * HOUR), "capped by the absolute lifetime");
+            assert!(
+                expires_at <= created.saturating_add(10 * HOUR),
+                "capped by the absolute lifetime"
+            );
         }
     }
-    assert_eq!(manager.session(Some(&cookie)).get::<u32>("counter").await.expect("get"), Some(20));
+    assert_eq!(
+        manager
+            .session(Some(&cookie))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        Some(20)
+    );
     fx.clock.advance(Duration::from_secs(60 * 60));
     let session = manager.session(Some(&cookie));
-    assert_eq!(session.get::<u32>("counter").await.expect("get"), None, "10 h after creation it is over");
+    assert_eq!(
+        session.get::<u32>("counter").await.expect("get"),
+        None,
+        "10 h after creation it is over"
+    );
 }
 
 #[tokio::test]
@@ -271,7 +317,14 @@ async fn strict_mode_never_adopts_a_forged_id() {
     session.insert("x", &1).await.expect("insert");
     let issued = cookie_id(&session.commit().await.expect("commit").cookie);
     assert_ne!(issued, forged);
-    assert_eq!(manager.session(Some(&forged)).get::<i32>("x").await.expect("get"), None);
+    assert_eq!(
+        manager
+            .session(Some(&forged))
+            .get::<i32>("x")
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -281,18 +334,30 @@ async fn lax_mode_adopts_an_unknown_well_formed_id() {
     let presented = SessionId::generate().expect("rng").expose();
     let session = manager.session(Some(&presented));
     session.insert("x", &1).await.expect("insert");
-    assert_eq!(cookie_id(&session.commit().await.expect("commit").cookie), presented);
+    assert_eq!(
+        cookie_id(&session.commit().await.expect("commit").cookie),
+        presented
+    );
 }
 
 #[tokio::test]
 async fn a_malformed_cookie_never_reaches_the_store_and_is_removed() {
     let fx = Fixture::new();
     let manager = fx.manager();
-    for bogus in ["", "short", &"x".repeat(10_000), "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "../../etc/passwd\0"] {
+    for bogus in [
+        "",
+        "short",
+        &"x".repeat(10_000),
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        "../../etc/passwd\0",
+    ] {
         let session = manager.session(Some(bogus));
         assert!(session.presented_malformed_id());
         assert_eq!(session.get::<u32>("counter").await.expect("get"), None);
-        assert_eq!(session.commit().await.expect("commit").cookie, CookieUpdate::Remove);
+        assert_eq!(
+            session.commit().await.expect("commit").cookie,
+            CookieUpdate::Remove
+        );
     }
     assert_eq!(fx.calls(), 0, "no store round trip for malformed values");
 }
@@ -300,7 +365,11 @@ async fn a_malformed_cookie_never_reaches_the_store_and_is_removed() {
 #[tokio::test]
 async fn cycling_keeps_data_and_the_old_id_works_only_during_grace() {
     let fx = Fixture::new();
-    let manager = fx.builder().cycle_grace(Duration::from_secs(5)).build().expect("config");
+    let manager = fx
+        .builder()
+        .cycle_grace(Duration::from_secs(5))
+        .build()
+        .expect("config");
     let old = start(&manager).await;
 
     let login = manager.session(Some(&old));
@@ -312,7 +381,10 @@ async fn cycling_keeps_data_and_the_old_id_works_only_during_grace() {
     // An in-flight request with the old id reaches the session and its write lands...
     let inflight = manager.session(Some(&old));
     assert_eq!(inflight.get::<u32>("counter").await.expect("get"), Some(1));
-    inflight.insert("from_old_tab", &true).await.expect("insert");
+    inflight
+        .insert("from_old_tab", &true)
+        .await
+        .expect("insert");
     let committed = inflight.commit().await.expect("commit");
     assert!(!committed.gone);
     assert!(
@@ -320,27 +392,68 @@ async fn cycling_keeps_data_and_the_old_id_works_only_during_grace() {
         "the old id's holder never learns the new id"
     );
     let current = manager.session(Some(&new));
-    assert_eq!(current.get::<bool>("from_old_tab").await.expect("get"), Some(true));
-    assert_eq!(current.owner().await.expect("owner").as_deref(), Some("alice"));
+    assert_eq!(
+        current.get::<bool>("from_old_tab").await.expect("get"),
+        Some(true)
+    );
+    assert_eq!(
+        current.owner().await.expect("owner").as_deref(),
+        Some("alice")
+    );
 
     // ...until the grace period ends.
     fx.clock.advance(Duration::from_secs(6));
-    assert_eq!(manager.session(Some(&old)).get::<u32>("counter").await.expect("get"), None);
-    assert_eq!(manager.session(Some(&new)).get::<u32>("counter").await.expect("get"), Some(1));
+    assert_eq!(
+        manager
+            .session(Some(&old))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        manager
+            .session(Some(&new))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        Some(1)
+    );
     let events = fx.hooks.0.events();
-    assert!(events.iter().any(|e| e.starts_with("cycled ")), "{events:?}");
+    assert!(
+        events.iter().any(|e| e.starts_with("cycled ")),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]
 async fn without_grace_the_old_id_dies_at_once() {
     let fx = Fixture::new();
-    let manager = fx.builder().cycle_grace(Duration::ZERO).build().expect("config");
+    let manager = fx
+        .builder()
+        .cycle_grace(Duration::ZERO)
+        .build()
+        .expect("config");
     let old = start(&manager).await;
     let login = manager.session(Some(&old));
     login.cycle_id().await.expect("cycle");
     let new = cookie_id(&login.commit().await.expect("commit").cookie);
-    assert_eq!(manager.session(Some(&old)).get::<u32>("counter").await.expect("get"), None);
-    assert_eq!(manager.session(Some(&new)).get::<u32>("counter").await.expect("get"), Some(1));
+    assert_eq!(
+        manager
+            .session(Some(&old))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        manager
+            .session(Some(&new))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -354,17 +467,29 @@ async fn logout_removes_the_cookie_and_a_slow_request_cannot_bring_the_session_b
 
     let logout = manager.session(Some(&cookie));
     logout.destroy().await.expect("destroy");
-    assert_eq!(logout.commit().await.expect("commit").cookie, CookieUpdate::Remove);
+    assert_eq!(
+        logout.commit().await.expect("commit").cookie,
+        CookieUpdate::Remove
+    );
 
     slow.insert("late", &"write").await.expect("insert");
     let committed = slow.commit().await.expect("commit");
-    assert!(committed.gone, "the slow request learns the session is gone");
+    assert!(
+        committed.gone,
+        "the slow request learns the session is gone"
+    );
     assert!(
         !matches!(committed.cookie, CookieUpdate::Set { .. }),
         "a gone session hands out no cookie: {committed:?}"
     );
     assert!(fx.probe.inner.is_empty(), "nothing re-created");
-    assert!(fx.hooks.0.events().iter().any(|e| e.starts_with("destroyed ")));
+    assert!(
+        fx.hooks
+            .0
+            .events()
+            .iter()
+            .any(|e| e.starts_with("destroyed "))
+    );
 }
 
 #[tokio::test]
@@ -374,11 +499,17 @@ async fn data_after_destroy_starts_a_new_session() {
     let cookie = start(&manager).await;
     let session = manager.session(Some(&cookie));
     session.destroy().await.expect("destroy");
-    session.insert("flash", &"logged out").await.expect("insert");
+    session
+        .insert("flash", &"logged out")
+        .await
+        .expect("insert");
     let fresh = cookie_id(&session.commit().await.expect("commit").cookie);
     assert_ne!(fresh, cookie);
     let next = manager.session(Some(&fresh));
-    assert_eq!(next.get::<String>("flash").await.expect("get").as_deref(), Some("logged out"));
+    assert_eq!(
+        next.get::<String>("flash").await.expect("get").as_deref(),
+        Some("logged out")
+    );
     assert_eq!(next.get::<u32>("counter").await.expect("get"), None);
 }
 
@@ -402,19 +533,40 @@ async fn two_concurrent_requests_writing_different_keys_both_keep_their_writes()
 #[tokio::test]
 async fn the_per_owner_limit_ends_the_oldest_sessions() {
     let fx = Fixture::new();
-    let manager = fx.builder().max_sessions_per_owner(Some(2)).build().expect("config");
+    let manager = fx
+        .builder()
+        .max_sessions_per_owner(Some(2))
+        .build()
+        .expect("config");
     let mut cookies = Vec::new();
     for _ in 0..3 {
         fx.clock.advance(Duration::from_secs(1));
         let session = manager.session(None);
         session.set_owner(Some("alice")).await.expect("owner");
-        session.insert("device", &cookies.len()).await.expect("insert");
+        session
+            .insert("device", &cookies.len())
+            .await
+            .expect("insert");
         cookies.push(cookie_id(&session.commit().await.expect("commit").cookie));
     }
     let live = manager.sessions_of("alice").await.expect("sessions");
     assert_eq!(live.len(), 2);
-    assert_eq!(manager.session(Some(&cookies[0])).get::<usize>("device").await.expect("get"), None);
-    assert_eq!(manager.session(Some(&cookies[2])).get::<usize>("device").await.expect("get"), Some(2));
+    assert_eq!(
+        manager
+            .session(Some(&cookies[0]))
+            .get::<usize>("device")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(
+        manager
+            .session(Some(&cookies[2]))
+            .get::<usize>("device")
+            .await
+            .expect("get"),
+        Some(2)
+    );
 
     // Logging an older session in again keeps that one and ends the oldest other.
     fx.clock.advance(Duration::from_secs(1));
@@ -423,7 +575,10 @@ async fn the_per_owner_limit_ends_the_oldest_sessions() {
     let _ = relogin.commit().await.expect("commit");
     relogin.set_owner(Some("alice")).await.expect("owner");
     let _ = relogin.commit().await.expect("commit");
-    assert_eq!(manager.sessions_of("alice").await.expect("sessions").len(), 2);
+    assert_eq!(
+        manager.sessions_of("alice").await.expect("sessions").len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -437,8 +592,20 @@ async fn revoking_ends_all_or_all_other_sessions() {
         let _ = session.commit().await.expect("commit");
         keys.push(session.key().await.expect("key").expect("stored"));
     }
-    assert_eq!(manager.revoke_others("carol", &keys[1]).await.expect("revoke others"), 2);
-    let left: Vec<SessionKey> = manager.sessions_of("carol").await.expect("list").into_iter().map(|s| s.key).collect();
+    assert_eq!(
+        manager
+            .revoke_others("carol", &keys[1])
+            .await
+            .expect("revoke others"),
+        2
+    );
+    let left: Vec<SessionKey> = manager
+        .sessions_of("carol")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
     assert_eq!(left, vec![keys[1]]);
     assert_eq!(manager.revoke_owner("carol").await.expect("revoke"), 1);
     assert!(manager.sessions_of("carol").await.expect("list").is_empty());
@@ -447,13 +614,21 @@ async fn revoking_ends_all_or_all_other_sessions() {
 #[tokio::test]
 async fn probabilistic_cleanup_purges_in_the_background() {
     let fx = Fixture::new();
-    let manager = fx.builder().cleanup(CleanupPolicy::Probabilistic { one_in: 1 }).build().expect("config");
+    let manager = fx
+        .builder()
+        .cleanup(CleanupPolicy::Probabilistic { one_in: 1 })
+        .build()
+        .expect("config");
     let stale = start(&manager).await;
     let _ = stale;
     fx.clock.advance(2 * HOUR);
     let live = start(&manager).await;
     assert_eq!(fx.probe.inner.len(), 2);
-    let _ = manager.session(Some(&live)).get::<u32>("counter").await.expect("get");
+    let _ = manager
+        .session(Some(&live))
+        .get::<u32>("counter")
+        .await
+        .expect("get");
     for _ in 0..100 {
         if fx.probe.inner.len() == 1 {
             break;
@@ -472,7 +647,11 @@ async fn cleanup_off_never_purges_on_its_own() {
     fx.clock.advance(2 * HOUR);
     let live = start(&manager).await;
     for _ in 0..50 {
-        let _ = manager.session(Some(&live)).get::<u32>("counter").await.expect("get");
+        let _ = manager
+            .session(Some(&live))
+            .get::<u32>("counter")
+            .await
+            .expect("get");
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fx.probe.inner.len(), 2);
@@ -484,7 +663,9 @@ async fn background_cleanup_runs_on_its_interval_and_stops_with_the_manager() {
     let fx = Fixture::new();
     let manager = fx
         .builder()
-        .cleanup(CleanupPolicy::Background { every: Duration::from_millis(20) })
+        .cleanup(CleanupPolicy::Background {
+            every: Duration::from_millis(20),
+        })
         .build()
         .expect("config");
     start(&manager).await;
@@ -495,7 +676,10 @@ async fn background_cleanup_runs_on_its_interval_and_stops_with_the_manager() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(fx.probe.inner.is_empty(), "the background task purged the expired session");
+    assert!(
+        fx.probe.inner.is_empty(),
+        "the background task purged the expired session"
+    );
     drop(manager);
     tokio::time::sleep(Duration::from_millis(30)).await;
     let calls = fx.calls();
@@ -508,7 +692,9 @@ fn background_cleanup_without_a_runtime_is_a_config_error() {
     let fx = Fixture::new();
     let err = fx
         .builder()
-        .cleanup(CleanupPolicy::Background { every: Duration::from_secs(1) })
+        .cleanup(CleanupPolicy::Background {
+            every: Duration::from_secs(1),
+        })
         .build()
         .expect_err("no runtime");
     assert_eq!(err.kind(), ErrorKind::Config);
@@ -521,9 +707,14 @@ fn invalid_settings_are_config_errors() {
         fx.builder().idle_timeout(Duration::ZERO),
         fx.builder().touch_fraction(1.5),
         fx.builder().max_sessions_per_owner(Some(0)),
-        fx.builder().cleanup(CleanupPolicy::Background { every: Duration::ZERO }),
+        fx.builder().cleanup(CleanupPolicy::Background {
+            every: Duration::ZERO,
+        }),
     ] {
-        assert_eq!(builder.build().expect_err("invalid").kind(), ErrorKind::Config);
+        assert_eq!(
+            builder.build().expect_err("invalid").kind(),
+            ErrorKind::Config
+        );
     }
 }
 
@@ -537,7 +728,10 @@ async fn hooks_see_hashes_never_ids() {
     let _ = session.commit().await.expect("commit");
     let events = fx.hooks.0.events();
     let key = SessionId::parse(&cookie).expect("id").key().to_hex();
-    assert_eq!(events, vec![format!("created {key} None"), format!("destroyed {key}")]);
+    assert_eq!(
+        events,
+        vec![format!("created {key} None"), format!("destroyed {key}")]
+    );
     assert!(events.iter().all(|e| !e.contains(&cookie)));
 }
 
@@ -547,18 +741,37 @@ async fn bad_values_are_typed_errors_that_lose_nothing() {
     let manager = fx.builder().max_value_bytes(1024).build().expect("config");
     let cookie = start(&manager).await;
     let session = manager.session(Some(&cookie));
-    let err = session.insert("big", &vec![0u8; 4096]).await.expect_err("too large");
+    let err = session
+        .insert("big", &vec![0u8; 4096])
+        .await
+        .expect_err("too large");
     assert_eq!(err.kind(), ErrorKind::TooLarge);
-    let err = session.insert("__sessionkit.expiry", &1).await.expect_err("reserved");
+    let err = session
+        .insert("__sessionkit.expiry", &1)
+        .await
+        .expect_err("reserved");
     assert_eq!(err.kind(), ErrorKind::Config);
     let err = session.insert("", &1).await.expect_err("empty key");
     assert_eq!(err.kind(), ErrorKind::Config);
-    let err = session.get::<String>("counter").await.expect_err("wrong type");
+    let err = session
+        .get::<String>("counter")
+        .await
+        .expect_err("wrong type");
     assert_eq!(err.kind(), ErrorKind::Codec);
-    assert_eq!(session.get::<u32>("counter").await.expect("still readable as its type"), Some(1));
+    assert_eq!(
+        session
+            .get::<u32>("counter")
+            .await
+            .expect("still readable as its type"),
+        Some(1)
+    );
     let _ = session.commit().await.expect("commit");
     let reread = manager.session(Some(&cookie));
-    assert_eq!(reread.keys().await.expect("keys"), ["counter"], "nothing written, nothing lost");
+    assert_eq!(
+        reread.keys().await.expect("keys"),
+        ["counter"],
+        "nothing written, nothing lost"
+    );
 }
 
 #[tokio::test]
@@ -577,9 +790,16 @@ async fn update_persists_nested_mutations() {
     assert_eq!(len, 1);
     let _ = session.commit().await.expect("commit");
     let next = manager.session(Some(&cookie));
-    next.update("cart", |cart: &mut Vec<String>| cart.push("milk".into())).await.expect("update");
+    next.update("cart", |cart: &mut Vec<String>| cart.push("milk".into()))
+        .await
+        .expect("update");
     let _ = next.commit().await.expect("commit");
-    let cart: Vec<String> = manager.session(Some(&cookie)).get("cart").await.expect("get").expect("cart");
+    let cart: Vec<String> = manager
+        .session(Some(&cookie))
+        .get("cart")
+        .await
+        .expect("get")
+        .expect("cart");
     assert_eq!(cart, ["tea", "milk"]);
 }
 
@@ -602,17 +822,32 @@ async fn per_session_expiry_overrides_the_idle_timeout() {
     let manager = fx.manager();
     let cookie = start(&manager).await;
     let session = manager.session(Some(&cookie));
-    session.set_expiry(Expiry::OnInactivity(3 * HOUR)).await.expect("expiry");
+    session
+        .set_expiry(Expiry::OnInactivity(3 * HOUR))
+        .await
+        .expect("expiry");
     let committed = session.commit().await.expect("commit");
-    let CookieUpdate::Set { expires_at, .. } = committed.cookie else { panic!("{committed:?}") };
+    let CookieUpdate::Set { expires_at, .. } = committed.cookie else {
+        panic!("{committed:?}")
+    };
     assert_eq!(expires_at, fx.clock_now().saturating_add(3 * HOUR));
     fx.clock.advance(2 * HOUR);
     let session = manager.session(Some(&cookie));
-    assert_eq!(session.expiry().await.expect("expiry"), Expiry::OnInactivity(3 * HOUR));
-    assert_eq!(session.keys().await.expect("keys"), ["counter"], "the setting is not a user key");
+    assert_eq!(
+        session.expiry().await.expect("expiry"),
+        Expiry::OnInactivity(3 * HOUR)
+    );
+    assert_eq!(
+        session.keys().await.expect("keys"),
+        ["counter"],
+        "the setting is not a user key"
+    );
 
     let fixed = fx.clock_now().saturating_add(HOUR / 2);
-    session.set_expiry(Expiry::AtTimestamp(fixed)).await.expect("expiry");
+    session
+        .set_expiry(Expiry::AtTimestamp(fixed))
+        .await
+        .expect("expiry");
     let _ = session.commit().await.expect("commit");
     fx.clock.advance(HOUR / 4);
     let session = manager.session(Some(&cookie));
@@ -623,7 +858,14 @@ async fn per_session_expiry_overrides_the_idle_timeout() {
         "a fixed deadline does not roll"
     );
     fx.clock.advance(HOUR / 4 + Duration::from_secs(1));
-    assert_eq!(manager.session(Some(&cookie)).get::<u32>("counter").await.expect("get"), None);
+    assert_eq!(
+        manager
+            .session(Some(&cookie))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 #[tokio::test]
@@ -637,11 +879,27 @@ async fn a_store_outage_is_an_error_and_pending_changes_survive_for_a_retry() {
     let err = session.commit().await.expect_err("store down");
     assert!(err.is_unavailable(), "{err}");
     let loading = manager.session(Some(&cookie));
-    assert!(loading.get::<u32>("counter").await.expect_err("store down").is_unavailable());
+    assert!(
+        loading
+            .get::<u32>("counter")
+            .await
+            .expect_err("store down")
+            .is_unavailable()
+    );
     fx.probe.down.store(false, Ordering::SeqCst);
     let _ = session.commit().await.expect("retry");
-    assert_eq!(manager.session(Some(&cookie)).get::<i32>("x").await.expect("get"), Some(1));
-    assert_eq!(loading.get::<u32>("counter").await.expect("recovered"), Some(1));
+    assert_eq!(
+        manager
+            .session(Some(&cookie))
+            .get::<i32>("x")
+            .await
+            .expect("get"),
+        Some(1)
+    );
+    assert_eq!(
+        loading.get::<u32>("counter").await.expect("recovered"),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -650,7 +908,10 @@ async fn clear_keeps_the_per_session_expiry() {
     let manager = fx.manager();
     let cookie = start(&manager).await;
     let session = manager.session(Some(&cookie));
-    session.set_expiry(Expiry::OnInactivity(2 * HOUR)).await.expect("expiry");
+    session
+        .set_expiry(Expiry::OnInactivity(2 * HOUR))
+        .await
+        .expect("expiry");
     session.insert("b", &2).await.expect("insert");
     let _ = session.commit().await.expect("commit");
     let session = manager.session(Some(&cookie));
@@ -658,5 +919,8 @@ async fn clear_keeps_the_per_session_expiry() {
     let _ = session.commit().await.expect("commit");
     let session = manager.session(Some(&cookie));
     assert!(session.is_empty().await.expect("empty"));
-    assert_eq!(session.expiry().await.expect("expiry"), Expiry::OnInactivity(2 * HOUR));
+    assert_eq!(
+        session.expiry().await.expect("expiry"),
+        Expiry::OnInactivity(2 * HOUR)
+    );
 }

@@ -15,11 +15,16 @@ async fn main() -> sessionkit::Result<()> {
         unreachable!("a new session with data always sets its cookie");
     };
     let cookie = id.expose();
-    println!("new session, stored under key {} until {expires_at:?}", id.key().short());
+    println!(
+        "new session, stored under key {} until {expires_at:?}",
+        id.key().short()
+    );
 
     // Second request: the cookie comes back; a nested mutation persists.
     let session = manager.session(Some(&cookie));
-    session.update("cart", |cart: &mut Vec<String>| cart.push("milk".into())).await?;
+    session
+        .update("cart", |cart: &mut Vec<String>| cart.push("milk".into()))
+        .await?;
     session.set_owner(Some("alice")).await?;
     session.cycle_id().await?; // login: new id, same data
     let CookieUpdate::Set { id, .. } = session.commit().await?.cookie else {
@@ -31,7 +36,10 @@ async fn main() -> sessionkit::Result<()> {
     let session = manager.session(Some(&cookie));
     let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
     println!("cart: {cart:?}, owner: {:?}", session.owner().await?);
-    println!("alice has {} live session(s)", manager.sessions_of("alice").await?.len());
+    println!(
+        "alice has {} live session(s)",
+        manager.sessions_of("alice").await?.len()
+    );
     session.destroy().await?;
     println!("logout: {:?}", session.commit().await?.cookie);
     Ok(())
