@@ -408,6 +408,26 @@ impl fmt::Display for Capabilities {
     }
 }
 
+/// Checks a table (or prefix) name that SQL stores splice into their statements: 1 to 48
+/// characters, a letter or `_` first, then letters, digits and `_`. SQL stores call this before
+/// building any statement, so a configured name can never inject SQL.
+///
+/// # Errors
+/// [`ErrorKind::Config`] naming the offending value.
+pub fn validate_table_name(name: &str) -> Result<&str> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && name.len() <= 48 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(name)
+    } else {
+        Err(Error::config(format!(
+            "{name:?} is not a valid table name (1-48 of A-Z a-z 0-9 _, not starting with a digit)"
+        )))
+    }
+}
+
 /// Shorthand for the error an unsupported operation returns.
 pub fn unsupported(store: &'static str, operation: &'static str) -> Error {
     Error::Unsupported { store, operation }
@@ -441,6 +461,27 @@ mod tests {
         );
         let other: Result<Vec<u8>> = Err(Error::Gone);
         assert!(UnsupportedPolicy::Ignore.resolve(other, Vec::new).is_err());
+    }
+
+    #[test]
+    fn table_names_are_validated() {
+        assert!(validate_table_name("sessions").is_ok());
+        assert!(validate_table_name("_s2").is_ok());
+        for bad in [
+            "",
+            "1s",
+            "s;drop table x",
+            "s-t",
+            "s t",
+            "\"s\"",
+            &"a".repeat(49),
+            "sé",
+        ] {
+            assert_eq!(
+                validate_table_name(bad).expect_err(bad).kind(),
+                ErrorKind::Config
+            );
+        }
     }
 
     #[test]

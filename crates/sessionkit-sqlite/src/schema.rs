@@ -1,0 +1,122 @@
+//! The on-disk layout and every statement the store runs, built once per table name.
+//!
+//! Layout (for table name `sessions`):
+//!
+//! - `sessions`: one row per session or grace-period pointer, `WITHOUT ROWID` keyed by the
+//!   32-byte SHA-256 of the id. `expires_at` is integer milliseconds since the epoch, indexed
+//!   (`sessions_expires`) so cleanup is a range scan; `owner` has a partial index
+//!   (`sessions_owner`) over owned rows only.
+//! - `sessions_values`: one row per data key, `(session, name) → value`, with `ON DELETE
+//!   CASCADE` from `sessions`. A change rewrites only the keys it touches, so saving one small
+//!   key of a 1 MiB session writes a few hundred bytes, and per-key reads fetch only the keys
+//!   asked for. (An ordinary rowid table: values can be large, which `WITHOUT ROWID` handles
+//!   badly.)
+//! - `sessionkit_schema`: which layout version each sessions table has, for future migrations.
+
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// The statements for one table name (validated before this is built).
+pub(crate) struct Sql {
+    pub ddl: String,
+    pub schema_version: String,
+    pub record_version: String,
+    pub insert_session: String,
+    pub upsert_value: String,
+    pub load: String,
+    pub load_meta: String,
+    pub load_values: String,
+    pub bump: String,
+    pub clear_values: String,
+    pub remove_value: String,
+    pub delete: String,
+    pub live: String,
+    pub cycle_copy: String,
+    pub move_values: String,
+    pub make_pointer: String,
+    pub delete_expired_batch: String,
+    pub list_prefix: String,
+    pub by_owner: String,
+    pub count_owner_live: String,
+    pub delete_owner: String,
+}
+
+impl Sql {
+    pub(crate) fn new(t: &str) -> Self {
+        let v = format!("{t}_values");
+        let meta = "created_at, expires_at, owner, version, moved_to";
+        Self {
+            ddl: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\n\
+                 \x20   key        BLOB    NOT NULL PRIMARY KEY,  -- SHA-256 of the session id\n\
+                 \x20   created_at INTEGER NOT NULL,              -- ms since the Unix epoch\n\
+                 \x20   expires_at INTEGER NOT NULL,              -- ms since the Unix epoch\n\
+                 \x20   owner      TEXT,\n\
+                 \x20   version    INTEGER NOT NULL,\n\
+                 \x20   moved_to   BLOB                           -- grace-period pointer target\n\
+                 ) WITHOUT ROWID;\n\
+                 CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);\n\
+                 CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (owner) WHERE owner IS NOT NULL;\n\
+                 CREATE TABLE IF NOT EXISTS {v} (\n\
+                 \x20   session BLOB NOT NULL REFERENCES {t} (key) ON DELETE CASCADE,\n\
+                 \x20   name    TEXT NOT NULL,\n\
+                 \x20   value   BLOB NOT NULL,\n\
+                 \x20   PRIMARY KEY (session, name)\n\
+                 );\n\
+                 CREATE TABLE IF NOT EXISTS sessionkit_schema (\n\
+                 \x20   table_name TEXT NOT NULL PRIMARY KEY,\n\
+                 \x20   version    INTEGER NOT NULL\n\
+                 );\n"
+            ),
+            schema_version: "SELECT version FROM sessionkit_schema WHERE table_name = ?1".into(),
+            record_version: "INSERT INTO sessionkit_schema (table_name, version) VALUES (?1, ?2) \
+                             ON CONFLICT (table_name) DO NOTHING"
+                .into(),
+            insert_session: format!(
+                "INSERT INTO {t} (key, {meta}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ),
+            upsert_value: format!(
+                "INSERT INTO {v} (session, name, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (session, name) DO UPDATE SET value = excluded.value"
+            ),
+            load: format!(
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
+                 FROM {t} s LEFT JOIN {v} v ON v.session = s.key \
+                 WHERE s.key = ?1 AND s.expires_at > ?2"
+            ),
+            load_meta: format!("SELECT {meta} FROM {t} WHERE key = ?1 AND expires_at > ?2"),
+            load_values: format!("SELECT name, value FROM {v} WHERE session = ?1"),
+            bump: format!(
+                "UPDATE {t} SET version = version + 1, expires_at = coalesce(?3, expires_at), \
+                 owner = CASE WHEN ?4 THEN ?5 ELSE owner END \
+                 WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL RETURNING version"
+            ),
+            clear_values: format!("DELETE FROM {v} WHERE session = ?1"),
+            remove_value: format!("DELETE FROM {v} WHERE session = ?1 AND name = ?2"),
+            delete: format!("DELETE FROM {t} WHERE key = ?1"),
+            live: format!(
+                "SELECT 1 FROM {t} WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL"
+            ),
+            cycle_copy: format!(
+                "INSERT INTO {t} (key, {meta}) \
+                 SELECT ?2, created_at, expires_at, owner, version + 1, NULL FROM {t} WHERE key = ?1"
+            ),
+            move_values: format!("UPDATE {v} SET session = ?2 WHERE session = ?1"),
+            make_pointer: format!(
+                "UPDATE {t} SET moved_to = ?2, owner = NULL, created_at = ?3, expires_at = ?4, \
+                 version = 1 WHERE key = ?1"
+            ),
+            delete_expired_batch: format!(
+                "DELETE FROM {t} WHERE key IN \
+                 (SELECT key FROM {t} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+            ),
+            list_prefix: format!("SELECT key, {meta} FROM {t} WHERE moved_to IS NULL"),
+            by_owner: format!(
+                "SELECT key, {meta} FROM {t} WHERE owner = ?1 AND expires_at > ?2 AND moved_to IS NULL"
+            ),
+            count_owner_live: format!(
+                "SELECT count(*) FROM {t} WHERE owner = ?1 AND expires_at > ?2 AND moved_to IS NULL"
+            ),
+            delete_owner: format!("DELETE FROM {t} WHERE owner = ?1"),
+        }
+    }
+}
