@@ -35,7 +35,7 @@ impl CleanupPolicy {
     /// Whether a load with this random draw triggers a cleanup.
     fn triggers(self, draw: u32) -> bool {
         match self {
-            Self::Probabilistic { one_in } => one_in <= 1 || draw % one_in == 0,
+            Self::Probabilistic { one_in } => one_in <= 1 || draw.is_multiple_of(one_in),
             Self::Off | Self::Background { .. } => false,
         }
     }

@@ -298,10 +298,27 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs a read on a pooled reader connection, in a read transaction (one snapshot).
+    /// Runs a read of several statements on a pooled reader connection, in one read
+    /// transaction, so all statements see one snapshot.
     async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection, &Sql) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read_on_reader(move |conn, sql| {
+            let tx = conn
+                .transaction()
+                .map_err(|e| sql_error("starting a read", e))?;
+            let out = work(&tx, sql)?;
+            tx.finish().map_err(|e| sql_error("ending a read", e))?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Runs a read on a pooled reader connection. A single statement is its own snapshot.
+    async fn read_on_reader<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &Sql) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
@@ -314,14 +331,7 @@ impl SqliteStore {
                 Some(conn) => conn,
                 None => connect(&inner.path, inner.synchronous, false)?,
             };
-            let result = (|| {
-                let tx = conn
-                    .transaction()
-                    .map_err(|e| sql_error("starting a read", e))?;
-                let out = work(&tx, &inner.sql)?;
-                tx.finish().map_err(|e| sql_error("ending a read", e))?;
-                Ok(out)
-            })();
+            let result = work(&mut conn, &inner.sql);
             let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
             if idle.len() < MAX_IDLE_READERS {
                 idle.push(conn);
@@ -448,7 +458,7 @@ impl Store for SqliteStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let key = *key;
-        self.read(move |conn, sql| {
+        self.read_on_reader(move |conn, sql| {
             let mut stmt = conn
                 .prepare_cached(&sql.load)
                 .map_err(|e| sql_error("loading a session", e))?;

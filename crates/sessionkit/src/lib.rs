@@ -20,13 +20,27 @@
 //! See [`sessionkit_core`] for the life cycle of a session, the concurrency guarantee and the
 //! security defaults.
 //!
-//! ## Features
-//! - `memory` (default): the in-process [`MemoryStore`], URL `memory:`.
+//! ## Features and stores
+//!
+//! | feature | store | URL | multi-process |
+//! | --- | --- | --- | --- |
+//! | `memory` (default) | [`MemoryStore`] | `memory:` | no |
+//! | `sqlite` (default) | [`SqliteStore`] | `sqlite://path/to/file.db` | yes |
+//! | `file` | [`FileStore`] | `file:///path/to/dir` | yes (one machine) |
+//! | `redb` | [`RedbStore`] | `redb://path/to/file.redb` | no (one process per file) |
+//!
+//! `embedded` turns on every store that needs no server.
 
 pub use sessionkit_core::*;
 
+#[cfg(feature = "file")]
+pub use sessionkit_file::FileStore;
 #[cfg(feature = "memory")]
 pub use sessionkit_memory::MemoryStore;
+#[cfg(feature = "redb")]
+pub use sessionkit_redb::RedbStore;
+#[cfg(feature = "sqlite")]
+pub use sessionkit_sqlite::SqliteStore;
 
 /// A registry of every store scheme the enabled features provide.
 pub fn registry() -> Registry {
@@ -34,10 +48,16 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     #[cfg(feature = "memory")]
     sessionkit_memory::register(&mut registry);
+    #[cfg(feature = "sqlite")]
+    sessionkit_sqlite::register(&mut registry);
+    #[cfg(feature = "file")]
+    sessionkit_file::register(&mut registry);
+    #[cfg(feature = "redb")]
+    sessionkit_redb::register(&mut registry);
     registry
 }
 
-/// Opens the store a URL names (`memory:`, …) with the backends the enabled features provide.
+/// Opens the store a URL names (`memory:`, `sqlite://sessions.db`, …) with the backends the enabled features provide.
 ///
 /// # Errors
 /// [`ErrorKind::Config`] for an unknown scheme or a malformed URL; the backend's own errors
