@@ -1,0 +1,252 @@
+//! Every embedded store through the same operations, each next to its raw floor: the driver
+//! doing the same reads and writes with no session layer (no async, no thread hop).
+//!
+//! Run: `cargo bench -p sessionkit-bench --bench stores`
+
+#![allow(missing_docs)]
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use redb::ReadableDatabase;
+use sessionkit_core::{Change, Record, SessionId, SessionKey, Store, Timestamp};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn seeded_record() -> Record {
+    let mut record = Record::new(Timestamp::now(), Timestamp::now().saturating_add(HOUR));
+    record.data.insert("profile".into(), vec![b'p'; 150]);
+    record.data.insert("counter".into(), vec![0; 8]);
+    record.data.insert("csrf".into(), vec![b'c'; 32]);
+    record
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt")
+}
+
+/// The same four measurements for any store.
+fn bench_store(
+    c: &mut Criterion,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    store: Arc<dyn Store>,
+) {
+    let key = SessionId::generate().expect("rng").key();
+    runtime
+        .block_on(store.create(&key, &seeded_record()))
+        .expect("create");
+    let mut group = c.benchmark_group(name);
+    group.bench_function("load", |b| {
+        b.to_async(runtime)
+            .iter(|| async { store.load(&key).await.expect("load").expect("live") })
+    });
+    group.bench_function("load_keys(1 of 3)", |b| {
+        b.to_async(runtime).iter(|| async {
+            store
+                .load_keys(&key, &["counter"])
+                .await
+                .expect("load")
+                .expect("live")
+        })
+    });
+    let mut n = 0u64;
+    group.bench_function("apply(1 key)", |b| {
+        b.to_async(runtime).iter(|| {
+            n += 1;
+            let mut change = Change::default();
+            change.set("counter".into(), n.to_le_bytes().to_vec());
+            let store = &store;
+            async move { store.apply(&key, &change).await.expect("apply") }
+        })
+    });
+    group.bench_function("apply(1 key) x64 concurrent, per apply", |b| {
+        b.to_async(runtime).iter_custom(|iters| {
+            let store = Arc::clone(&store);
+            async move {
+                let started = Instant::now();
+                let batches = iters.div_ceil(64);
+                for _ in 0..batches {
+                    let tasks: Vec<_> = (0..64u64)
+                        .map(|i| {
+                            let store = Arc::clone(&store);
+                            tokio::spawn(async move {
+                                let mut change = Change::default();
+                                change.set(format!("k{i}"), i.to_le_bytes().to_vec());
+                                store.apply(&key, &change).await.expect("apply")
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        let _ = task.await.expect("task");
+                    }
+                }
+                started
+                    .elapsed()
+                    .mul_f64(iters as f64 / (batches * 64) as f64)
+            }
+        })
+    });
+    group.finish();
+}
+
+fn stores(c: &mut Criterion) {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let memory: Arc<dyn Store> = Arc::new(sessionkit_memory::MemoryStore::new());
+    bench_store(c, &runtime, "memory", memory);
+    let sqlite = runtime
+        .block_on(sessionkit_sqlite::SqliteStore::open(
+            dir.path().join("s.db"),
+        ))
+        .expect("sqlite");
+    bench_store(c, &runtime, "sqlite", Arc::new(sqlite));
+    let file = runtime
+        .block_on(sessionkit_file::FileStore::open(dir.path().join("files")))
+        .expect("file");
+    bench_store(c, &runtime, "file", Arc::new(file));
+    let redb = runtime
+        .block_on(sessionkit_redb::RedbStore::open(dir.path().join("s.redb")))
+        .expect("redb");
+    bench_store(c, &runtime, "redb", Arc::new(redb));
+}
+
+/// rusqlite on the same schema and statements the store uses.
+fn floor_sqlite(c: &mut Criterion) {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("floor.db");
+    let store = runtime
+        .block_on(sessionkit_sqlite::SqliteStore::open(&path))
+        .expect("schema");
+    let key = SessionId::generate().expect("rng").key();
+    runtime
+        .block_on(store.create(&key, &seeded_record()))
+        .expect("create");
+    let conn = rusqlite::Connection::open(&path).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .expect("pragmas");
+    let k = key.as_bytes().to_vec();
+    let mut group = c.benchmark_group("floor-sqlite");
+    group.bench_function("load", |b| {
+        b.iter(|| {
+            conn.prepare_cached("SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value FROM sessions s LEFT JOIN sessions_values v ON v.session = s.key WHERE s.key = ?1 AND s.expires_at > ?2")
+                .and_then(|mut s| s.query_map(rusqlite::params![k, Timestamp::now().as_millis()], |r| Ok((r.get::<_, Option<String>>(5)?, r.get::<_, Option<Vec<u8>>>(6)?)))?.collect::<Result<Vec<_>, _>>())
+                .expect("load")
+        })
+    });
+    group.bench_function("load_keys(1 of 3)", |b| {
+        b.iter(|| {
+            conn.prepare_cached(
+                "SELECT value FROM sessions_values WHERE session = ?1 AND name = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(rusqlite::params![k, "counter"], |r| r.get::<_, Vec<u8>>(0))
+            })
+            .expect("load")
+        })
+    });
+    let mut n = 0u64;
+    group.bench_function("apply(1 key)", |b| {
+        b.iter(|| {
+            n += 1;
+            let tx = conn.unchecked_transaction().expect("tx");
+            tx.prepare_cached("UPDATE sessions SET version = version + 1 WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL RETURNING version")
+                .and_then(|mut s| s.query_row(rusqlite::params![k, Timestamp::now().as_millis()], |r| r.get::<_, i64>(0)))
+                .expect("bump");
+            tx.prepare_cached("INSERT INTO sessions_values (session, name, value) VALUES (?1, ?2, ?3) ON CONFLICT (session, name) DO UPDATE SET value = excluded.value")
+                .and_then(|mut s| s.execute(rusqlite::params![k, "counter", n.to_le_bytes().to_vec()]))
+                .expect("upsert");
+            tx.commit().expect("commit");
+        })
+    });
+    group.finish();
+}
+
+/// std::fs doing what the file store does: read a file; write temp, fsync, rename, fsync dir.
+fn floor_file(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("session");
+    let blob = seeded_record().to_blob().expect("blob");
+    std::fs::write(&path, &blob).expect("seed");
+    let mut group = c.benchmark_group("floor-file");
+    group.bench_function("load", |b| {
+        b.iter(|| Record::from_blob(&std::fs::read(&path).expect("read")).expect("decode"))
+    });
+    group.bench_function("apply(1 key)", |b| {
+        b.iter(|| {
+            let mut record =
+                Record::from_blob(&std::fs::read(&path).expect("read")).expect("decode");
+            record.data.insert("counter".into(), vec![1; 8]);
+            let temp = dir.path().join(".tmp");
+            let mut file = std::fs::File::create(&temp).expect("create");
+            file.write_all(&record.to_blob().expect("blob"))
+                .expect("write");
+            file.sync_all().expect("fsync");
+            std::fs::rename(&temp, &path).expect("rename");
+            std::fs::File::open(dir.path())
+                .and_then(|d| d.sync_all())
+                .expect("fsync dir");
+        })
+    });
+    group.finish();
+}
+
+/// redb transactions on one table keyed like the store's values table.
+fn floor_redb(c: &mut Criterion) {
+    const VALUES: redb::TableDefinition<(&[u8; 32], &str), &[u8]> =
+        redb::TableDefinition::new("values");
+    let dir = tempfile::tempdir().expect("dir");
+    let db = redb::Database::create(dir.path().join("floor.redb")).expect("open");
+    let key: SessionKey = SessionId::generate().expect("rng").key();
+    let txn = db.begin_write().expect("write");
+    {
+        let mut table = txn.open_table(VALUES).expect("table");
+        for (name, value) in &seeded_record().data {
+            table
+                .insert((key.as_bytes(), name.as_str()), value.as_slice())
+                .expect("insert");
+        }
+    }
+    txn.commit().expect("commit");
+    let mut group = c.benchmark_group("floor-redb");
+    group.bench_function("load", |b| {
+        b.iter(|| {
+            let txn = db.begin_read().expect("read");
+            let table = txn.open_table(VALUES).expect("table");
+            table
+                .range((key.as_bytes(), "")..)
+                .expect("range")
+                .map(|e| e.expect("entry").1.value().to_vec())
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function("apply(1 key)", |b| {
+        b.iter(|| {
+            let txn = db.begin_write().expect("write");
+            {
+                let mut table = txn.open_table(VALUES).expect("table");
+                table
+                    .insert((key.as_bytes(), "counter"), [1u8; 8].as_slice())
+                    .expect("insert");
+            }
+            txn.commit().expect("commit");
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = stores, floor_sqlite, floor_file, floor_redb
+}
+criterion_main!(benches);
