@@ -120,3 +120,55 @@ impl Sql {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &rusqlite::Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = stmt
+            .query_map(params, |row| row.get::<_, String>(3))
+            .expect("plan rows");
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .expect("plan")
+            .join(" | ")
+    }
+
+    #[test]
+    fn cleanup_and_owner_queries_use_their_indexes() {
+        let conn = rusqlite::Connection::open_in_memory().expect("db");
+        let sql = Sql::new("sessions");
+        conn.execute_batch(&sql.ddl).expect("ddl");
+        let cleanup = plan(&conn, &sql.delete_expired_batch, &[&0i64, &500i64]);
+        assert!(
+            cleanup.contains("INDEX sessions_expires (expires_at<?)"),
+            "{cleanup}"
+        );
+        assert!(
+            !cleanup.contains("SCAN"),
+            "cleanup never scans the table: {cleanup}"
+        );
+        let owner = plan(&conn, &sql.by_owner, &[&"alice", &0i64]);
+        assert!(owner.contains("INDEX sessions_owner (owner=?)"), "{owner}");
+        let load = plan(&conn, &sql.load, &[&[0u8; 32].as_slice(), &0i64]);
+        assert!(
+            load.contains("USING PRIMARY KEY") || load.contains("USING INDEX"),
+            "{load}"
+        );
+        assert!(!load.contains("SCAN"), "a load never scans: {load}");
+    }
+
+    #[test]
+    fn table_names_end_up_in_every_statement() {
+        let sql = Sql::new("web_sessions");
+        assert!(
+            sql.ddl
+                .contains("CREATE TABLE IF NOT EXISTS web_sessions (")
+        );
+        assert!(sql.ddl.contains("web_sessions_values"));
+        assert!(sql.bump.starts_with("UPDATE web_sessions "));
+    }
+}
