@@ -15,6 +15,8 @@
 //! Deadlines are real wall-clock times a few hundred milliseconds out, because stores judge
 //! expiry by their own clock (for Redis and Memcached, the server's).
 
+#[cfg(feature = "http")]
+pub mod http;
 pub mod multiprocess;
 
 use std::collections::BTreeSet;

@@ -75,6 +75,10 @@
 //!   deserialization, and a value that no longer fits its type is a typed error for that key.
 //! - Values above 1 MiB (configurable) are refused with [`ErrorKind::TooLarge`] before any write.
 
+#[cfg(feature = "actix")]
+mod actix_extract;
+#[cfg(feature = "axum")]
+mod axum_extract;
 mod change;
 pub mod codec;
 mod error;
@@ -85,6 +89,7 @@ pub mod registry;
 mod session;
 pub mod store;
 mod time;
+pub mod web;
 
 pub use change::{ApplyOutcome, Change};
 pub use error::{BoxError, Error, ErrorKind, Result};

@@ -30,9 +30,14 @@
 //! | `redb` | [`RedbStore`] | `redb://path/to/file.redb` | no (one process per file) |
 //!
 //! `embedded` turns on every store that needs no server.
+//!
+//! Web integrations: `tower` ([`tower`]: the tower `SessionLayer` and the axum extractor) and
+//! `actix` ([`actix`]: the actix-web `SessionMiddleware` and extractor).
 
 pub use sessionkit_core::*;
 
+#[cfg(feature = "actix")]
+pub use sessionkit_actix as actix;
 #[cfg(feature = "file")]
 pub use sessionkit_file::FileStore;
 #[cfg(feature = "memory")]
@@ -41,6 +46,8 @@ pub use sessionkit_memory::MemoryStore;
 pub use sessionkit_redb::RedbStore;
 #[cfg(feature = "sqlite")]
 pub use sessionkit_sqlite::SqliteStore;
+#[cfg(feature = "tower")]
+pub use sessionkit_tower as tower;
 
 /// A registry of every store scheme the enabled features provide.
 pub fn registry() -> Registry {

@@ -1,0 +1,200 @@
+//! # sessionkit-actix
+//!
+//! sessionkit for [actix-web](https://docs.rs/actix-web) 4: a [`SessionMiddleware`] that gives
+//! every request a [`Session`] and saves what the handler changed, and the `Session` extractor.
+//! Unlike actix-session's, the session handle is `Send`: it can move into spawned tasks.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpServer, web};
+//! use sessionkit::{Session, SessionManager};
+//! use sessionkit_actix::{SessionError, SessionMiddleware};
+//!
+//! async fn visits(session: Session) -> Result<String, SessionError> {
+//!     let n = session.update("visits", |n: &mut u64| { *n += 1; *n }).await?;
+//!     Ok(format!("visit number {n}"))
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = SessionManager::builder_arc(sessionkit::open("sqlite://sessions.db").await?).build()?;
+//! HttpServer::new(move || {
+//!     App::new().wrap(SessionMiddleware::new(manager.clone())).route("/", web::get().to(visits))
+//! })
+//! .bind("127.0.0.1:3000")?
+//! .run()
+//! .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The middleware behaves exactly as `sessionkit-tower`'s layer (both run
+//! [`WebConfig::finish`]): no store call unless the handler uses the session, `Set-Cookie` with
+//! `Cache-Control: no-store`, and a 503/500 error page (customisable) when saving fails.
+
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{COOKIE, HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
+pub use sessionkit_core::Session;
+pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, WebConfig};
+use sessionkit_core::web::{ErrorPage, ResponseUpdate, SessionFailure};
+use sessionkit_core::{Error, Result, SessionManager};
+
+/// Adds sessions to an actix-web app (`App::new().wrap(SessionMiddleware::new(manager))`).
+#[derive(Clone, Debug)]
+pub struct SessionMiddleware {
+    manager: SessionManager,
+    web: Arc<WebConfig>,
+}
+
+impl SessionMiddleware {
+    /// Middleware with the default cookie and error page.
+    pub fn new(manager: SessionManager) -> Self {
+        Self {
+            manager,
+            web: Arc::new(WebConfig::default()),
+        }
+    }
+
+    /// Middleware with custom settings.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
+    /// would reject (see [`CookieConfig::validate`]).
+    pub fn with_config(manager: SessionManager, web: WebConfig) -> Result<Self> {
+        web.cookie.validate()?;
+        Ok(Self {
+            manager,
+            web: Arc::new(web),
+        })
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for SessionMiddleware
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = SessionMiddlewareService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(SessionMiddlewareService {
+            service: Rc::new(service),
+            manager: self.manager.clone(),
+            web: Arc::clone(&self.web),
+        }))
+    }
+}
+
+/// The service [`SessionMiddleware`] wraps around the app.
+pub struct SessionMiddlewareService<S> {
+    service: Rc<S>,
+    manager: SessionManager,
+    web: Arc<WebConfig>,
+}
+
+fn page_response(page: &ErrorPage) -> HttpResponse {
+    HttpResponse::build(
+        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type(page.content_type)
+    .insert_header(("cache-control", "no-store"))
+    .body(page.body.clone())
+}
+
+impl<S, B> Service<ServiceRequest> for SessionMiddlewareService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    forward_ready!(service);
+
+    fn call(&self, request: ServiceRequest) -> Self::Future {
+        let cookies = request
+            .headers()
+            .get_all(COOKIE)
+            .filter_map(|v| v.to_str().ok());
+        let session = self.manager.session(self.web.cookie.find(cookies));
+        request.extensions_mut().insert(session.clone());
+        let (service, manager, web) = (
+            Rc::clone(&self.service),
+            self.manager.clone(),
+            Arc::clone(&self.web),
+        );
+        Box::pin(async move {
+            let mut response = service.call(request).await?;
+            let failure = response
+                .response_mut()
+                .extensions_mut()
+                .remove::<SessionFailure>();
+            let update = match failure {
+                Some(SessionFailure(err)) => ResponseUpdate::Replace((web.error_page)(&err)),
+                None => web.finish(&session, manager.now()).await,
+            };
+            match update {
+                ResponseUpdate::Headers(headers) => {
+                    for (name, value) in headers {
+                        let Ok(value) = HeaderValue::from_str(&value) else {
+                            continue;
+                        };
+                        let name = HeaderName::from_static(name);
+                        if name == actix_web::http::header::SET_COOKIE {
+                            response.headers_mut().append(name, value);
+                        } else {
+                            response.headers_mut().insert(name, value);
+                        }
+                    }
+                    Ok(response.map_into_left_body())
+                }
+                ResponseUpdate::Replace(page) => {
+                    let (request, _) = response.into_parts();
+                    Ok(ServiceResponse::new(request, page_response(&page)).map_into_right_body())
+                }
+            }
+        })
+    }
+}
+
+/// A session error returned from an actix handler (`?` converts): rendered as the middleware's
+/// error page (503 for an unreachable store, 500 otherwise).
+#[derive(Debug)]
+pub struct SessionError(pub Arc<Error>);
+
+impl From<Error> for SessionError {
+    fn from(err: Error) -> Self {
+        Self(Arc::new(err))
+    }
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ResponseError for SessionError {
+    fn status_code(&self) -> StatusCode {
+        let page = sessionkit_core::web::default_error_page(&self.0);
+        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = page_response(&sessionkit_core::web::default_error_page(&self.0));
+        response
+            .extensions_mut()
+            .insert(SessionFailure(Arc::clone(&self.0)));
+        response
+    }
+}

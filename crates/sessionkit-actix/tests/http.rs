@@ -1,0 +1,89 @@
+//! The HTTP suite through the actix-web middleware, over real sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use sessionkit_actix::{SessionError, SessionMiddleware};
+use sessionkit_conformance::http::TestServer;
+use sessionkit_core::{Session, SessionManager, Store};
+
+async fn read(session: Session, key: web::Path<String>) -> Result<HttpResponse, SessionError> {
+    Ok(match session.get::<String>(&key).await? {
+        Some(value) => HttpResponse::Ok().body(value),
+        None => HttpResponse::NotFound().finish(),
+    })
+}
+
+async fn write(
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    let (key, value) = path.into_inner();
+    session.insert(&key, &value).await?;
+    Ok("ok")
+}
+
+async fn slow_write(
+    session: Session,
+    path: web::Path<(String, String, u64)>,
+) -> Result<&'static str, SessionError> {
+    let (key, value, ms) = path.into_inner();
+    let _ = session.keys().await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    session.insert(&key, &value).await?;
+    Ok("ok")
+}
+
+async fn login(session: Session, user: web::Path<String>) -> Result<&'static str, SessionError> {
+    session.cycle_id().await?;
+    session.set_owner(Some(&user)).await?;
+    session.insert("user", &*user).await?;
+    Ok("ok")
+}
+
+async fn logout(session: Session) -> Result<&'static str, SessionError> {
+    session.destroy().await?;
+    Ok("ok")
+}
+
+async fn keys(session: Session) -> Result<String, SessionError> {
+    Ok(session.keys().await?.join(","))
+}
+
+async fn serve(manager: SessionManager) -> TestServer {
+    let app_manager = manager.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(SessionMiddleware::new(app_manager.clone()))
+            .route("/none", web::get().to(|| async { "none" }))
+            .route("/get/{key}", web::get().to(read))
+            .route("/set/{key}/{value}", web::get().to(write))
+            .route("/slow-set/{key}/{value}/{ms}", web::get().to(slow_write))
+            .route("/login/{user}", web::get().to(login))
+            .route("/logout", web::get().to(logout))
+            .route("/keys", web::get().to(keys))
+    })
+    .workers(2)
+    .disable_signals()
+    .bind(("127.0.0.1", 0))
+    .expect("bind");
+    let base = format!("http://{}", server.addrs()[0]);
+    tokio::spawn(server.run());
+    TestServer { base, manager }
+}
+
+async fn memory() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(sessionkit_memory::MemoryStore::new()))
+}
+
+async fn sqlite() -> Option<Arc<dyn Store>> {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let store = sessionkit_sqlite::SqliteStore::open(dir.keep().join("http.db"))
+        .await
+        .expect("sqlite");
+    Some(Arc::new(store))
+}
+
+sessionkit_conformance::http_suite!(actix_memory, serve, memory());
+sessionkit_conformance::http_suite!(actix_sqlite, serve, sqlite());

@@ -1,0 +1,365 @@
+//! The HTTP-level suite: written once, run against every web integration and several stores,
+//! through the real middleware over real sockets.
+//!
+//! A framework's test file serves the **test app** below with its own router and middleware, and
+//! calls [`http_suite!`](crate::http_suite) once per store. The suite drives the app with a plain
+//! HTTP client that handles cookies by hand, so every `Set-Cookie` is checked.
+//!
+//! The test app's routes (all `GET`):
+//!
+//! | route | does |
+//! | --- | --- |
+//! | `/none` | never touches the session; answers `none` |
+//! | `/get/{key}` | the string under `key` (200) or 404 |
+//! | `/set/{key}/{value}` | sets `key` to the string `value`; answers `ok` |
+//! | `/slow-set/{key}/{value}/{ms}` | reads the session, waits `ms`, then sets; answers `ok` |
+//! | `/login/{user}` | `cycle_id()`, `set_owner(user)`, sets `user`; answers `ok` |
+//! | `/logout` | `destroy()`; answers `ok` |
+//! | `/keys` | the session's keys, comma-separated |
+//!
+//! Handlers return session errors through the integration's `SessionError` (`?`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessionkit_core::{CleanupPolicy, ListFilter, PageRequest, SessionManager, Store};
+
+/// The idle timeout of the suite's manager.
+pub const IDLE: Duration = Duration::from_secs(3);
+/// The grace period of the suite's manager.
+pub const GRACE: Duration = Duration::from_millis(800);
+/// The cookie name the test apps use (the default).
+pub const COOKIE: &str = "sessionkit";
+
+/// The manager every test app is built with: short idle timeout and grace period, no cleanup.
+///
+/// # Panics
+/// Never for these settings.
+pub fn test_manager(store: Arc<dyn Store>) -> SessionManager {
+    SessionManager::builder_arc(store)
+        .idle_timeout(IDLE)
+        .cycle_grace(GRACE)
+        .cleanup(CleanupPolicy::Off)
+        .build()
+        .expect("valid settings")
+}
+
+/// A running test app.
+#[derive(Debug, Clone)]
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The manager the app uses.
+    pub manager: SessionManager,
+}
+
+/// Generates one test per HTTP scenario, in a module named `$name`, for the app `$serve` (an
+/// `async fn(SessionManager) -> TestServer` in the calling file) over the store `$store` (an
+/// expression giving a future of `Option<Arc<dyn Store>>`; `None` skips).
+#[macro_export]
+macro_rules! http_suite {
+    ($name:ident, $serve:path, $store:expr) => {
+        $crate::http_suite!(@each $name, $serve, $store;
+            untouched_requests_cost_nothing,
+            a_first_write_sets_a_secure_cookie_and_reads_write_nothing,
+            bogus_cookies_get_a_fresh_session_and_are_removed,
+            a_fixation_attempt_is_never_adopted,
+            login_cycles_the_id_and_the_old_one_only_lasts_the_grace_period,
+            logout_clears_the_cookie_and_the_session,
+            idle_sessions_expire,
+            concurrent_requests_of_one_browser_keep_every_write,
+            a_slow_request_racing_a_logout_does_not_bring_the_session_back
+        );
+    };
+    (@each $name:ident, $serve:path, $store:expr; $($test:ident),*) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(store) = ($store).await else { return };
+                    let server = $serve($crate::http::test_manager(store)).await;
+                    $crate::http::$test(&server).await;
+                }
+            )*
+        }
+    };
+}
+
+/// One response, as the suite looks at it.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Body text.
+    pub body: String,
+    /// Every `Set-Cookie` header.
+    pub set_cookies: Vec<String>,
+    /// The `Cache-Control` header.
+    pub cache_control: Option<String>,
+}
+
+impl Reply {
+    /// The session cookie's new value, if this response sets one (not a removal).
+    pub fn new_cookie(&self) -> Option<String> {
+        self.session_cookie()
+            .map(|(value, _)| value)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Whether this response removes the session cookie.
+    pub fn removes_cookie(&self) -> bool {
+        self.session_cookie()
+            .is_some_and(|(value, attrs)| value.is_empty() && attrs.contains("Max-Age=0"))
+    }
+
+    fn session_cookie(&self) -> Option<(String, String)> {
+        self.set_cookies.iter().find_map(|header| {
+            let (pair, attrs) = header.split_once(';').unwrap_or((header, ""));
+            let (name, value) = pair.split_once('=')?;
+            (name.trim() == COOKIE).then(|| (value.trim().to_owned(), attrs.to_owned()))
+        })
+    }
+}
+
+/// Sends `GET path` with the session cookie set to `cookie`, if any.
+///
+/// # Panics
+/// If the request fails at the HTTP level.
+pub async fn get(server: &TestServer, path: &str, cookie: Option<&str>) -> Reply {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client");
+    let mut request = client.get(format!("{}{path}", server.base));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", format!("other=1; {COOKIE}={cookie}"));
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = response.status().as_u16();
+    let set_cookies = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect();
+    let cache_control = response
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.text().await.unwrap_or_default();
+    Reply {
+        status,
+        body,
+        set_cookies,
+        cache_control,
+    }
+}
+
+/// Starts a session holding `a = 1` and returns its cookie.
+///
+/// # Panics
+/// If the app does not set a cookie.
+pub async fn start_session(server: &TestServer) -> String {
+    let reply = get(server, "/set/a/1", None).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.new_cookie().expect("a first write sets the cookie")
+}
+
+async fn stored_sessions(server: &TestServer) -> Option<usize> {
+    let store = server.manager.store();
+    if !store.capabilities().iterable {
+        return None;
+    }
+    let page = store
+        .list(&ListFilter::default(), PageRequest::first(1000))
+        .await
+        .expect("list");
+    Some(page.sessions.len())
+}
+
+/// Requests that never use the session set no cookie and store nothing.
+pub async fn untouched_requests_cost_nothing(server: &TestServer) {
+    let reply = get(server, "/none", None).await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "none"));
+    assert!(reply.set_cookies.is_empty(), "{reply:?}");
+    let reply = get(server, "/get/a", None).await;
+    assert_eq!(reply.status, 404);
+    assert!(
+        reply.set_cookies.is_empty(),
+        "reading an empty session sets nothing: {reply:?}"
+    );
+    assert_eq!(stored_sessions(server).await.unwrap_or(0), 0);
+}
+
+/// The first write sets a cookie with the secure defaults; later reads change nothing.
+pub async fn a_first_write_sets_a_secure_cookie_and_reads_write_nothing(server: &TestServer) {
+    let reply = get(server, "/set/a/1", None).await;
+    let header = reply.set_cookies.first().expect("Set-Cookie");
+    for attribute in ["HttpOnly", "Secure", "SameSite=Lax", "Path=/", "Max-Age="] {
+        assert!(header.contains(attribute), "{attribute} missing: {header}");
+    }
+    assert_eq!(reply.cache_control.as_deref(), Some("no-store"));
+    let cookie = reply.new_cookie().expect("cookie");
+    let read = get(server, "/get/a", Some(&cookie)).await;
+    assert_eq!((read.status, read.body.as_str()), (200, "1"));
+    assert!(
+        read.set_cookies.is_empty(),
+        "a read-only request writes nothing: {read:?}"
+    );
+    assert_ne!(
+        read.cache_control.as_deref(),
+        Some("no-store"),
+        "only cookie-setting responses are marked"
+    );
+}
+
+/// Malformed cookies get a fresh session, never reach the store, and are removed.
+pub async fn bogus_cookies_get_a_fresh_session_and_are_removed(server: &TestServer) {
+    let long = "A".repeat(5000);
+    for bogus in [
+        "garbage",
+        "AAAA",
+        long.as_str(),
+        "%00%00",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    ] {
+        let reply = get(server, "/get/a", Some(bogus)).await;
+        assert_eq!(reply.status, 404, "{bogus}: {reply:?}");
+        assert!(
+            reply.removes_cookie(),
+            "{bogus}: the bad cookie is removed: {reply:?}"
+        );
+        let reply = get(server, "/set/a/1", Some(bogus)).await;
+        let fresh = reply.new_cookie().expect("a fresh session");
+        assert_ne!(fresh, bogus);
+    }
+}
+
+/// A well-formed id the server never issued is not adopted (session fixation).
+pub async fn a_fixation_attempt_is_never_adopted(server: &TestServer) {
+    let planted = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+    let reply = get(server, "/set/a/1", Some(planted)).await;
+    let issued = reply.new_cookie().expect("a fresh session");
+    assert_ne!(issued, planted, "the planted id was adopted");
+    assert_eq!(get(server, "/get/a", Some(planted)).await.status, 404);
+    assert_eq!(get(server, "/get/a", Some(&issued)).await.body, "1");
+}
+
+/// Login gives a new id with the same data; the old id works only for the grace period and its
+/// holders never learn the new id.
+pub async fn login_cycles_the_id_and_the_old_one_only_lasts_the_grace_period(server: &TestServer) {
+    let old = start_session(server).await;
+    let login = get(server, "/login/alice", Some(&old)).await;
+    let new = login.new_cookie().expect("login sets the new id");
+    assert_ne!(new, old);
+    assert_eq!(login.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(
+        get(server, "/get/a", Some(&new)).await.body,
+        "1",
+        "data survives the cycle"
+    );
+    assert_eq!(get(server, "/get/user", Some(&new)).await.body, "alice");
+    let inflight = get(server, "/get/a", Some(&old)).await;
+    assert_eq!(
+        (inflight.status, inflight.body.as_str()),
+        (200, "1"),
+        "in-flight request within grace"
+    );
+    assert!(
+        inflight.new_cookie().is_none_or(|c| c != new),
+        "the old id's holder never gets the new id"
+    );
+    tokio::time::sleep(GRACE + Duration::from_millis(400)).await;
+    assert_eq!(
+        get(server, "/get/a", Some(&old)).await.status,
+        404,
+        "the old id is gone after grace"
+    );
+    assert_eq!(get(server, "/get/a", Some(&new)).await.body, "1");
+}
+
+/// Logout removes the cookie and the session.
+pub async fn logout_clears_the_cookie_and_the_session(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let reply = get(server, "/logout", Some(&cookie)).await;
+    assert!(reply.removes_cookie(), "{reply:?}");
+    assert_eq!(reply.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(get(server, "/get/a", Some(&cookie)).await.status, 404);
+    assert_eq!(stored_sessions(server).await.unwrap_or(0), 0);
+}
+
+/// A session unused for the idle timeout is gone.
+pub async fn idle_sessions_expire(server: &TestServer) {
+    let cookie = start_session(server).await;
+    tokio::time::sleep(IDLE + Duration::from_millis(300)).await;
+    let reply = get(server, "/get/a", Some(&cookie)).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    let reply = get(server, "/set/b/2", Some(&cookie)).await;
+    assert_ne!(
+        reply.new_cookie().expect("a fresh session"),
+        cookie,
+        "an expired id is not revived"
+    );
+}
+
+/// Twenty requests of one browser, at once, each writing its own key: all twenty survive.
+pub async fn concurrent_requests_of_one_browser_keep_every_write(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let (server, cookie) = (server.clone(), cookie.clone());
+            tokio::spawn(async move {
+                get(
+                    &server,
+                    &format!("/slow-set/k{i:02}/v{i}/20"),
+                    Some(&cookie),
+                )
+                .await
+            })
+        })
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("task");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let keys = get(server, "/keys", Some(&cookie)).await.body;
+    let expected: Vec<String> = std::iter::once("a".to_owned())
+        .chain((0..20).map(|i| format!("k{i:02}")))
+        .collect();
+    assert_eq!(keys, expected.join(","), "every concurrent write survived");
+}
+
+/// A slow request that saves after a logout finds the session gone and does not re-create it.
+pub async fn a_slow_request_racing_a_logout_does_not_bring_the_session_back(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let slow = {
+        let (server, cookie) = (server.clone(), cookie.clone());
+        tokio::spawn(async move { get(&server, "/slow-set/late/x/700", Some(&cookie)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logout = get(server, "/logout", Some(&cookie)).await;
+    assert!(logout.removes_cookie());
+    let slow = slow.await.expect("task");
+    assert_eq!(slow.status, 200);
+    assert!(
+        slow.new_cookie().is_none(),
+        "the slow request hands out no session: {slow:?}"
+    );
+    assert_eq!(get(server, "/get/late", Some(&cookie)).await.status, 404);
+    assert_eq!(
+        get(server, "/get/a", Some(&cookie)).await.status,
+        404,
+        "the session stays gone"
+    );
+    assert_eq!(
+        stored_sessions(server).await.unwrap_or(0),
+        0,
+        "nothing was re-created"
+    );
+}

@@ -1,0 +1,236 @@
+//! # sessionkit-tower
+//!
+//! sessionkit for [tower] and [axum](https://docs.rs/axum): a [`SessionLayer`] that gives every
+//! request a [`Session`] and saves what the handler changed, and the `Session` extractor.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use sessionkit::{Session, SessionManager};
+//! use sessionkit_tower::{SessionError, SessionLayer};
+//!
+//! async fn visits(session: Session) -> Result<String, SessionError> {
+//!     let n = session.update("visits", |n: &mut u64| { *n += 1; *n }).await?;
+//!     Ok(format!("visit number {n}"))
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = SessionManager::builder_arc(sessionkit::open("sqlite://sessions.db").await?).build()?;
+//! let app = Router::new().route("/", get(visits)).layer(SessionLayer::new(manager));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## What the layer does
+//! - Reads the session cookie (default name `sessionkit`; see [`CookieConfig`]). No store call
+//!   happens unless the handler uses the session; a malformed cookie never reaches the store and
+//!   is removed.
+//! - After the handler, commits the session's changes and sets or removes the cookie, with
+//!   `Cache-Control: no-store` on every response that does.
+//! - If saving fails, the handler's response is replaced by the error page (503 when the store
+//!   is unreachable, 500 otherwise; [`SessionLayerBuilder::error_page`] customises it). A failure
+//!   never turns into a silently fresh session.
+//! - Handlers see load errors themselves (`session.get(..).await` returns `Err`) and decide;
+//!   returning [`SessionError`] (via `?`) renders the same error page.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum_core::response::{IntoResponse, Response as AxumResponse};
+use http::header::{COOKIE, HeaderName};
+use http::{HeaderValue, Request, Response, StatusCode};
+pub use sessionkit_core::Session;
+pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, WebConfig};
+use sessionkit_core::web::{ErrorPage, ResponseUpdate, SessionFailure};
+use sessionkit_core::{Error, Result, SessionManager};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Adds sessions to a tower service (an axum `Router`).
+#[derive(Clone, Debug)]
+pub struct SessionLayer {
+    manager: SessionManager,
+    web: Arc<WebConfig>,
+}
+
+/// Builds a [`SessionLayer`] with a custom cookie or error page.
+#[must_use]
+pub struct SessionLayerBuilder {
+    manager: SessionManager,
+    web: WebConfig,
+}
+
+impl SessionLayerBuilder {
+    /// The session cookie's settings (default: [`CookieConfig::default`]).
+    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
+        self.web.cookie = cookie;
+        self
+    }
+
+    /// How a session failure is rendered (default:
+    /// [`default_error_page`](sessionkit_core::web::default_error_page)).
+    pub fn error_page(
+        mut self,
+        page: impl Fn(&Error) -> ErrorPage + Send + Sync + 'static,
+    ) -> Self {
+        self.web.error_page = Arc::new(page);
+        self
+    }
+
+    /// Checks the cookie settings and builds the layer.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
+    /// would reject (see [`CookieConfig::validate`]).
+    pub fn build(self) -> Result<SessionLayer> {
+        self.web.cookie.validate()?;
+        Ok(SessionLayer {
+            manager: self.manager,
+            web: Arc::new(self.web),
+        })
+    }
+}
+
+impl SessionLayer {
+    /// A layer with the default cookie and error page.
+    pub fn new(manager: SessionManager) -> Self {
+        Self {
+            manager,
+            web: Arc::new(WebConfig::default()),
+        }
+    }
+
+    /// Starts a layer with custom settings.
+    pub fn builder(manager: SessionManager) -> SessionLayerBuilder {
+        SessionLayerBuilder {
+            manager,
+            web: WebConfig::default(),
+        }
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            manager: self.manager.clone(),
+            web: Arc::clone(&self.web),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around the inner one.
+#[derive(Clone, Debug)]
+pub struct SessionService<S> {
+    inner: S,
+    manager: SessionManager,
+    web: Arc<WebConfig>,
+}
+
+fn page_response<B: From<String>>(page: ErrorPage) -> Response<B> {
+    let mut response = Response::new(B::from(page.body));
+    *response.status_mut() =
+        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(page.content_type),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: From<String> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The service that was polled ready handles this request; a clone takes its place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let cookies = request
+            .headers()
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let session = self.manager.session(self.web.cookie.find(cookies));
+        request.extensions_mut().insert(session.clone());
+        let (manager, web) = (self.manager.clone(), Arc::clone(&self.web));
+        Box::pin(async move {
+            let mut response = inner.call(request).await?;
+            if let Some(SessionFailure(err)) = response.extensions_mut().remove::<SessionFailure>()
+            {
+                return Ok(page_response((web.error_page)(&err)));
+            }
+            match web.finish(&session, manager.now()).await {
+                ResponseUpdate::Headers(headers) => {
+                    for (name, value) in headers {
+                        let Ok(value) = HeaderValue::from_str(&value) else {
+                            continue;
+                        };
+                        let name = HeaderName::from_static(name);
+                        if name == http::header::SET_COOKIE {
+                            response.headers_mut().append(name, value);
+                        } else {
+                            response.headers_mut().insert(name, value);
+                        }
+                    }
+                    Ok(response)
+                }
+                ResponseUpdate::Replace(page) => Ok(page_response(page)),
+            }
+        })
+    }
+}
+
+/// A session error returned from an axum handler (`?` converts): rendered as the layer's error
+/// page (503 for an unreachable store, 500 otherwise).
+#[derive(Debug)]
+pub struct SessionError(pub Error);
+
+impl From<Error> for SessionError {
+    fn from(err: Error) -> Self {
+        Self(err)
+    }
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl IntoResponse for SessionError {
+    fn into_response(self) -> AxumResponse {
+        let page = sessionkit_core::web::default_error_page(&self.0);
+        let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, page.body).into_response();
+        response
+            .extensions_mut()
+            .insert(SessionFailure(Arc::new(self.0)));
+        response
+    }
+}

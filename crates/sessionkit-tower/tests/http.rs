@@ -1,0 +1,89 @@
+//! The HTTP suite through the tower layer, in an axum app, over real sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::routing::get;
+use sessionkit_conformance::http::TestServer;
+use sessionkit_core::{Session, SessionManager, Store};
+use sessionkit_tower::{SessionError, SessionLayer};
+
+async fn read(
+    session: Session,
+    Path(key): Path<String>,
+) -> Result<(StatusCode, String), SessionError> {
+    Ok(match session.get::<String>(&key).await? {
+        Some(value) => (StatusCode::OK, value),
+        None => (StatusCode::NOT_FOUND, String::new()),
+    })
+}
+
+async fn write(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    session.insert(&key, &value).await?;
+    Ok("ok")
+}
+
+async fn slow_write(
+    session: Session,
+    Path((key, value, ms)): Path<(String, String, u64)>,
+) -> Result<&'static str, SessionError> {
+    let _ = session.keys().await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    session.insert(&key, &value).await?;
+    Ok("ok")
+}
+
+async fn login(session: Session, Path(user): Path<String>) -> Result<&'static str, SessionError> {
+    session.cycle_id().await?;
+    session.set_owner(Some(&user)).await?;
+    session.insert("user", &user).await?;
+    Ok("ok")
+}
+
+async fn logout(session: Session) -> Result<&'static str, SessionError> {
+    session.destroy().await?;
+    Ok("ok")
+}
+
+async fn keys(session: Session) -> Result<String, SessionError> {
+    Ok(session.keys().await?.join(","))
+}
+
+async fn serve(manager: SessionManager) -> TestServer {
+    let app = Router::new()
+        .route("/none", get(|| async { "none" }))
+        .route("/get/{key}", get(read))
+        .route("/set/{key}/{value}", get(write))
+        .route("/slow-set/{key}/{value}/{ms}", get(slow_write))
+        .route("/login/{user}", get(login))
+        .route("/logout", get(logout))
+        .route("/keys", get(keys))
+        .layer(SessionLayer::new(manager.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TestServer { base, manager }
+}
+
+async fn memory() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(sessionkit_memory::MemoryStore::new()))
+}
+
+async fn sqlite() -> Option<Arc<dyn Store>> {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let store = sessionkit_sqlite::SqliteStore::open(dir.keep().join("http.db"))
+        .await
+        .expect("sqlite");
+    Some(Arc::new(store))
+}
+
+sessionkit_conformance::http_suite!(axum_memory, serve, memory());
+sessionkit_conformance::http_suite!(axum_sqlite, serve, sqlite());
