@@ -99,7 +99,9 @@ pub use manager::{
 };
 pub use record::{Data, Record, StoredSession};
 pub use registry::Registry;
-pub use session::{Committed, CookieUpdate, Expiry, MAX_KEY_LEN, RESERVED_PREFIX, Session};
+pub use session::{
+    Committed, CookieUpdate, Expiry, MAX_KEY_LEN, MAX_OWNER_LEN, RESERVED_PREFIX, Session,
+};
 pub use store::{
     Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,
 };

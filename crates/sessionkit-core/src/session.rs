@@ -22,6 +22,8 @@ pub const RESERVED_PREFIX: &str = "__sessionkit.";
 const EXPIRY_KEY: &str = "__sessionkit.expiry";
 /// The longest data key, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
+/// The longest owner, in bytes (SQL stores index owners as `VARCHAR(255)`).
+pub const MAX_OWNER_LEN: usize = 255;
 /// How many fresh ids `create` and `cycle` try before giving up on collisions (with 192-bit ids
 /// a second try already means something is wrong, e.g. a store that reports every insert as a
 /// conflict).
@@ -454,8 +456,17 @@ impl Session {
     /// [`Session::cycle_id`]). With a per-owner limit, saving may end the owner's oldest sessions.
     ///
     /// # Errors
-    /// A store error while loading.
+    /// [`ErrorKind::Config`] for an empty owner or one over [`MAX_OWNER_LEN`] bytes; a store
+    /// error while loading.
     pub async fn set_owner(&self, owner: Option<&str>) -> Result<()> {
+        if let Some(owner) = owner
+            && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
+        {
+            return Err(Error::config(format!(
+                "owners are 1 to {MAX_OWNER_LEN} bytes, this one is {}",
+                owner.len()
+            )));
+        }
         self.with(|loaded| {
             if loaded.owner.as_deref() != owner {
                 loaded.owner = owner.map(str::to_owned);

@@ -1,0 +1,235 @@
+//! What the PostgreSQL and MySQL stores really share: options, error mapping, retries of
+//! transient failures, and turning rows into records. Their SQL is their own.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessionkit_core::registry::split_options;
+use sessionkit_core::store::validate_table_name;
+use sessionkit_core::{Data, Error, Record, Result, SessionKey, StoredSession, Timestamp};
+
+/// How many times a transaction that the database aborted (deadlock, serialization failure,
+/// lock wait timeout) is run again before the error reaches the caller.
+pub(crate) const TRANSIENT_ATTEMPTS: u32 = 6;
+/// How many expired sessions one cleanup statement deletes.
+pub const CLEANUP_BATCH: i64 = 500;
+
+/// Options common to both SQL stores, parsed from the store URL's query string. Options the
+/// store does not know are passed through to the driver.
+#[derive(Clone, Debug)]
+pub(crate) struct SqlOptions {
+    /// The URL without sessionkit's own options, for the driver.
+    pub driver_url: String,
+    pub table: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub setup: bool,
+}
+
+impl SqlOptions {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
+        let (_, options) = split_options(url);
+        let base = url.split_once('?').map_or(url, |(base, _)| base);
+        let mut parsed = Self {
+            driver_url: base.to_owned(),
+            table: "sessions".into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            setup: false,
+        };
+        let mut passthrough = Vec::new();
+        for (name, value) in options {
+            match name.as_str() {
+                "table" => parsed.table = value,
+                "max_connections" => {
+                    parsed.max_connections = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad_option(&name, &value))?;
+                }
+                "acquire_timeout_ms" => {
+                    parsed.acquire_timeout = value
+                        .parse()
+                        .map(Duration::from_millis)
+                        .map_err(|_| bad_option(&name, &value))?;
+                }
+                "setup" => parsed.setup = matches!(value.as_str(), "" | "true" | "1"),
+                _ => passthrough.push(format!("{name}={value}")),
+            }
+        }
+        validate_table_name(&parsed.table)?;
+        if !passthrough.is_empty() {
+            parsed.driver_url = format!("{base}?{}", passthrough.join("&"));
+        }
+        Ok(parsed)
+    }
+}
+
+fn bad_option(name: &str, value: &str) -> Error {
+    Error::config(format!("invalid value {value:?} for store option {name}"))
+}
+
+/// Whether the database aborted the transaction and running it again may succeed.
+pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+    let Some(db) = err.as_database_error() else {
+        return false;
+    };
+    match db.code().as_deref() {
+        // serialization_failure (both), deadlock_detected (PostgreSQL)
+        Some("40001" | "40P01") => true,
+        _ => mysql_lock_wait_timeout(db),
+    }
+}
+
+#[cfg(feature = "mysql")]
+fn mysql_lock_wait_timeout(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some_and(|e| e.number() == 1205)
+}
+
+#[cfg(not(feature = "mysql"))]
+fn mysql_lock_wait_timeout(_: &dyn sqlx::error::DatabaseError) -> bool {
+    false
+}
+
+/// Maps a driver error to the sessionkit kinds: connection trouble is `Unavailable` (503), a
+/// duplicate key is `Conflict`, a missing table is `Config` (run setup), the rest `Backend`.
+pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> Error {
+    match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => Error::unavailable(context.to_owned(), err),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::conflict(format!("{context}: {db}"))
+        }
+        sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("42P01" | "42S02")) => {
+            Error::config_with(
+                format!(
+                    "{context}: the session schema is missing (run `sessionkit setup` or open with ?setup=true)"
+                ),
+                err,
+            )
+        }
+        _ => Error::backend(context.to_owned(), err),
+    }
+}
+
+/// Runs `attempt` again while the database reports a transient abort, with growing, jittered
+/// pauses, at most [`TRANSIENT_ATTEMPTS`] times.
+pub(crate) async fn retry_transient<T, F, Fut>(context: &str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+{
+    let mut pause = Duration::from_millis(2);
+    for left in (0..TRANSIENT_ATTEMPTS).rev() {
+        match attempt().await {
+            Err(err) if left > 0 && is_transient(&err) => {
+                tracing::debug!(error = %err, context, "transient database abort; retrying");
+                let jitter = rand::random_range(0..=pause.as_millis() as u64);
+                tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
+                pause *= 2;
+            }
+            other => return other.map_err(|e| sql_error(context, e)),
+        }
+    }
+    Err(Error::conflict(format!(
+        "{context}: still aborted after {TRANSIENT_ATTEMPTS} attempts"
+    )))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+/// Builds a record's metadata from its columns.
+pub(crate) fn record_from(
+    created_at: i64,
+    expires_at: i64,
+    owner: Option<String>,
+    version: i64,
+    moved_to: Option<Vec<u8>>,
+) -> Result<Record> {
+    Ok(Record {
+        data: Data::new(),
+        created_at: Timestamp::from_millis(created_at),
+        expires_at: Timestamp::from_millis(expires_at),
+        owner,
+        version: u64::try_from(version)
+            .map_err(|_| Error::corrupt("a negative session version"))?,
+        moved_to: moved_to
+            .as_deref()
+            .map(SessionKey::from_slice)
+            .transpose()?,
+    })
+}
+
+pub(crate) fn version_param(version: u64) -> Result<i64> {
+    i64::try_from(version).map_err(|_| Error::corrupt("a session version beyond 2^63"))
+}
+
+/// Attaches `(session, name, value)` rows to the sessions they belong to.
+pub(crate) fn attach_values(
+    sessions: &mut [StoredSession],
+    rows: impl IntoIterator<Item = (Vec<u8>, String, Vec<u8>)>,
+) -> Result<()> {
+    for (session, name, value) in rows {
+        let key = SessionKey::from_slice(&session)?;
+        if let Some(found) = sessions.iter_mut().find(|s| s.key == key) {
+            found.record.data.insert(name, value);
+        }
+    }
+    Ok(())
+}
+
+/// SQL built from a validated table name, shared by reference between connections.
+pub(crate) type Sql = Arc<str>;
+
+/// Wraps SQL built from a validated table name for sqlx (which refuses unchecked strings).
+pub(crate) fn checked(sql: &Sql) -> sqlx::AssertSqlSafe<Sql> {
+    sqlx::AssertSqlSafe(Arc::clone(sql))
+}
+
+/// A stable 63-bit number for a table name, for advisory locks.
+pub(crate) fn lock_id(table: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in format!("sessionkit:{table}").bytes() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::try_from(hash >> 1).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_split_from_the_driver_url() {
+        let o = SqlOptions::parse(
+            "postgres://root@127.0.0.1/test?table=web&sslmode=disable&max_connections=4",
+        )
+        .expect("parse");
+        assert_eq!(o.table, "web");
+        assert_eq!(o.max_connections, 4);
+        assert_eq!(
+            o.driver_url,
+            "postgres://root@127.0.0.1/test?sslmode=disable"
+        );
+        let plain = SqlOptions::parse("mysql://root@127.0.0.1/test").expect("parse");
+        assert_eq!(
+            (plain.table.as_str(), plain.driver_url.as_str()),
+            ("sessions", "mysql://root@127.0.0.1/test")
+        );
+        assert!(SqlOptions::parse("postgres://h/db?table=x;drop").is_err());
+        assert!(SqlOptions::parse("postgres://h/db?max_connections=0").is_err());
+    }
+
+    #[test]
+    fn lock_ids_differ_per_table() {
+        assert_ne!(lock_id("a"), lock_id("b"));
+        assert!(lock_id("sessions") >= 0);
+    }
+}

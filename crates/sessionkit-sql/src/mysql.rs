@@ -1,0 +1,634 @@
+//! The MySQL / MariaDB store.
+
+use std::sync::Arc;
+
+use sessionkit_core::{
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
+    PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
+};
+use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{AssertSqlSafe, Executor, Row};
+
+use crate::common::{
+    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, record_from,
+    retry_transient, sql_error, version_param,
+};
+
+const SCHEMA_VERSION: i32 = 1;
+
+struct Statements {
+    ddl: Vec<Sql>,
+    insert_session: Sql,
+    load: Sql,
+    load_meta: Sql,
+    bump: Sql,
+    clear: Sql,
+    touch: Sql,
+    delete: Sql,
+    lock_live: Sql,
+    cycle_copy: Sql,
+    move_values: Sql,
+    make_pointer: Sql,
+    expired_keys: Sql,
+    meta_columns: String,
+    by_owner: Sql,
+    count_owner_live: Sql,
+    delete_owner: Sql,
+    values_table: String,
+    table: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        let v = format!("{t}_values");
+        let meta = "created_at, expires_at, owner, version, moved_to";
+        let live = "WHERE `key` = ? AND expires_at > ? AND moved_to IS NULL";
+        Self {
+            ddl: vec![
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {t} (\n\
+                     \x20   `key`      BINARY(32)   NOT NULL PRIMARY KEY,  -- SHA-256 of the session id\n\
+                     \x20   created_at BIGINT       NOT NULL,              -- ms since the Unix epoch\n\
+                     \x20   expires_at BIGINT       NOT NULL,              -- ms since the Unix epoch\n\
+                     \x20   owner      VARCHAR(255) NULL,\n\
+                     \x20   version    BIGINT       NOT NULL,\n\
+                     \x20   moved_to   BINARY(32)   NULL,                  -- grace-period pointer target\n\
+                     \x20   INDEX {t}_expires (expires_at),\n\
+                     \x20   INDEX {t}_owner (owner)\n\
+                     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                )
+                .into(),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {v} (\n\
+                     \x20   session BINARY(32)   NOT NULL,\n\
+                     \x20   name    VARCHAR(255) NOT NULL,\n\
+                     \x20   value   LONGBLOB     NOT NULL,\n\
+                     \x20   PRIMARY KEY (session, name),\n\
+                     \x20   FOREIGN KEY (session) REFERENCES {t} (`key`) ON DELETE CASCADE\n\
+                     ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+                )
+                .into(),
+                "CREATE TABLE IF NOT EXISTS sessionkit_schema (\n\
+                 \x20   table_name VARCHAR(64) NOT NULL PRIMARY KEY,\n\
+                 \x20   version    INT         NOT NULL\n\
+                 ) ENGINE=InnoDB"
+                    .into(),
+            ],
+            insert_session: format!("INSERT INTO {t} (`key`, {meta}) VALUES (?, ?, ?, ?, ?, NULL)").into(),
+            load: format!(
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
+                 FROM {t} s LEFT JOIN {v} v ON v.session = s.`key` WHERE s.`key` = ? AND s.expires_at > ?"
+            )
+            .into(),
+            load_meta: format!("SELECT {meta} FROM {t} WHERE `key` = ? AND expires_at > ?").into(),
+            // LAST_INSERT_ID(expr) hands the new version back in the OK packet: no extra SELECT.
+            bump: format!(
+                "UPDATE {t} SET version = LAST_INSERT_ID(version + 1), expires_at = COALESCE(?, expires_at), \
+                 owner = CASE WHEN ? THEN ? ELSE owner END {live}"
+            )
+            .into(),
+            clear: format!("DELETE FROM {v} WHERE session = ?").into(),
+            touch: format!(
+                "UPDATE {t} SET version = LAST_INSERT_ID(version + 1), expires_at = ? {live}"
+            )
+            .into(),
+            delete: format!("DELETE FROM {t} WHERE `key` = ?").into(),
+            lock_live: format!("SELECT 1 FROM {t} {live} FOR UPDATE").into(),
+            cycle_copy: format!(
+                "INSERT INTO {t} (`key`, {meta}) SELECT ?, created_at, expires_at, owner, version + 1, NULL \
+                 FROM {t} WHERE `key` = ?"
+            )
+            .into(),
+            move_values: format!("UPDATE {v} SET session = ? WHERE session = ?").into(),
+            make_pointer: format!(
+                "UPDATE {t} SET moved_to = ?, owner = NULL, created_at = ?, expires_at = ?, version = 1 \
+                 WHERE `key` = ?"
+            )
+            .into(),
+            expired_keys: format!("SELECT `key` FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?").into(),
+            meta_columns: format!("SELECT `key`, {meta} FROM {t} WHERE moved_to IS NULL"),
+            by_owner: format!(
+                "SELECT `key`, {meta} FROM {t} WHERE owner = ? AND expires_at > ? AND moved_to IS NULL"
+            )
+            .into(),
+            count_owner_live: format!("SELECT COUNT(*) FROM {t} WHERE owner = ? AND expires_at > ?").into(),
+            delete_owner: format!("DELETE FROM {t} WHERE owner = ?").into(),
+            values_table: v,
+            table: t.to_owned(),
+        }
+    }
+
+    /// `IN (?, ?, …)` with `n` placeholders (at least one, so the SQL stays valid).
+    fn placeholders(n: usize) -> String {
+        let mut list = "?, ".repeat(n.max(1));
+        list.truncate(list.len() - 2);
+        format!("({list})")
+    }
+
+    fn upsert(&self, rows: usize) -> String {
+        let mut values = "(?, ?, ?), ".repeat(rows.max(1));
+        values.truncate(values.len() - 2);
+        format!(
+            "INSERT INTO {} (session, name, value) VALUES {values} ON DUPLICATE KEY UPDATE value = VALUES(value)",
+            self.values_table
+        )
+    }
+}
+
+/// The MySQL / MariaDB store. URL: `mysql://user@host:3306/db?table=sessions` (`mariadb://`
+/// works too; options: `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`).
+#[derive(Clone)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+    sql: Arc<Statements>,
+}
+
+impl std::fmt::Debug for MySqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MySqlStore")
+            .field("table", &self.sql.table)
+            .finish_non_exhaustive()
+    }
+}
+
+fn meta_of(row: &MySqlRow, at: usize) -> Result<Record> {
+    let get = |e| sql_error("reading a session row", e);
+    record_from(
+        row.try_get(at).map_err(get)?,
+        row.try_get(at + 1).map_err(get)?,
+        row.try_get(at + 2).map_err(get)?,
+        row.try_get(at + 3).map_err(get)?,
+        row.try_get(at + 4).map_err(get)?,
+    )
+}
+
+/// Sets `rows` key/value pairs with one multi-row upsert.
+async fn upsert<'e, E: Executor<'e, Database = MySql>>(
+    sql: &Statements,
+    executor: E,
+    key: &SessionKey,
+    data: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> std::result::Result<(), sqlx::Error> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    let statement = sql.upsert(data.len());
+    let mut query = sqlx::query(AssertSqlSafe(statement));
+    for (name, value) in data {
+        query = query
+            .bind(key.as_bytes().as_slice())
+            .bind(name.as_str())
+            .bind(value.as_slice());
+    }
+    query.execute(executor).await.map(|_| ())
+}
+
+impl MySqlStore {
+    /// Connects to the database a `mysql://` (or `mariadb://`) URL names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for bad options,
+    /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the server cannot be
+    /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
+    pub async fn open(url: &str) -> Result<Self> {
+        let url = url
+            .strip_prefix("mariadb:")
+            .map_or_else(|| url.to_owned(), |rest| format!("mysql:{rest}"));
+        let options = SqlOptions::parse(&url)?;
+        let pool = MySqlPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // No gap locks: cleanup and inserts never block each other on index ranges.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .connect(&options.driver_url)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => Error::config_with("invalid MySQL URL", e),
+                other => Error::unavailable("connecting to MySQL", other),
+            })?;
+        let store = Self {
+            pool,
+            sql: Arc::new(Statements::new(&options.table)),
+        };
+        if options.setup {
+            store.setup().await?;
+        }
+        Ok(store)
+    }
+
+    /// The connection pool, for applications that share it.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    async fn sessions_with_values(&self, rows: Vec<MySqlRow>) -> Result<Vec<StoredSession>> {
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: Vec<u8> = row
+                .try_get(0)
+                .map_err(|e| sql_error("reading a session row", e))?;
+            sessions.push(StoredSession {
+                key: SessionKey::from_slice(&key)?,
+                record: meta_of(row, 1)?,
+            });
+        }
+        if sessions.is_empty() {
+            return Ok(sessions);
+        }
+        let statement = format!(
+            "SELECT session, name, value FROM {} WHERE session IN {}",
+            self.sql.values_table,
+            Statements::placeholders(sessions.len())
+        );
+        let mut query = sqlx::query_as(AssertSqlSafe(statement));
+        for session in &sessions {
+            query = query.bind(session.key.as_bytes().to_vec());
+        }
+        let values: Vec<(Vec<u8>, String, Vec<u8>)> = query
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("reading values", e))?;
+        attach_values(&mut sessions, values)?;
+        Ok(sessions)
+    }
+}
+
+#[async_trait]
+impl Store for MySqlStore {
+    fn name(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
+        let version = version_param(record.version)?;
+        retry_transient("creating a session", || async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(checked(&self.sql.insert_session))
+                .bind(key.as_bytes().as_slice())
+                .bind(record.created_at.as_millis())
+                .bind(record.expires_at.as_millis())
+                .bind(record.owner.as_deref())
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            upsert(&self.sql, &mut *tx, key, &record.data).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let rows = sqlx::query(checked(&self.sql.load))
+            .bind(key.as_bytes().as_slice())
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("loading a session", e))?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut record = meta_of(first, 0)?;
+        for row in &rows {
+            let name: Option<String> =
+                row.try_get(5).map_err(|e| sql_error("reading values", e))?;
+            if let Some(name) = name {
+                record.data.insert(
+                    name,
+                    row.try_get(6).map_err(|e| sql_error("reading values", e))?,
+                );
+            }
+        }
+        Ok(Some(record))
+    }
+
+    async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
+        let meta = sqlx::query(checked(&self.sql.load_meta))
+            .bind(key.as_bytes().as_slice())
+            .bind(now_ms())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| sql_error("loading a session", e))?;
+        let Some(meta) = meta else { return Ok(None) };
+        let mut record = meta_of(&meta, 0)?;
+        if !keys.is_empty() {
+            let statement = format!(
+                "SELECT name, value FROM {} WHERE session = ? AND name IN {}",
+                self.sql.values_table,
+                Statements::placeholders(keys.len())
+            );
+            let mut query =
+                sqlx::query_as(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
+            for name in keys {
+                query = query.bind(*name);
+            }
+            let values: Vec<(String, Vec<u8>)> = query
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| sql_error("loading values", e))?;
+            record.data.extend(values);
+        }
+        Ok(Some(record))
+    }
+
+    async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+        let expires = change.expires_at.map(Timestamp::as_millis);
+        let owner_changes = change.owner.is_some();
+        let owner = change.owner.clone().flatten();
+        retry_transient("applying a change", || async {
+            let mut tx = self.pool.begin().await?;
+            let bumped = sqlx::query(checked(&self.sql.bump))
+                .bind(expires)
+                .bind(owner_changes)
+                .bind(owner.as_deref())
+                .bind(key.as_bytes().as_slice())
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            if bumped.rows_affected() == 0 {
+                return Ok(ApplyOutcome::Gone);
+            }
+            let version = bumped.last_insert_id();
+            if change.cleared {
+                sqlx::query(checked(&self.sql.clear))
+                    .bind(key.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !change.removed.is_empty() {
+                let statement = format!(
+                    "DELETE FROM {} WHERE session = ? AND name IN {}",
+                    self.sql.values_table,
+                    Statements::placeholders(change.removed.len())
+                );
+                let mut query =
+                    sqlx::query(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
+                for name in &change.removed {
+                    query = query.bind(name.as_str());
+                }
+                query.execute(&mut *tx).await?;
+            }
+            upsert(&self.sql, &mut *tx, key, &change.set).await?;
+            tx.commit().await?;
+            Ok(ApplyOutcome::Applied { version })
+        })
+        .await
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
+        let result = retry_transient("extending a session", || {
+            sqlx::query(checked(&self.sql.touch))
+                .bind(expires_at.as_millis())
+                .bind(key.as_bytes().as_slice())
+                .bind(now_ms())
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(if result.rows_affected() == 0 {
+            ApplyOutcome::Gone
+        } else {
+            ApplyOutcome::Applied {
+                version: result.last_insert_id(),
+            }
+        })
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let result = retry_transient("deleting a session", || {
+            sqlx::query(checked(&self.sql.delete))
+                .bind(key.as_bytes().as_slice())
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        grace_until: Option<Timestamp>,
+    ) -> Result<CycleOutcome> {
+        retry_transient("cycling a session id", || async {
+            let now = now_ms();
+            let mut tx = self.pool.begin().await?;
+            let live = sqlx::query(checked(&self.sql.lock_live))
+                .bind(old.as_bytes().as_slice())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if live.is_none() {
+                return Ok(CycleOutcome::Gone);
+            }
+            sqlx::query(checked(&self.sql.cycle_copy))
+                .bind(new.as_bytes().as_slice())
+                .bind(old.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(checked(&self.sql.move_values))
+                .bind(new.as_bytes().as_slice())
+                .bind(old.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await?;
+            match grace_until {
+                Some(until) => {
+                    sqlx::query(checked(&self.sql.make_pointer))
+                        .bind(new.as_bytes().as_slice())
+                        .bind(now)
+                        .bind(until.as_millis())
+                        .bind(old.as_bytes().as_slice())
+                        .execute(&mut *tx)
+                        .await?
+                }
+                None => {
+                    sqlx::query(checked(&self.sql.delete))
+                        .bind(old.as_bytes().as_slice())
+                        .execute(&mut *tx)
+                        .await?
+                }
+            };
+            tx.commit().await?;
+            Ok(CycleOutcome::Cycled)
+        })
+        .await
+    }
+
+    async fn setup(&self) -> Result<()> {
+        let lock = format!("sessionkit_setup_{}", lock_id(&self.sql.table));
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| sql_error("creating the session schema", e))?;
+        // Several app servers may start at once: one creates, the others wait and find it.
+        sqlx::query("SELECT GET_LOCK(?, 30)")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| sql_error("creating the session schema", e))?;
+        let result = async {
+            for statement in &self.sql.ddl {
+                sqlx::query(checked(statement)).execute(&mut *conn).await?;
+            }
+            sqlx::query("INSERT IGNORE INTO sessionkit_schema (table_name, version) VALUES (?, ?)")
+                .bind(&self.sql.table)
+                .bind(SCHEMA_VERSION)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query_scalar::<_, i32>(
+                "SELECT version FROM sessionkit_schema WHERE table_name = ?",
+            )
+            .bind(&self.sql.table)
+            .fetch_one(&mut *conn)
+            .await
+        }
+        .await
+        .map_err(|e| sql_error("creating the session schema", e));
+        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await;
+        let found = result?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::config(format!(
+                "table {} has schema version {found}; this sessionkit knows {SCHEMA_VERSION}",
+                self.sql.table
+            )));
+        }
+        Ok(())
+    }
+
+    fn schema(&self) -> Option<String> {
+        Some(self.sql.ddl.iter().map(|s| format!("{s};\n")).collect())
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        let lock = format!("sessionkit_cleanup_{}", lock_id(&self.sql.table));
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| sql_error("starting cleanup", e))?;
+        let mine: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(&lock)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| sql_error("starting cleanup", e))?;
+        if mine != Some(1) {
+            return Ok(0); // another app server is cleaning right now
+        }
+        let mut total = 0u64;
+        let result: Result<u64> = async {
+            loop {
+                // A plain read picks the batch; the delete locks only those rows by primary key
+                // and re-checks the deadline, so a session extended meanwhile survives.
+                let keys: Vec<Vec<u8>> = sqlx::query_scalar(checked(&self.sql.expired_keys))
+                    .bind(now_ms())
+                    .bind(CLEANUP_BATCH)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| sql_error("finding expired sessions", e))?;
+                if keys.is_empty() {
+                    return Ok(total);
+                }
+                let statement = format!(
+                    "DELETE FROM {} WHERE expires_at <= ? AND `key` IN {}",
+                    self.sql.table,
+                    Statements::placeholders(keys.len())
+                );
+                let found = keys.len();
+                let deleted = retry_transient("deleting expired sessions", || {
+                    let mut query = sqlx::query(AssertSqlSafe(statement.clone())).bind(now_ms());
+                    for key in &keys {
+                        query = query.bind(key.as_slice());
+                    }
+                    query.execute(&self.pool)
+                })
+                .await?
+                .rows_affected();
+                total += deleted;
+                if found < CLEANUP_BATCH.unsigned_abs() as usize {
+                    return Ok(total);
+                }
+            }
+        }
+        .await;
+        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(&lock)
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
+        let mut sql = self.sql.meta_columns.clone();
+        match filter.state {
+            ListState::Live => sql.push_str(" AND expires_at > ?"),
+            ListState::Expired => sql.push_str(" AND expires_at <= ?"),
+            ListState::All => {}
+        }
+        if page.after.is_some() {
+            sql.push_str(" AND `key` > ?");
+        }
+        if filter.owner.is_some() {
+            sql.push_str(" AND owner = ?");
+        }
+        sql.push_str(" ORDER BY `key` LIMIT ?");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if filter.state != ListState::All {
+            query = query.bind(now_ms());
+        }
+        if let Some(after) = page.after {
+            query = query.bind(after.as_bytes().to_vec());
+        }
+        if let Some(owner) = &filter.owner {
+            query = query.bind(owner.clone());
+        }
+        let rows = query
+            .bind(i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("listing sessions", e))?;
+        Ok(Page::from_sorted(
+            self.sessions_with_values(rows).await?,
+            page.limit,
+        ))
+    }
+
+    async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
+        let rows = sqlx::query(checked(&self.sql.by_owner))
+            .bind(owner)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("listing an owner's sessions", e))?;
+        self.sessions_with_values(rows).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        retry_transient("revoking an owner's sessions", || async {
+            let mut tx = self.pool.begin().await?;
+            let live: i64 = sqlx::query_scalar(checked(&self.sql.count_owner_live))
+                .bind(owner)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query(checked(&self.sql.delete_owner))
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(live.unsigned_abs())
+        })
+        .await
+    }
+}

@@ -1,0 +1,579 @@
+//! The PostgreSQL store.
+
+use std::sync::Arc;
+
+use sessionkit_core::{
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
+    PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::common::{
+    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, record_from,
+    retry_transient, sql_error, version_param,
+};
+
+const SCHEMA_VERSION: i32 = 1;
+
+struct Statements {
+    ddl: Sql,
+    create: Sql,
+    load: Sql,
+    load_keys: Sql,
+    apply: Sql,
+    bump: Sql,
+    clear: Sql,
+    upsert: Sql,
+    touch: Sql,
+    delete: Sql,
+    lock_live: Sql,
+    cycle_copy: Sql,
+    move_values: Sql,
+    make_pointer: Sql,
+    delete_expired: Sql,
+    meta_columns: String,
+    values_of: Sql,
+    by_owner: Sql,
+    delete_owner: Sql,
+    table: String,
+}
+
+impl Statements {
+    fn new(t: &str) -> Self {
+        let v = format!("{t}_values");
+        let meta = "created_at, expires_at, owner, version, moved_to";
+        let bump_where = "WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL";
+        let bump = format!(
+            "UPDATE {t} SET version = version + 1, expires_at = COALESCE($3::bigint, expires_at), \
+             owner = CASE WHEN $4::boolean THEN $5::text ELSE owner END {bump_where} RETURNING key, version"
+        );
+        // `s` is a FROM item with the session's key: joining it means a gone session (no row
+        // in `s`) inserts nothing.
+        let upsert_from = |s_item: &str| {
+            format!(
+                "INSERT INTO {v} (session, name, value) SELECT s.key, u.name, u.value \
+                 FROM {s_item}, UNNEST($6::text[], $7::bytea[]) AS u(name, value) \
+                 ON CONFLICT (session, name) DO UPDATE SET value = EXCLUDED.value"
+            )
+        };
+        Self {
+            ddl: format!(
+                "CREATE TABLE IF NOT EXISTS {t} (\n\
+                 \x20   key        BYTEA  NOT NULL PRIMARY KEY,  -- SHA-256 of the session id\n\
+                 \x20   created_at BIGINT NOT NULL,              -- ms since the Unix epoch\n\
+                 \x20   expires_at BIGINT NOT NULL,              -- ms since the Unix epoch\n\
+                 \x20   owner      TEXT,\n\
+                 \x20   version    BIGINT NOT NULL,\n\
+                 \x20   moved_to   BYTEA                         -- grace-period pointer target\n\
+                 );\n\
+                 CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);\n\
+                 CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (owner) WHERE owner IS NOT NULL;\n\
+                 CREATE TABLE IF NOT EXISTS {v} (\n\
+                 \x20   session BYTEA NOT NULL REFERENCES {t} (key) ON DELETE CASCADE,\n\
+                 \x20   name    TEXT  NOT NULL,\n\
+                 \x20   value   BYTEA NOT NULL,\n\
+                 \x20   PRIMARY KEY (session, name)\n\
+                 );\n\
+                 CREATE TABLE IF NOT EXISTS sessionkit_schema (\n\
+                 \x20   table_name TEXT    NOT NULL PRIMARY KEY,\n\
+                 \x20   version    INTEGER NOT NULL\n\
+                 );\n"
+            )
+            .into(),
+            create: format!(
+                "WITH s AS (INSERT INTO {t} (key, {meta}) VALUES ($1, $2, $3, $4, $5, NULL) RETURNING key) \
+                 INSERT INTO {v} (session, name, value) SELECT s.key, u.name, u.value \
+                 FROM s, UNNEST($6::text[], $7::bytea[]) AS u(name, value)"
+            )
+            .into(),
+            load: format!(
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
+                 FROM {t} s LEFT JOIN {v} v ON v.session = s.key WHERE s.key = $1 AND s.expires_at > $2"
+            )
+            .into(),
+            load_keys: format!(
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
+                 FROM {t} s LEFT JOIN {v} v ON v.session = s.key AND v.name = ANY($3) \
+                 WHERE s.key = $1 AND s.expires_at > $2"
+            )
+            .into(),
+            // One statement: bump the live session (or nothing), then drop and upsert its keys.
+            // The removed and set names never overlap, so the two sub-statements touch
+            // different rows.
+            apply: format!(
+                "WITH s AS ({bump}), \
+                 r AS (DELETE FROM {v} WHERE session IN (SELECT key FROM s) AND name = ANY($8)), \
+                 i AS ({}) SELECT version FROM s",
+                upsert_from("s")
+            )
+            .into(),
+            bump: bump.clone().into(),
+            clear: format!("DELETE FROM {v} WHERE session = $1").into(),
+            upsert: upsert_from("(SELECT $1::bytea AS key) s").replace("$6", "$2").replace("$7", "$3").into(),
+            touch: format!(
+                "UPDATE {t} SET version = version + 1, expires_at = $3 {bump_where} RETURNING version"
+            )
+            .into(),
+            delete: format!("DELETE FROM {t} WHERE key = $1").into(),
+            lock_live: format!("SELECT 1 FROM {t} {bump_where} FOR UPDATE").into(),
+            cycle_copy: format!(
+                "INSERT INTO {t} (key, {meta}) SELECT $2, created_at, expires_at, owner, version + 1, NULL \
+                 FROM {t} WHERE key = $1"
+            )
+            .into(),
+            move_values: format!("UPDATE {v} SET session = $2 WHERE session = $1").into(),
+            make_pointer: format!(
+                "UPDATE {t} SET moved_to = $2, owner = NULL, created_at = $3, expires_at = $4, version = 1 \
+                 WHERE key = $1"
+            )
+            .into(),
+            // SKIP LOCKED: rows a live request holds are left for the next round, so cleanup
+            // never waits on (or deadlocks with) traffic.
+            delete_expired: format!(
+                "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= $1 \
+                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            )
+            .into(),
+            meta_columns: format!("SELECT key, {meta} FROM {t} WHERE moved_to IS NULL"),
+            values_of: format!("SELECT session, name, value FROM {v} WHERE session = ANY($1)").into(),
+            by_owner: format!(
+                "SELECT key, {meta} FROM {t} WHERE owner = $1 AND expires_at > $2 AND moved_to IS NULL"
+            )
+            .into(),
+            delete_owner: format!(
+                "WITH d AS (DELETE FROM {t} WHERE owner = $1 RETURNING expires_at) \
+                 SELECT count(*) FILTER (WHERE expires_at > $2) FROM d"
+            )
+            .into(),
+            table: t.to_owned(),
+        }
+    }
+}
+
+/// The PostgreSQL store. URL: `postgres://user@host:5432/db?table=sessions` (options:
+/// `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`; others go to the driver).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Arc<Statements>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("table", &self.sql.table)
+            .finish_non_exhaustive()
+    }
+}
+
+fn meta_of(row: &PgRow, at: usize) -> Result<Record> {
+    let get = |e| sql_error("reading a session row", e);
+    record_from(
+        row.try_get(at).map_err(get)?,
+        row.try_get(at + 1).map_err(get)?,
+        row.try_get(at + 2).map_err(get)?,
+        row.try_get(at + 3).map_err(get)?,
+        row.try_get(at + 4).map_err(get)?,
+    )
+}
+
+/// Folds `meta…, name, value` rows of one session into a record.
+fn fold_joined(rows: &[PgRow]) -> Result<Option<Record>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut record = meta_of(first, 0)?;
+    for row in rows {
+        let name: Option<String> = row.try_get(5).map_err(|e| sql_error("reading values", e))?;
+        if let Some(name) = name {
+            record.data.insert(
+                name,
+                row.try_get(6).map_err(|e| sql_error("reading values", e))?,
+            );
+        }
+    }
+    Ok(Some(record))
+}
+
+fn split_data(
+    change_set: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> (Vec<String>, Vec<Vec<u8>>) {
+    change_set
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unzip()
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for bad options,
+    /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the server cannot be
+    /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = SqlOptions::parse(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(&options.driver_url)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Configuration(_) => Error::config_with("invalid PostgreSQL URL", e),
+                other => Error::unavailable("connecting to PostgreSQL", other),
+            })?;
+        let store = Self {
+            pool,
+            sql: Arc::new(Statements::new(&options.table)),
+        };
+        if options.setup {
+            store.setup().await?;
+        }
+        Ok(store)
+    }
+
+    /// The connection pool, for applications that share it.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn sessions_with_values(&self, rows: Vec<PgRow>) -> Result<Vec<StoredSession>> {
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let key: Vec<u8> = row
+                .try_get(0)
+                .map_err(|e| sql_error("reading a session row", e))?;
+            sessions.push(StoredSession {
+                key: SessionKey::from_slice(&key)?,
+                record: meta_of(row, 1)?,
+            });
+        }
+        if sessions.is_empty() {
+            return Ok(sessions);
+        }
+        let keys: Vec<Vec<u8>> = sessions.iter().map(|s| s.key.as_bytes().to_vec()).collect();
+        let values: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(checked(&self.sql.values_of))
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("reading values", e))?;
+        attach_values(&mut sessions, values)?;
+        Ok(sessions)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
+        let (names, values) = split_data(&record.data);
+        let version = version_param(record.version)?;
+        retry_transient("creating a session", || {
+            sqlx::query(checked(&self.sql.create))
+                .bind(key.as_bytes().as_slice())
+                .bind(record.created_at.as_millis())
+                .bind(record.expires_at.as_millis())
+                .bind(record.owner.as_deref())
+                .bind(version)
+                .bind(&names)
+                .bind(&values)
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let rows = sqlx::query(checked(&self.sql.load))
+            .bind(key.as_bytes().as_slice())
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("loading a session", e))?;
+        fold_joined(&rows)
+    }
+
+    async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
+        let rows = sqlx::query(checked(&self.sql.load_keys))
+            .bind(key.as_bytes().as_slice())
+            .bind(now_ms())
+            .bind(keys)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("loading a session", e))?;
+        fold_joined(&rows)
+    }
+
+    async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+        let (names, values) = split_data(&change.set);
+        let removed: Vec<&str> = change.removed.iter().map(String::as_str).collect();
+        let expires = change.expires_at.map(Timestamp::as_millis);
+        let owner_changes = change.owner.is_some();
+        let owner = change.owner.clone().flatten();
+        let version: Option<i64> = retry_transient("applying a change", || async {
+            if !change.cleared {
+                return sqlx::query_scalar(checked(&self.sql.apply))
+                    .bind(key.as_bytes().as_slice())
+                    .bind(now_ms())
+                    .bind(expires)
+                    .bind(owner_changes)
+                    .bind(owner.as_deref())
+                    .bind(&names)
+                    .bind(&values)
+                    .bind(&removed)
+                    .fetch_optional(&self.pool)
+                    .await;
+            }
+            // Clearing and re-setting the same names cannot share one statement.
+            let mut tx = self.pool.begin().await?;
+            let bumped: Option<(Vec<u8>, i64)> = sqlx::query_as(checked(&self.sql.bump))
+                .bind(key.as_bytes().as_slice())
+                .bind(now_ms())
+                .bind(expires)
+                .bind(owner_changes)
+                .bind(owner.as_deref())
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((_, version)) = bumped else {
+                return Ok(None);
+            };
+            sqlx::query(checked(&self.sql.clear))
+                .bind(key.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(checked(&self.sql.upsert))
+                .bind(key.as_bytes().as_slice())
+                .bind(&names)
+                .bind(&values)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(version))
+        })
+        .await?;
+        Ok(match version {
+            Some(version) => ApplyOutcome::Applied {
+                version: u64::try_from(version).unwrap_or_default(),
+            },
+            None => ApplyOutcome::Gone,
+        })
+    }
+
+    async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
+        let version: Option<i64> = retry_transient("extending a session", || {
+            sqlx::query_scalar(checked(&self.sql.touch))
+                .bind(key.as_bytes().as_slice())
+                .bind(now_ms())
+                .bind(expires_at.as_millis())
+                .fetch_optional(&self.pool)
+        })
+        .await?;
+        Ok(
+            version.map_or(ApplyOutcome::Gone, |v| ApplyOutcome::Applied {
+                version: u64::try_from(v).unwrap_or_default(),
+            }),
+        )
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let result = retry_transient("deleting a session", || {
+            sqlx::query(checked(&self.sql.delete))
+                .bind(key.as_bytes().as_slice())
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        grace_until: Option<Timestamp>,
+    ) -> Result<CycleOutcome> {
+        retry_transient("cycling a session id", || async {
+            let now = now_ms();
+            let mut tx = self.pool.begin().await?;
+            let live = sqlx::query(checked(&self.sql.lock_live))
+                .bind(old.as_bytes().as_slice())
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if live.is_none() {
+                return Ok(CycleOutcome::Gone);
+            }
+            sqlx::query(checked(&self.sql.cycle_copy))
+                .bind(old.as_bytes().as_slice())
+                .bind(new.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(checked(&self.sql.move_values))
+                .bind(old.as_bytes().as_slice())
+                .bind(new.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await?;
+            match grace_until {
+                Some(until) => {
+                    sqlx::query(checked(&self.sql.make_pointer))
+                        .bind(old.as_bytes().as_slice())
+                        .bind(new.as_bytes().as_slice())
+                        .bind(now)
+                        .bind(until.as_millis())
+                        .execute(&mut *tx)
+                        .await?
+                }
+                None => {
+                    sqlx::query(checked(&self.sql.delete))
+                        .bind(old.as_bytes().as_slice())
+                        .execute(&mut *tx)
+                        .await?
+                }
+            };
+            tx.commit().await?;
+            Ok(CycleOutcome::Cycled)
+        })
+        .await
+    }
+
+    async fn setup(&self) -> Result<()> {
+        let found: i32 = retry_transient("creating the session schema", || async {
+            let mut tx = self.pool.begin().await?;
+            // Several app servers may start at once: one creates, the others wait and find it.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_id(&self.sql.table)).execute(&mut *tx).await?;
+            sqlx::raw_sql(checked(&self.sql.ddl)).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO sessionkit_schema (table_name, version) VALUES ($1, $2) ON CONFLICT (table_name) DO NOTHING",
+            )
+            .bind(&self.sql.table)
+            .bind(SCHEMA_VERSION)
+            .execute(&mut *tx)
+            .await?;
+            let found = sqlx::query_scalar("SELECT version FROM sessionkit_schema WHERE table_name = $1")
+                .bind(&self.sql.table)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(found)
+        })
+        .await?;
+        if found > SCHEMA_VERSION {
+            return Err(Error::config(format!(
+                "table {} has schema version {found}; this sessionkit knows {SCHEMA_VERSION}",
+                self.sql.table
+            )));
+        }
+        Ok(())
+    }
+
+    fn schema(&self) -> Option<String> {
+        Some(self.sql.ddl.to_string())
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| sql_error("starting cleanup", e))?;
+        let lock = lock_id(&self.sql.table);
+        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| sql_error("starting cleanup", e))?;
+        if !mine {
+            return Ok(0); // another app server is cleaning right now
+        }
+        let mut total = 0u64;
+        let result = async {
+            loop {
+                let deleted = sqlx::query(checked(&self.sql.delete_expired))
+                    .bind(now_ms())
+                    .bind(CLEANUP_BATCH)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| sql_error("deleting expired sessions", e))?
+                    .rows_affected();
+                total += deleted;
+                if deleted < CLEANUP_BATCH.unsigned_abs() {
+                    return Ok(total);
+                }
+            }
+        }
+        .await;
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(lock)
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
+        let mut sql = self.sql.meta_columns.clone();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        match filter.state {
+            ListState::Live => sql.push_str(&format!(" AND expires_at > {}", next())),
+            ListState::Expired => sql.push_str(&format!(" AND expires_at <= {}", next())),
+            ListState::All => {}
+        }
+        if page.after.is_some() {
+            sql.push_str(&format!(" AND key > {}", next()));
+        }
+        if filter.owner.is_some() {
+            sql.push_str(&format!(" AND owner = {}", next()));
+        }
+        sql.push_str(&format!(" ORDER BY key LIMIT {}", next()));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if filter.state != ListState::All {
+            query = query.bind(now_ms());
+        }
+        if let Some(after) = page.after {
+            query = query.bind(after.as_bytes().to_vec());
+        }
+        if let Some(owner) = &filter.owner {
+            query = query.bind(owner.clone());
+        }
+        let rows = query
+            .bind(i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("listing sessions", e))?;
+        Ok(Page::from_sorted(
+            self.sessions_with_values(rows).await?,
+            page.limit,
+        ))
+    }
+
+    async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
+        let rows = sqlx::query(checked(&self.sql.by_owner))
+            .bind(owner)
+            .bind(now_ms())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("listing an owner's sessions", e))?;
+        self.sessions_with_values(rows).await
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        let live: i64 = retry_transient("revoking an owner's sessions", || {
+            sqlx::query_scalar(checked(&self.sql.delete_owner))
+                .bind(owner)
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+        })
+        .await?;
+        Ok(live.unsigned_abs())
+    }
+}
