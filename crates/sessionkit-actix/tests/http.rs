@@ -1,12 +1,11 @@
 //! The HTTP suite through the actix-web middleware, over real sockets.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use sessionkit_actix::{SessionError, SessionMiddleware};
 use sessionkit_conformance::http::TestServer;
-use sessionkit_core::{Session, SessionManager, Store};
+use sessionkit_core::{Session, SessionManager};
 
 async fn read(session: Session, key: web::Path<String>) -> Result<HttpResponse, SessionError> {
     Ok(match session.get::<String>(&key).await? {
@@ -73,17 +72,17 @@ async fn serve(manager: SessionManager) -> TestServer {
     TestServer { base, manager }
 }
 
-async fn memory() -> Option<Arc<dyn Store>> {
-    Some(Arc::new(sessionkit_memory::MemoryStore::new()))
-}
-
-async fn sqlite() -> Option<Arc<dyn Store>> {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-    let store = sessionkit_sqlite::SqliteStore::open(dir.keep().join("http.db"))
-        .await
-        .expect("sqlite");
-    Some(Arc::new(store))
-}
+use sessionkit_testkit::{memory, postgres, sqlite};
 
 sessionkit_conformance::http_suite!(actix_memory, serve, memory());
 sessionkit_conformance::http_suite!(actix_sqlite, serve, sqlite());
+sessionkit_conformance::http_suite!(actix_postgres, serve, postgres());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn actix_store_outage_gives_503_then_recovers() {
+    let Some((store, proxy)) = sessionkit_testkit::postgres_through_proxy().await else {
+        return;
+    };
+    let server = serve(sessionkit_conformance::http::test_manager(store)).await;
+    sessionkit_conformance::http::store_outage_gives_503_then_recovers(&server, &proxy).await;
+}

@@ -87,6 +87,61 @@ macro_rules! http_suite {
     };
 }
 
+/// Something that can take the app's store away and give it back (a proxy that cuts the
+/// store's connections).
+pub trait Outage: Send + Sync {
+    /// Cuts (`true`) or restores (`false`) the store.
+    fn set_down(&self, down: bool);
+}
+
+/// A store outage answers 503 (never a silently fresh session) and loses nothing; when the
+/// store is back, so is the session.
+pub async fn store_outage_gives_503_then_recovers(server: &TestServer, outage: &dyn Outage) {
+    let cookie = start_session(server).await;
+    outage.set_down(true);
+    let read = get(server, "/get/a", Some(&cookie)).await;
+    assert_eq!(read.status, 503, "an unreachable store is a 503: {read:?}");
+    assert!(
+        read.set_cookies.is_empty(),
+        "no fresh session hides the outage: {read:?}"
+    );
+    let write = get(server, "/set/b/2", Some(&cookie)).await;
+    assert_eq!(write.status, 503, "{write:?}");
+    let new = get(server, "/set/c/3", None).await;
+    assert_eq!(
+        new.status, 503,
+        "a new session cannot be stored either: {new:?}"
+    );
+    assert!(
+        new.new_cookie().is_none(),
+        "no cookie for a session that was not stored: {new:?}"
+    );
+    let untouched = get(server, "/none", Some(&cookie)).await;
+    assert_eq!(
+        untouched.status, 200,
+        "requests that do not use the session still work"
+    );
+    outage.set_down(false);
+    let mut recovered = get(server, "/get/a", Some(&cookie)).await;
+    for _ in 0..20 {
+        if recovered.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        recovered = get(server, "/get/a", Some(&cookie)).await;
+    }
+    assert_eq!(
+        (recovered.status, recovered.body.as_str()),
+        (200, "1"),
+        "the session survived the outage"
+    );
+    assert_eq!(
+        get(server, "/get/b", Some(&cookie)).await.status,
+        404,
+        "the failed write did not half-land"
+    );
+}
+
 /// One response, as the suite looks at it.
 #[derive(Debug)]
 pub struct Reply {

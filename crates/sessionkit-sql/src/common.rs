@@ -233,3 +233,112 @@ mod tests {
         assert!(lock_id("sessions") >= 0);
     }
 }
+
+/// Real deadlocks on real servers: the retry turns them into success.
+#[cfg(test)]
+mod deadlock_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use sqlx::{AssertSqlSafe, Executor};
+
+    use super::retry_transient;
+    use crate::testing::scratch_table;
+
+    /// Two transactions lock two rows in opposite orders; the database kills one, the retry
+    /// runs it again, and both end up committed.
+    async fn opposite_order_updates<DB: sqlx::Database>(pool: sqlx::Pool<DB>, table: &str)
+    where
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'c> &'c sqlx::Pool<DB>: Executor<'c, Database = DB>,
+        for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+        i64: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+        usize: sqlx::ColumnIndex<DB::Row>,
+    {
+        let attempts = Arc::new(AtomicU32::new(0));
+        let run = |first: i64, second: i64| {
+            let (pool, attempts, table) = (pool.clone(), Arc::clone(&attempts), table.to_owned());
+            tokio::spawn(async move {
+                retry_transient("deadlock test", || async {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    let mut tx = pool.begin().await?;
+                    for (i, id) in [first, second].into_iter().enumerate() {
+                        let sql = format!("UPDATE {table} SET n = n + 1 WHERE id = {id}");
+                        tx.execute(AssertSqlSafe(sql)).await?;
+                        if i == 0 {
+                            tokio::time::sleep(Duration::from_millis(300)).await;
+                        }
+                    }
+                    tx.commit().await
+                })
+                .await
+            })
+        };
+        let (a, b) = (run(1, 2), run(2, 1));
+        a.await
+            .expect("task")
+            .expect("the first transaction committed");
+        b.await
+            .expect("task")
+            .expect("the second transaction committed");
+        assert!(
+            attempts.load(Ordering::SeqCst) >= 3,
+            "a deadlock happened and was retried"
+        );
+        let counts: Vec<i64> =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT n FROM {table} ORDER BY id")))
+                .fetch_all(&pool)
+                .await
+                .expect("read the counters");
+        assert_eq!(counts, [2, 2], "both transactions applied exactly once");
+        let _ = pool
+            .execute(AssertSqlSafe(format!("DROP TABLE {table}")))
+            .await;
+    }
+
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_deadlocks_are_retried() {
+        let url = crate::testing::postgres_url();
+        let pool = match sqlx::PgPool::connect(&url).await {
+            Ok(pool) => pool,
+            Err(err) => {
+                return sessionkit_conformance::server_unavailable("PostgreSQL", &url, err)
+                    .unwrap_or(());
+            }
+        };
+        let table = scratch_table();
+        pool.execute(AssertSqlSafe(format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO {table} VALUES (1, 0), (2, 0)"
+        )))
+        .await
+        .expect("table");
+        opposite_order_updates(pool, &table).await;
+    }
+
+    #[cfg(feature = "mysql")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mysql_deadlocks_are_retried() {
+        let url = crate::testing::mysql_url();
+        let pool = match sqlx::MySqlPool::connect(&url).await {
+            Ok(pool) => pool,
+            Err(err) => {
+                return sessionkit_conformance::server_unavailable("MariaDB/MySQL", &url, err)
+                    .unwrap_or(());
+            }
+        };
+        let table = scratch_table();
+        pool.execute(AssertSqlSafe(format!(
+            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB"
+        )))
+        .await
+        .expect("table");
+        pool.execute(AssertSqlSafe(format!(
+            "INSERT INTO {table} VALUES (1, 0), (2, 0)"
+        )))
+        .await
+        .expect("rows");
+        opposite_order_updates(pool, &table).await;
+    }
+}

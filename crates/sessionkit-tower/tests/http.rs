@@ -1,6 +1,5 @@
 //! The HTTP suite through the tower layer, in an axum app, over real sockets.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -8,7 +7,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use sessionkit_conformance::http::TestServer;
-use sessionkit_core::{Session, SessionManager, Store};
+use sessionkit_core::{Session, SessionManager};
 use sessionkit_tower::{SessionError, SessionLayer};
 
 async fn read(
@@ -73,17 +72,17 @@ async fn serve(manager: SessionManager) -> TestServer {
     TestServer { base, manager }
 }
 
-async fn memory() -> Option<Arc<dyn Store>> {
-    Some(Arc::new(sessionkit_memory::MemoryStore::new()))
-}
-
-async fn sqlite() -> Option<Arc<dyn Store>> {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-    let store = sessionkit_sqlite::SqliteStore::open(dir.keep().join("http.db"))
-        .await
-        .expect("sqlite");
-    Some(Arc::new(store))
-}
+use sessionkit_testkit::{memory, postgres, sqlite};
 
 sessionkit_conformance::http_suite!(axum_memory, serve, memory());
 sessionkit_conformance::http_suite!(axum_sqlite, serve, sqlite());
+sessionkit_conformance::http_suite!(axum_postgres, serve, postgres());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn axum_store_outage_gives_503_then_recovers() {
+    let Some((store, proxy)) = sessionkit_testkit::postgres_through_proxy().await else {
+        return;
+    };
+    let server = serve(sessionkit_conformance::http::test_manager(store)).await;
+    sessionkit_conformance::http::store_outage_gives_503_then_recovers(&server, &proxy).await;
+}

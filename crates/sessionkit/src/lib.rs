@@ -28,6 +28,8 @@
 //! | `sqlite` (default) | [`SqliteStore`] | `sqlite://path/to/file.db` | yes |
 //! | `file` | [`FileStore`] | `file:///path/to/dir` | yes (one machine) |
 //! | `redb` | [`RedbStore`] | `redb://path/to/file.redb` | no (one process per file) |
+//! | `postgres` | [`PostgresStore`] | `postgres://user@host:5432/db` | yes |
+//! | `mysql` | [`MySqlStore`] | `mysql://user@host:3306/db` (or `mariadb://`) | yes |
 //!
 //! `embedded` turns on every store that needs no server.
 //!
@@ -44,6 +46,10 @@ pub use sessionkit_file::FileStore;
 pub use sessionkit_memory::MemoryStore;
 #[cfg(feature = "redb")]
 pub use sessionkit_redb::RedbStore;
+#[cfg(feature = "mysql")]
+pub use sessionkit_sql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use sessionkit_sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sessionkit_sqlite::SqliteStore;
 #[cfg(feature = "tower")]
@@ -61,6 +67,8 @@ pub fn registry() -> Registry {
     sessionkit_file::register(&mut registry);
     #[cfg(feature = "redb")]
     sessionkit_redb::register(&mut registry);
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    sessionkit_sql::register(&mut registry);
     registry
 }
 

@@ -1,0 +1,158 @@
+//! Test support shared by sessionkit's integration tests (web integrations, CLI): one factory
+//! per store, each giving a fresh, isolated store (or `None` to skip when its server is down
+//! outside CI), and a TCP proxy that can cut a store's connections to simulate an outage.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use sessionkit_conformance::http::Outage;
+use sessionkit_conformance::server_unavailable;
+use sessionkit_core::{ErrorKind, Store};
+use sessionkit_sql::testing::{drop_stale_tables, mysql_url, postgres_url, scratch_table};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+
+/// A fresh memory store.
+pub async fn memory() -> Option<Arc<dyn Store>> {
+    Some(Arc::new(sessionkit_memory::MemoryStore::new()))
+}
+
+/// A fresh SQLite store in its own file under cargo's scratch directory.
+///
+/// # Panics
+/// If the file cannot be created.
+pub async fn sqlite() -> Option<Arc<dyn Store>> {
+    let dir = tempfile::tempdir_in(scratch_dir()).expect("temp dir");
+    let store = sessionkit_sqlite::SqliteStore::open(dir.keep().join("sessions.db"))
+        .await
+        .expect("sqlite");
+    Some(Arc::new(store))
+}
+
+fn scratch_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("sessionkit-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+/// A PostgreSQL store on a fresh table of the test database, `extra` appended to its options.
+///
+/// # Panics
+/// Under `CI=true` when the server is down; on any other open error.
+pub async fn postgres_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
+    if let Err(err) = drop_stale_tables(&postgres_url()).await {
+        return server_unavailable("PostgreSQL", base, err);
+    }
+    let url = format!(
+        "{base}?table={}&setup=true&max_connections=8{extra}",
+        scratch_table()
+    );
+    match sessionkit_sql::PostgresStore::open(&url).await {
+        Ok(store) => Some(Arc::new(store)),
+        Err(err) if err.kind() == ErrorKind::Unavailable => {
+            server_unavailable("PostgreSQL", base, err)
+        }
+        Err(err) => panic!("opening PostgreSQL: {err}"),
+    }
+}
+
+/// A PostgreSQL store on a fresh table of the test database.
+pub async fn postgres() -> Option<Arc<dyn Store>> {
+    postgres_with(&postgres_url(), "").await
+}
+
+/// A MySQL/MariaDB store on a fresh table of the test database.
+///
+/// # Panics
+/// Under `CI=true` when the server is down; on any other open error.
+pub async fn mysql() -> Option<Arc<dyn Store>> {
+    let base = mysql_url();
+    if let Err(err) = drop_stale_tables(&base).await {
+        return server_unavailable("MariaDB/MySQL", &base, err);
+    }
+    let url = format!(
+        "{base}?table={}&setup=true&max_connections=8",
+        scratch_table()
+    );
+    match sessionkit_sql::MySqlStore::open(&url).await {
+        Ok(store) => Some(Arc::new(store)),
+        Err(err) if err.kind() == ErrorKind::Unavailable => {
+            server_unavailable("MariaDB/MySQL", &base, err)
+        }
+        Err(err) => panic!("opening MySQL: {err}"),
+    }
+}
+
+/// A PostgreSQL store reached through a [`CutProxy`], for outage tests.
+///
+/// # Panics
+/// As [`postgres`].
+pub async fn postgres_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
+    let url = postgres_url();
+    let target = host_port(&url).unwrap_or_else(|| "127.0.0.1:5432".into());
+    let proxy = CutProxy::start(&target).await;
+    let proxied = url.replacen(&target, &proxy.address, 1);
+    let store = postgres_with(&proxied, "&acquire_timeout_ms=1000").await?;
+    Some((store, proxy))
+}
+
+fn host_port(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    Some(authority.rsplit('@').next()?.to_owned())
+}
+
+/// A loopback TCP proxy to a store's server that can be cut (every open connection dropped,
+/// new ones refused) and restored: a store outage without touching the server.
+#[derive(Clone)]
+pub struct CutProxy {
+    /// `127.0.0.1:PORT` to connect to instead of the server.
+    pub address: String,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    down: bool,
+    connections: Vec<AbortHandle>,
+}
+
+impl CutProxy {
+    /// Starts a proxy to `target` (`host:port`).
+    ///
+    /// # Panics
+    /// If no loopback port can be bound.
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let address = listener.local_addr().expect("proxy address").to_string();
+        let state = Arc::new(Mutex::new(ProxyState::default()));
+        let (target, shared) = (target.to_owned(), Arc::clone(&state));
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut guard = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                if guard.down {
+                    continue; // dropping the socket refuses the connection
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                guard.connections.push(task.abort_handle());
+            }
+        });
+        Self { address, state }
+    }
+}
+
+impl Outage for CutProxy {
+    fn set_down(&self, down: bool) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.down = down;
+        if down {
+            for connection in state.connections.drain(..) {
+                connection.abort();
+            }
+        }
+    }
+}
