@@ -12,7 +12,7 @@
 //! (layout version per table). MySQL values are `LONGBLOB` (up to 4 GiB; the server's
 //! `max_allowed_packet` is the practical limit), never a 64 KiB `BLOB`. Saving one key rewrites
 //! one row, whatever the session's size; see `docs/BENCHMARKS.md` for the measurement against a
-//! JSON-document layout. [`Store::schema`](sessionkit_core::Store::schema) prints the DDL for
+//! JSON-document layout. [`Store::schema`] prints the DDL for
 //! your own migration tool; `setup()` runs it (idempotent, safe from several servers at once).
 //!
 //! ## Concurrency

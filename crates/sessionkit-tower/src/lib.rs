@@ -1,6 +1,6 @@
 //! # sessionkit-tower
 //!
-//! sessionkit for [tower] and [axum](https://docs.rs/axum): a [`SessionLayer`] that gives every
+//! sessionkit for [tower](https://docs.rs/tower) and [axum](https://docs.rs/axum): a [`SessionLayer`] that gives every
 //! request a [`Session`] and saves what the handler changed, and the `Session` extractor.
 //!
 //! ```no_run
