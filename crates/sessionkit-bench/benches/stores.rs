@@ -115,6 +115,211 @@ fn stores(c: &mut Criterion) {
         .block_on(sessionkit_redb::RedbStore::open(dir.path().join("s.redb")))
         .expect("redb");
     bench_store(c, &runtime, "redb", Arc::new(redb));
+    match runtime.block_on(sessionkit_testkit::postgres()) {
+        Some(store) => bench_store(c, &runtime, "postgres", store),
+        None => eprintln!("PostgreSQL is down: no postgres numbers"),
+    }
+    match runtime.block_on(sessionkit_testkit::mysql()) {
+        Some(store) => bench_store(c, &runtime, "mysql", store),
+        None => eprintln!("MariaDB is down: no mysql numbers"),
+    }
+}
+
+/// sqlx running the store's own statements on the store's own table, without the store.
+fn floor_sql(c: &mut Criterion) {
+    use sqlx::AssertSqlSafe;
+    let runtime = runtime();
+    let Some(pg) = runtime.block_on(sessionkit_testkit::postgres()) else {
+        return;
+    };
+    let Some(my) = runtime.block_on(sessionkit_testkit::mysql()) else {
+        return;
+    };
+    let key = SessionId::generate().expect("rng").key();
+    runtime
+        .block_on(pg.create(&key, &seeded_record()))
+        .expect("create");
+    runtime
+        .block_on(my.create(&key, &seeded_record()))
+        .expect("create");
+    let k = key.as_bytes().to_vec();
+    let table = |store: &Arc<dyn Store>| {
+        let ddl = store.schema().expect("ddl");
+        let start = ddl.find("EXISTS ").expect("table") + 7;
+        ddl[start..]
+            .split_whitespace()
+            .next()
+            .expect("name")
+            .to_owned()
+    };
+    let (pt, mt) = (table(&pg), table(&my));
+    let pg_pool = runtime
+        .block_on(sqlx::PgPool::connect(
+            &sessionkit_sql::testing::postgres_url(),
+        ))
+        .expect("pg");
+    let my_pool = runtime
+        .block_on(sqlx::MySqlPool::connect(
+            &sessionkit_sql::testing::mysql_url(),
+        ))
+        .expect("mysql");
+
+    let mut group = c.benchmark_group("floor-postgres");
+    let load = format!(
+        "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value FROM {pt} s LEFT JOIN {pt}_values v ON v.session = s.key WHERE s.key = $1 AND s.expires_at > $2"
+    );
+    group.bench_function("load", |b| {
+        b.to_async(&runtime).iter(|| async {
+            sqlx::query(AssertSqlSafe(load.clone()))
+                .bind(&k)
+                .bind(Timestamp::now().as_millis())
+                .fetch_all(&pg_pool)
+                .await
+                .expect("load")
+        })
+    });
+    let apply = format!(
+        "WITH s AS (UPDATE {pt} SET version = version + 1 WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL RETURNING key, version) INSERT INTO {pt}_values (session, name, value) SELECT s.key, 'counter', $3 FROM s ON CONFLICT (session, name) DO UPDATE SET value = EXCLUDED.value"
+    );
+    group.bench_function("apply(1 key)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            sqlx::query(AssertSqlSafe(apply.clone()))
+                .bind(&k)
+                .bind(Timestamp::now().as_millis())
+                .bind(vec![1u8; 8])
+                .execute(&pg_pool)
+                .await
+                .expect("apply")
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("floor-mysql");
+    let load = format!(
+        "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value FROM {mt} s LEFT JOIN {mt}_values v ON v.session = s.`key` WHERE s.`key` = ? AND s.expires_at > ?"
+    );
+    group.bench_function("load", |b| {
+        b.to_async(&runtime).iter(|| async {
+            sqlx::query(AssertSqlSafe(load.clone()))
+                .bind(&k)
+                .bind(Timestamp::now().as_millis())
+                .fetch_all(&my_pool)
+                .await
+                .expect("load")
+        })
+    });
+    let bump = format!(
+        "UPDATE {mt} SET version = LAST_INSERT_ID(version + 1) WHERE `key` = ? AND expires_at > ? AND moved_to IS NULL"
+    );
+    let upsert = format!(
+        "INSERT INTO {mt}_values (session, name, value) VALUES (?, 'counter', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
+    );
+    group.bench_function("apply(1 key)", |b| {
+        b.to_async(&runtime).iter(|| async {
+            let mut tx = my_pool.begin().await.expect("begin");
+            sqlx::query(AssertSqlSafe(bump.clone()))
+                .bind(&k)
+                .bind(Timestamp::now().as_millis())
+                .execute(&mut *tx)
+                .await
+                .expect("bump");
+            sqlx::query(AssertSqlSafe(upsert.clone()))
+                .bind(&k)
+                .bind(vec![1u8; 8])
+                .execute(&mut *tx)
+                .await
+                .expect("upsert");
+            tx.commit().await.expect("commit")
+        })
+    });
+    group.finish();
+}
+
+/// PostgreSQL: per-key rows (chosen) against one JSONB document patched with `jsonb_set`.
+fn layout_postgres(c: &mut Criterion) {
+    use sqlx::{AssertSqlSafe, Executor};
+    let runtime = runtime();
+    let Ok(pool) = runtime.block_on(sqlx::PgPool::connect(
+        &sessionkit_sql::testing::postgres_url(),
+    )) else {
+        return;
+    };
+    let t = sessionkit_sql::testing::scratch_table();
+    runtime
+        .block_on(pool.execute(AssertSqlSafe(format!(
+            "CREATE TABLE {t}_kv (session BYTEA NOT NULL, name TEXT NOT NULL, value BYTEA NOT NULL, PRIMARY KEY (session, name));
+             CREATE TABLE {t}_doc (key BYTEA PRIMARY KEY, version BIGINT NOT NULL, data JSONB NOT NULL);"
+        ))))
+        .expect("tables");
+    let mut group = c.benchmark_group("postgres-layout");
+    for (label, values, size) in [("small", 3usize, 60usize), ("1MiB", 16, 64 * 1024)] {
+        let key = SessionId::generate()
+            .expect("rng")
+            .key()
+            .as_bytes()
+            .to_vec();
+        let mut doc: Vec<(String, String)> = Vec::new();
+        for i in 0..values {
+            let value = "a".repeat(size);
+            runtime
+                .block_on(
+                    sqlx::query(AssertSqlSafe(format!(
+                        "INSERT INTO {t}_kv VALUES ($1, $2, $3)"
+                    )))
+                    .bind(&key)
+                    .bind(format!("k{i}"))
+                    .bind(value.as_bytes())
+                    .execute(&pool),
+                )
+                .expect("kv");
+            doc.push((format!("k{i}"), value));
+        }
+        let doc_text = format!(
+            "{{{}}}",
+            doc.iter()
+                .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        runtime
+            .block_on(
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO {t}_doc VALUES ($1, 1, $2::jsonb)"
+                )))
+                .bind(&key)
+                .bind(&doc_text)
+                .execute(&pool),
+            )
+            .expect("doc");
+        let kv = format!(
+            "INSERT INTO {t}_kv VALUES ($1, 'counter', $2) ON CONFLICT (session, name) DO UPDATE SET value = EXCLUDED.value"
+        );
+        group.bench_function(format!("{label}/per-key apply(1 key)"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                sqlx::query(AssertSqlSafe(kv.clone()))
+                    .bind(&key)
+                    .bind(vec![1u8; 8])
+                    .execute(&pool)
+                    .await
+                    .expect("kv")
+            })
+        });
+        let patch = format!(
+            "UPDATE {t}_doc SET version = version + 1, data = jsonb_set(data, '{{counter}}', to_jsonb($2::text)) WHERE key = $1"
+        );
+        group.bench_function(format!("{label}/jsonb apply(1 key)"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                sqlx::query(AssertSqlSafe(patch.clone()))
+                    .bind(&key)
+                    .bind("12345678")
+                    .execute(&pool)
+                    .await
+                    .expect("doc")
+            })
+        });
+    }
+    group.finish();
+    let _ = runtime.block_on(pool.execute(AssertSqlSafe(format!("DROP TABLE {t}_kv, {t}_doc"))));
 }
 
 /// rusqlite on the same schema and statements the store uses.
@@ -247,6 +452,6 @@ fn floor_redb(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = stores, floor_sqlite, floor_file, floor_redb
+    targets = stores, floor_sqlite, floor_file, floor_redb, floor_sql, layout_postgres
 }
 criterion_main!(benches);
