@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             cycle_of_a_missing_session_is_gone,
             cycle_onto_a_taken_key_is_a_conflict,
             delete_expired_counts_and_spares_live_sessions,
+            delete_expired_in_batches_reaches_zero,
             owner_index_lists_and_revokes,
             owner_index_follows_owner_changes,
             per_key_reads_return_only_the_asked_keys,
@@ -592,6 +593,32 @@ pub async fn delete_expired_counts_and_spares_live_sessions<S: Store>(store: Arc
             .expect("list");
         assert_eq!(all.sessions.len(), 3, "only the live sessions remain");
     }
+}
+
+/// Cleanup in small steps (what the CLI's progress bar drives) deletes the same sessions and
+/// ends with a step that finds nothing.
+pub async fn delete_expired_in_batches_reaches_zero<S: Store>(store: Arc<S>) {
+    let live = create(&*store, &record_with(&[("live", b"1")])).await;
+    for _ in 0..7 {
+        create(&*store, &short_lived(&[])).await;
+    }
+    tokio::time::sleep(PAST_SHORT).await;
+    let (mut total, mut steps) = (0, 0);
+    loop {
+        let deleted = store.delete_expired_batch(3).await.expect("batch");
+        steps += 1;
+        assert!(steps < 20, "batches never reached zero");
+        if deleted == 0 {
+            break;
+        }
+        total += deleted;
+    }
+    if store.capabilities().native_ttl {
+        assert!(total <= 7, "{total}");
+    } else {
+        assert_eq!(total, 7);
+    }
+    assert!(load(&*store, &live).await.is_some());
 }
 
 /// The owner index lists an owner's live sessions and revokes them all.

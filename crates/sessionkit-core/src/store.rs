@@ -257,6 +257,15 @@ pub trait Store: Send + Sync + 'static {
     /// several processes, concurrent calls must not fail (one may find nothing left to do).
     async fn delete_expired(&self) -> Result<u64>;
 
+    /// Deletes expired records in one short step of about `limit` (admin tools call this in a
+    /// loop to show progress) and returns how many; 0 means none are left. Stores that cannot
+    /// bound a step keep this default, which runs the whole [`Store::delete_expired`] as one
+    /// step. Unlike `delete_expired`, it takes no cross-server cleaner lock.
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        let _ = limit;
+        self.delete_expired().await
+    }
+
     /// One page of sessions matching `filter`, in ascending key order. Grace-period pointers are
     /// never listed. [`ErrorKind::Unsupported`] if `capabilities().iterable` is false.
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page>;
@@ -312,6 +321,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn delete_expired(&self) -> Result<u64> {
         (**self).delete_expired().await
+    }
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        (**self).delete_expired_batch(limit).await
     }
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
         (**self).list(filter, page).await

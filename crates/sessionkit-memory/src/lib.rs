@@ -109,15 +109,15 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Removes up to [`CLEANUP_BATCH`] expired records under one short hold of the lock.
-    fn delete_expired_batch(&self) -> usize {
+    /// Removes up to `limit` expired records under one short hold of the lock.
+    fn remove_expired(&self, limit: usize) -> usize {
         let now = self.clock.now();
         let mut state = self.lock();
         let batch: Vec<SessionKey> = state
             .by_expiry
             .iter()
             .take_while(|(expires_at, _)| *expires_at <= now)
-            .take(CLEANUP_BATCH)
+            .take(limit)
             .map(|(_, key)| *key)
             .collect();
         for key in &batch {
@@ -234,13 +234,17 @@ impl Store for MemoryStore {
     async fn delete_expired(&self) -> Result<u64> {
         let mut total = 0u64;
         loop {
-            let removed = self.delete_expired_batch();
+            let removed = self.remove_expired(CLEANUP_BATCH);
             total += removed as u64;
             if removed < CLEANUP_BATCH {
                 return Ok(total);
             }
             yield_now().await;
         }
+    }
+
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        Ok(self.remove_expired(limit.max(1)) as u64)
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

@@ -474,29 +474,33 @@ impl Store for RedbStore {
     async fn delete_expired(&self) -> Result<u64> {
         let mut total = 0u64;
         loop {
-            let deleted = self
-                .write(|t| {
-                    let now = Timestamp::now().as_millis();
-                    let e = |e| db_error("finding expired sessions", e);
-                    let mut doomed = Vec::new();
-                    for entry in t.expiry.range(..=(now, &[0xff; 32])).map_err(e)? {
-                        let (k, _) = entry.map_err(e)?;
-                        doomed.push(SessionKey::from_bytes(*k.value().1));
-                        if doomed.len() == CLEANUP_BATCH {
-                            break;
-                        }
-                    }
-                    for key in &doomed {
-                        t.delete(key)?;
-                    }
-                    Ok(doomed.len())
-                })
-                .await?;
-            total += deleted as u64;
-            if deleted < CLEANUP_BATCH {
+            let deleted = self.delete_expired_batch(CLEANUP_BATCH).await?;
+            total += deleted;
+            if deleted < CLEANUP_BATCH as u64 {
                 return Ok(total);
             }
         }
+    }
+
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        let limit = limit.max(1);
+        self.write(move |t| {
+            let now = Timestamp::now().as_millis();
+            let e = |e| db_error("finding expired sessions", e);
+            let mut doomed = Vec::new();
+            for entry in t.expiry.range(..=(now, &[0xff; 32])).map_err(e)? {
+                let (k, _) = entry.map_err(e)?;
+                doomed.push(SessionKey::from_bytes(*k.value().1));
+                if doomed.len() == limit {
+                    break;
+                }
+            }
+            for key in &doomed {
+                t.delete(key)?;
+            }
+            Ok(doomed.len() as u64)
+        })
+        .await
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

@@ -526,37 +526,13 @@ impl Store for MySqlStore {
         if mine != Some(1) {
             return Ok(0); // another app server is cleaning right now
         }
+        let batch = CLEANUP_BATCH.unsigned_abs() as usize;
         let mut total = 0u64;
         let result: Result<u64> = async {
             loop {
-                // A plain read picks the batch; the delete locks only those rows by primary key
-                // and re-checks the deadline, so a session extended meanwhile survives.
-                let keys: Vec<Vec<u8>> = sqlx::query_scalar(checked(&self.sql.expired_keys))
-                    .bind(now_ms())
-                    .bind(CLEANUP_BATCH)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(|e| sql_error("finding expired sessions", e))?;
-                if keys.is_empty() {
-                    return Ok(total);
-                }
-                let statement = format!(
-                    "DELETE FROM {} WHERE expires_at <= ? AND `key` IN {}",
-                    self.sql.table,
-                    Statements::placeholders(keys.len())
-                );
-                let found = keys.len();
-                let deleted = retry_transient("deleting expired sessions", || {
-                    let mut query = sqlx::query(AssertSqlSafe(statement.clone())).bind(now_ms());
-                    for key in &keys {
-                        query = query.bind(key.as_slice());
-                    }
-                    query.execute(&self.pool)
-                })
-                .await?
-                .rows_affected();
+                let deleted = self.delete_expired_batch(batch).await?;
                 total += deleted;
-                if found < CLEANUP_BATCH.unsigned_abs() as usize {
+                if deleted == 0 {
                     return Ok(total);
                 }
             }
@@ -567,6 +543,34 @@ impl Store for MySqlStore {
             .execute(&mut *conn)
             .await;
         result
+    }
+
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        // A plain read picks the batch; the delete locks only those rows by primary key and
+        // re-checks the deadline, so a session extended meanwhile survives.
+        let keys: Vec<Vec<u8>> = sqlx::query_scalar(checked(&self.sql.expired_keys))
+            .bind(now_ms())
+            .bind(i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| sql_error("finding expired sessions", e))?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let statement = format!(
+            "DELETE FROM {} WHERE expires_at <= ? AND `key` IN {}",
+            self.sql.table,
+            Statements::placeholders(keys.len())
+        );
+        let result = retry_transient("deleting expired sessions", || {
+            let mut query = sqlx::query(AssertSqlSafe(statement.clone())).bind(now_ms());
+            for key in &keys {
+                query = query.bind(key.as_slice());
+            }
+            query.execute(&self.pool)
+        })
+        .await?;
+        Ok(result.rows_affected())
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

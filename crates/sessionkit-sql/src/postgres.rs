@@ -492,18 +492,13 @@ impl Store for PostgresStore {
         if !mine {
             return Ok(0); // another app server is cleaning right now
         }
+        let batch = CLEANUP_BATCH.unsigned_abs() as usize;
         let mut total = 0u64;
         let result = async {
             loop {
-                let deleted = sqlx::query(checked(&self.sql.delete_expired))
-                    .bind(now_ms())
-                    .bind(CLEANUP_BATCH)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|e| sql_error("deleting expired sessions", e))?
-                    .rows_affected();
+                let deleted = self.delete_expired_batch(batch).await?;
                 total += deleted;
-                if deleted < CLEANUP_BATCH.unsigned_abs() {
+                if deleted < batch as u64 {
                     return Ok(total);
                 }
             }
@@ -514,6 +509,18 @@ impl Store for PostgresStore {
             .execute(&mut *conn)
             .await;
         result
+    }
+
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
+        let result = retry_transient("deleting expired sessions", || {
+            sqlx::query(checked(&self.sql.delete_expired))
+                .bind(now_ms())
+                .bind(limit)
+                .execute(&self.pool)
+        })
+        .await?;
+        Ok(result.rows_affected())
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

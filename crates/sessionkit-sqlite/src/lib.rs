@@ -652,17 +652,25 @@ impl Store for SqliteStore {
         let mut total = 0u64;
         loop {
             let deleted = self
-                .write(|conn, sql| {
-                    conn.prepare_cached(&sql.delete_expired_batch)
-                        .and_then(|mut s| s.execute(params![now_ms(), CLEANUP_BATCH]))
-                        .map_err(|e| sql_error("deleting expired sessions", e))
-                })
+                .delete_expired_batch(CLEANUP_BATCH.unsigned_abs() as usize)
                 .await?;
-            total += deleted as u64;
-            if i64::try_from(deleted).unwrap_or(i64::MAX) < CLEANUP_BATCH {
+            total += deleted;
+            if deleted < CLEANUP_BATCH.unsigned_abs() {
                 return Ok(total);
             }
         }
+    }
+
+    async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
+        let deleted = self
+            .write(move |conn, sql| {
+                conn.prepare_cached(&sql.delete_expired_batch)
+                    .and_then(|mut s| s.execute(params![now_ms(), limit]))
+                    .map_err(|e| sql_error("deleting expired sessions", e))
+            })
+            .await?;
+        Ok(deleted as u64)
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
