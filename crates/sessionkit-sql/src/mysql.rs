@@ -206,12 +206,21 @@ impl MySqlStore {
                         .map(|_| ())
                 })
             })
-            .connect(&options.driver_url)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Configuration(_) => Error::config_with("invalid MySQL URL", e),
-                other => Error::unavailable("connecting to MySQL", other),
-            })?;
+            .connect_lazy(&options.driver_url)
+            .map_err(|e| Error::config_with("invalid MySQL URL", e))?;
+        // One direct connection first: an unreachable server or a bad password is reported as
+        // the driver says it (connection refused, …), at once, rather than as a pool timeout.
+        let probe = tokio::time::timeout(
+            options.acquire_timeout,
+            <sqlx::MySqlConnection as sqlx::Connection>::connect(&options.driver_url),
+        )
+        .await
+        .map_err(|elapsed| Error::unavailable("connecting to MySQL", elapsed))?
+        .map_err(|e| match e {
+            sqlx::Error::Configuration(_) => Error::config_with("invalid MySQL URL", e),
+            other => Error::unavailable("connecting to MySQL", other),
+        })?;
+        let _ = sqlx::Connection::close(probe).await;
         let store = Self {
             pool,
             sql: Arc::new(Statements::new(&options.table)),

@@ -217,12 +217,21 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect(&options.driver_url)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Configuration(_) => Error::config_with("invalid PostgreSQL URL", e),
-                other => Error::unavailable("connecting to PostgreSQL", other),
-            })?;
+            .connect_lazy(&options.driver_url)
+            .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
+        // One direct connection first: an unreachable server or a bad password is reported as
+        // the driver says it (connection refused, …), at once, rather than as a pool timeout.
+        let probe = tokio::time::timeout(
+            options.acquire_timeout,
+            <sqlx::PgConnection as sqlx::Connection>::connect(&options.driver_url),
+        )
+        .await
+        .map_err(|elapsed| Error::unavailable("connecting to PostgreSQL", elapsed))?
+        .map_err(|e| match e {
+            sqlx::Error::Configuration(_) => Error::config_with("invalid PostgreSQL URL", e),
+            other => Error::unavailable("connecting to PostgreSQL", other),
+        })?;
+        let _ = sqlx::Connection::close(probe).await;
         let store = Self {
             pool,
             sql: Arc::new(Statements::new(&options.table)),

@@ -94,7 +94,8 @@ impl SqliteStoreBuilder {
     }
 
     /// Whether opening creates or migrates the schema (default true: the file is the app's own).
-    /// Turn it off when a migration tool owns the schema; then a missing schema is an error.
+    /// Turn it off when a migration tool owns the schema; then operations on a missing schema
+    /// fail with a configuration error that says to run setup.
     pub fn setup(mut self, setup: bool) -> Self {
         self.setup = setup;
         self
@@ -103,8 +104,8 @@ impl SqliteStoreBuilder {
     /// Opens (creating if needed) the database file and starts the writer thread.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for an invalid table name, a
-    /// schema newer than this library, or a missing schema with `setup(false)`;
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for an invalid table name or a
+    /// schema newer than this library;
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the file cannot be
     /// opened.
     pub async fn open(self) -> Result<SqliteStore> {
@@ -352,23 +353,26 @@ impl SqliteStore {
 
     async fn check_schema(&self) -> Result<()> {
         let table = self.inner.table.clone();
-        let found = self
+        let found = match self
             .read(move |conn, sql| {
                 conn.query_row(&sql.schema_version, [&table], |row| row.get::<_, i64>(0))
                     .optional()
                     .map_err(|e| sql_error("reading the schema version", e))
             })
-            .await?;
+            .await
+        {
+            Err(err) if err.kind() == sessionkit_core::ErrorKind::Config => None, // no schema table yet
+            other => other?,
+        };
         match found {
             Some(SCHEMA_VERSION) => Ok(()),
             Some(newer) => Err(Error::config(format!(
                 "table {} has schema version {newer}; this sessionkit knows {SCHEMA_VERSION}",
                 self.inner.table
             ))),
-            None => Err(Error::config(format!(
-                "the session schema for table {} is missing (run `sessionkit setup`)",
-                self.inner.table
-            ))),
+            // Like the server stores: opening works (so `setup --print-ddl` can run), and each
+            // operation reports the missing schema with the fix.
+            None => Ok(()),
         }
     }
 }
