@@ -54,6 +54,7 @@ macro_rules! conformance_suite {
             cycle_with_grace_leaves_a_pointer_that_expires,
             cycle_of_a_missing_session_is_gone,
             cycle_onto_a_taken_key_is_a_conflict,
+            applies_racing_a_cycle_are_moved_or_refused_never_lost,
             delete_expired_counts_and_spares_live_sessions,
             delete_expired_in_batches_reaches_zero,
             owner_index_lists_and_revokes,
@@ -553,6 +554,52 @@ pub async fn cycle_onto_a_taken_key_is_a_conflict<S: Store>(store: Arc<S>) {
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert_eq!(load(&*store, &a).await.expect("a").data["who"], b"a");
     assert_eq!(load(&*store, &b).await.expect("b").data["who"], b"b");
+}
+
+/// Applies racing a `cycle`: each either lands before the move (and is carried to the new key)
+/// or finds the old key gone. None that reported `Applied` may be missing afterwards.
+pub async fn applies_racing_a_cycle_are_moved_or_refused_never_lost<S: Store>(store: Arc<S>) {
+    let old = create(&*store, &record_with(&[("base", b"0")])).await;
+    let new = fresh_key();
+    let writers: Vec<_> = (0..30)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let name = format!("k{i:02}");
+                let outcome = store
+                    .apply(&old, &set(&[(&name, b"v")]))
+                    .await
+                    .expect("apply");
+                (name, outcome)
+            })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    let cycled = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.cycle(&old, &new, None).await })
+    };
+    let mut applied = Vec::new();
+    for writer in writers {
+        let (name, outcome) = writer.await.expect("task");
+        if matches!(outcome, ApplyOutcome::Applied { .. }) {
+            applied.push(name);
+        }
+    }
+    assert_eq!(
+        cycled.await.expect("task").expect("cycle"),
+        CycleOutcome::Cycled
+    );
+    let moved = load(&*store, &new)
+        .await
+        .expect("the session under its new key");
+    for name in &applied {
+        assert!(
+            moved.data.contains_key(name),
+            "{name} was applied but did not move with the session"
+        );
+    }
+    assert_eq!(load(&*store, &old).await, None);
 }
 
 /// `delete_expired` deletes exactly the expired records (stores with native expiry may find

@@ -696,14 +696,22 @@ impl Session {
         }
         let moved = loaded.change.expires_at.is_some();
         if !loaded.change.is_empty() {
-            let outcome = match loaded.change.expires_at {
-                Some(deadline)
-                    if !loaded.change.touches_data() && loaded.change.owner.is_none() =>
-                {
-                    manager.store.touch(&current.key, deadline).await?
-                }
-                _ => manager.store.apply(&current.key, &loaded.change).await?,
-            };
+            let mut outcome = save(manager, &current.key, &loaded.change).await?;
+            if outcome == ApplyOutcome::Gone
+                && current.via.is_none()
+                && let Some(target) = manager
+                    .store
+                    .load(&current.key)
+                    .await?
+                    .and_then(|r| r.moved_to)
+            {
+                // Another request cycled the id while this one ran (a login in another tab):
+                // the old key now points at the session, so the change follows it there. This
+                // request's browser keeps its old cookie and never learns the new id.
+                outcome = save(manager, &target, &loaded.change).await?;
+                current.key = target;
+                current.id = None;
+            }
             if outcome == ApplyOutcome::Gone {
                 loaded.forget();
                 return Ok(Committed {
@@ -735,6 +743,16 @@ impl Session {
             cookie,
             gone: false,
         })
+    }
+}
+
+/// Writes `change` to `key`: a `touch` when only the deadline moves, an `apply` otherwise.
+async fn save(manager: &ManagerInner, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+    match change.expires_at {
+        Some(deadline) if !change.touches_data() && change.owner.is_none() => {
+            manager.store.touch(key, deadline).await
+        }
+        _ => manager.store.apply(key, change).await,
     }
 }
 

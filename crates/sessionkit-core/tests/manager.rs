@@ -427,6 +427,36 @@ async fn cycling_keeps_data_and_the_old_id_works_only_during_grace() {
 }
 
 #[tokio::test]
+async fn a_write_racing_a_login_in_another_tab_follows_the_session() {
+    let fx = Fixture::new();
+    let manager = fx.manager(); // 5 s grace
+    let old = start(&manager).await;
+    let slow = manager.session(Some(&old));
+    assert_eq!(slow.get::<u32>("counter").await.expect("get"), Some(1));
+
+    let login = manager.session(Some(&old));
+    login.cycle_id().await.expect("cycle");
+    let new = cookie_id(&login.commit().await.expect("commit").cookie);
+
+    slow.insert("from_slow_tab", &true).await.expect("insert");
+    let committed = slow.commit().await.expect("commit");
+    assert!(
+        !committed.gone,
+        "the write followed the session to its new key"
+    );
+    assert_eq!(
+        committed.cookie,
+        CookieUpdate::Unchanged,
+        "and the old tab never learns the new id"
+    );
+    let current = manager.session(Some(&new));
+    assert_eq!(
+        current.get::<bool>("from_slow_tab").await.expect("get"),
+        Some(true)
+    );
+}
+
+#[tokio::test]
 async fn without_grace_the_old_id_dies_at_once() {
     let fx = Fixture::new();
     let manager = fx

@@ -1,0 +1,676 @@
+//! # sessionkit-redis
+//!
+//! A [`Store`] on Redis, standalone (`redis://host:6379/0`) or Redis Cluster
+//! (`redis+cluster://h1:p1,h2:p2,…`), with options `namespace` (key prefix, default
+//! `sessionkit`) so sessions can share a Redis with other data.
+//!
+//! ## Layout
+//! - One hash per session, `<ns>:s:{<key hex>}`: metadata fields (`__c` created, `__e` expires,
+//!   `__v` version, `__o` owner, `__p` grace pointer) and `d:<name>` per data key. The braces
+//!   are a cluster hash tag, so each session lives on one slot.
+//! - Native expiry: every write sets `PEXPIREAT` to the session's deadline, so Redis deletes
+//!   sessions itself (`capabilities().native_ttl`); the stored `__e` is checked on every read too.
+//! - Owner index: a set per owner, `<ns>:o:<owner hex>`, of session keys. Added before the session
+//!   names the owner, removed after; readers drop members whose session is gone or changed hands,
+//!   and `delete_expired` prunes members of expired sessions.
+//!
+//! ## Atomicity
+//! `create`, `apply`, `touch` and `delete` are Lua scripts on the session's hash, so each is
+//! atomic, and `apply` is update-only: a save racing a logout finds no hash and writes nothing.
+//! `cycle` moves a session between two keys, which in a cluster are on different slots, so it
+//! runs as three atomic steps that are safe anywhere: mark the old session *moving* (applies to
+//! it wait, so no write is lost during the copy) and read it; copy it to the new key
+//! (insert-only); turn the old key into a grace pointer, or delete it. A crash midway leaves the
+//! old session usable once the 5-second move deadline passes, and an unreachable copy that expires.
+//!
+//! ## Listing
+//! `list` SCANs the namespace on every master and sorts the keys: O(sessions) per page, meant
+//! for admin tools, not request paths.
+//!
+//! ## Driver
+//! redis-rs, with a multiplexed, auto-reconnecting connection (`ConnectionManager`; the cluster
+//! client multiplexes per node): one connection carries every concurrent request, which on a
+//! 2-core machine beats a pool (see `docs/BENCHMARKS.md`).
+
+mod scripts;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use sessionkit_core::registry::split_options;
+use sessionkit_core::{
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
+    Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
+};
+
+use crate::scripts::{ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DELETE, DELETE_IF_OWNER, FINISH_MOVE};
+
+/// How long a cycle may keep a session marked as moving.
+const MOVE_DEADLINE: Duration = Duration::from_secs(5);
+/// How many keys one SCAN step asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// Either connection kind, so every operation is written once.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The Redis store. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: Connection,
+    namespace: Arc<str>,
+    /// Standalone: the one server; cluster: the seed nodes (for finding the masters to scan).
+    nodes: Arc<[String]>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.namespace)
+            .field("nodes", &self.nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redis_error(context: &str, err: RedisError) -> Error {
+    if err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_timeout()
+        || err.is_connection_dropped()
+    {
+        Error::unavailable(context.to_owned(), err)
+    } else {
+        Error::backend(context.to_owned(), err)
+    }
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses the fields of a session hash (as HGETALL returns them) into a record.
+fn record_from_fields(fields: BTreeMap<String, Vec<u8>>) -> Result<Option<Record>> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let number = |name: &str| -> Result<i64> {
+        let raw = fields
+            .get(name)
+            .ok_or_else(|| Error::corrupt(format!("session hash without {name}")))?;
+        std::str::from_utf8(raw)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| Error::corrupt(format!("{name} is not a number")))
+    };
+    let text = |name: &str| -> Result<Option<String>> {
+        fields
+            .get(name)
+            .map(|raw| {
+                String::from_utf8(raw.clone())
+                    .map_err(|_| Error::corrupt(format!("{name} is not UTF-8")))
+            })
+            .transpose()
+    };
+    let mut record = Record {
+        data: Data::new(),
+        created_at: Timestamp::from_millis(number("__c")?),
+        expires_at: Timestamp::from_millis(number("__e")?),
+        owner: text("__o")?,
+        version: u64::try_from(number("__v")?).map_err(|_| Error::corrupt("a negative version"))?,
+        moved_to: text("__p")?.map(|h| SessionKey::from_hex(&h)).transpose()?,
+    };
+    for (name, value) in fields {
+        if let Some(data_key) = name.strip_prefix("d:") {
+            record.data.insert(data_key.to_owned(), value);
+        }
+    }
+    Ok(Some(record))
+}
+
+impl RedisStore {
+    /// Connects to the Redis (or Redis Cluster) a URL names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a bad URL or option,
+    /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if no server answers.
+    pub async fn open(url: &str) -> Result<Self> {
+        let (_, options) = split_options(url);
+        let mut namespace = "sessionkit".to_owned();
+        for (name, value) in options {
+            match name.as_str() {
+                "namespace"
+                    if !value.is_empty()
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') =>
+                {
+                    namespace = value
+                }
+                _ => {
+                    return Err(Error::config(format!(
+                        "unknown or invalid redis option {name}={value} (namespace=…)"
+                    )));
+                }
+            }
+        }
+        let base = url.split_once('?').map_or(url, |(base, _)| base);
+        let (conn, nodes) = if let Some(hosts) = base.strip_prefix("redis+cluster://") {
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("redis://{h}"))
+                .collect();
+            let client = redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(Duration::from_secs(5))
+                .response_timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| Error::config_with(format!("invalid Redis Cluster URL {url:?}"), e))?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
+            (Connection::Cluster(conn), nodes)
+        } else {
+            let client = redis::Client::open(base)
+                .map_err(|e| Error::config_with(format!("invalid Redis URL {url:?}"), e))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(5)))
+                .set_response_timeout(Some(Duration::from_secs(5)))
+                .set_number_of_retries(2);
+            let conn = ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(|e| redis_error("connecting to Redis", e))?;
+            (Connection::Single(conn), vec![base.to_owned()])
+        };
+        Ok(Self {
+            conn,
+            namespace: namespace.into(),
+            nodes: nodes.into(),
+        })
+    }
+
+    fn session_key(&self, key: &SessionKey) -> String {
+        format!("{}:s:{{{}}}", self.namespace, key.to_hex())
+    }
+
+    fn owner_key(&self, owner: &str) -> String {
+        format!("{}:o:{}", self.namespace, hex(owner.as_bytes()))
+    }
+
+    fn conn(&self) -> Connection {
+        self.conn.clone()
+    }
+
+    async fn add_owner(&self, owner: &str, key: &SessionKey) -> Result<()> {
+        redis::cmd("SADD")
+            .arg(self.owner_key(owner))
+            .arg(key.to_hex())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("updating the owner index", e))
+    }
+
+    async fn remove_owner(&self, owner: &str, key: &SessionKey) -> Result<()> {
+        redis::cmd("SREM")
+            .arg(self.owner_key(owner))
+            .arg(key.to_hex())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("updating the owner index", e))
+    }
+
+    async fn fields(&self, key: &SessionKey) -> Result<BTreeMap<String, Vec<u8>>> {
+        redis::cmd("HGETALL")
+            .arg(self.session_key(key))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("loading a session", e))
+    }
+
+    /// Inserts `record` under `key` unless a live session or pointer is there.
+    async fn insert(&self, key: &SessionKey, record: &Record) -> Result<bool> {
+        let mut invocation = CREATE.key(self.session_key(key));
+        invocation
+            .arg(now_ms())
+            .arg(record.created_at.as_millis())
+            .arg(record.expires_at.as_millis())
+            .arg(record.version)
+            .arg(record.owner.as_deref().unwrap_or(""));
+        for (name, value) in &record.data {
+            invocation.arg(format!("d:{name}")).arg(value.as_slice());
+        }
+        let created: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("creating a session", e))?;
+        Ok(created == 1)
+    }
+
+    /// The masters whose keyspaces together hold every key.
+    async fn masters(&self) -> Result<Vec<String>> {
+        let Connection::Cluster(_) = &self.conn else {
+            return Ok(self.nodes.to_vec());
+        };
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("listing cluster nodes", e))?;
+        Ok(nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                (flags.contains("master") && !flags.contains("fail")).then(|| {
+                    let address = fields.get(1)?.split('@').next()?;
+                    Some(format!("redis://{address}"))
+                })?
+            })
+            .collect())
+    }
+
+    /// Every key matching `pattern` on every master.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        for master in self.masters().await? {
+            let client = redis::Client::open(master.as_str())
+                .map_err(|e| Error::config_with("a cluster node address", e))?;
+            let mut conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| redis_error("connecting to a Redis node", e))?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| redis_error("scanning sessions", e))?;
+                keys.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(keys)
+    }
+}
+
+/// Registers `redis:`, `rediss:` and `redis+cluster:`.
+pub fn register(registry: &mut Registry) {
+    for scheme in ["redis", "rediss", "redis+cluster"] {
+        registry.register(scheme, |url| async move {
+            Ok(Arc::new(RedisStore::open(&url).await?) as Arc<dyn Store>)
+        });
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all().with_native_ttl(true)
+    }
+
+    async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
+        if let Some(owner) = &record.owner {
+            self.add_owner(owner, key).await?;
+        }
+        if self.insert(key, record).await? {
+            Ok(())
+        } else {
+            Err(Error::conflict("a session with this key exists"))
+        }
+    }
+
+    async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let record = record_from_fields(self.fields(key).await?)?;
+        Ok(record.filter(|r| !r.is_expired(Timestamp::now())))
+    }
+
+    async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.session_key(key))
+            .arg(&["__c", "__e", "__o", "__v", "__p"]);
+        for name in keys {
+            cmd.arg(format!("d:{name}"));
+        }
+        let values: Vec<Option<Vec<u8>>> = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("loading a session", e))?;
+        let mut fields = BTreeMap::new();
+        let names = ["__c", "__e", "__o", "__v", "__p"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(keys.iter().map(|k| format!("d:{k}")));
+        for (name, value) in names.zip(values) {
+            if let Some(value) = value {
+                fields.insert(name, value);
+            }
+        }
+        if !fields.contains_key("__e") {
+            return Ok(None);
+        }
+        let record = record_from_fields(fields)?;
+        Ok(record.filter(|r| !r.is_expired(Timestamp::now())))
+    }
+
+    async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+        if let Some(Some(owner)) = &change.owner {
+            self.add_owner(owner, key).await?;
+        }
+        let started = std::time::Instant::now();
+        loop {
+            let mut invocation = APPLY.key(self.session_key(key));
+            invocation
+                .arg(now_ms())
+                .arg(
+                    change
+                        .expires_at
+                        .map(|t| t.as_millis().to_string())
+                        .unwrap_or_default(),
+                )
+                .arg(match &change.owner {
+                    None => "",
+                    Some(Some(_)) => "+",
+                    Some(None) => "-",
+                })
+                .arg(change.owner.clone().flatten().unwrap_or_default())
+                .arg(if change.cleared { "1" } else { "0" })
+                .arg(change.removed.len());
+            for name in &change.removed {
+                invocation.arg(format!("d:{name}"));
+            }
+            for (name, value) in &change.set {
+                invocation.arg(format!("d:{name}")).arg(value.as_slice());
+            }
+            let reply: (i64, u64, String) = invocation
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("applying a change", e))?;
+            match reply {
+                (1, version, previous) => {
+                    if !previous.is_empty()
+                        && change
+                            .owner
+                            .as_ref()
+                            .is_some_and(|new| new.as_deref() != Some(previous.as_str()))
+                    {
+                        self.remove_owner(&previous, key).await?;
+                    }
+                    return Ok(ApplyOutcome::Applied { version });
+                }
+                (2, _, _) if started.elapsed() < MOVE_DEADLINE => {
+                    // A cycle is copying this session; its copy must include this change, so wait.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                _ => return Ok(ApplyOutcome::Gone),
+            }
+        }
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool> {
+        let (deleted, owner): (i64, String) = DELETE
+            .key(self.session_key(key))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("deleting a session", e))?;
+        if !owner.is_empty() {
+            self.remove_owner(&owner, key).await?;
+        }
+        Ok(deleted == 1)
+    }
+
+    async fn cycle(
+        &self,
+        old: &SessionKey,
+        new: &SessionKey,
+        grace_until: Option<Timestamp>,
+    ) -> Result<CycleOutcome> {
+        let started = std::time::Instant::now();
+        let fields: Vec<Vec<u8>> = loop {
+            let now = Timestamp::now();
+            let reply: Option<Vec<Vec<u8>>> = BEGIN_MOVE
+                .key(self.session_key(old))
+                .arg(now.as_millis())
+                .arg(new.to_hex())
+                .arg(now.saturating_add(MOVE_DEADLINE).as_millis())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("cycling a session id", e))?;
+            match reply {
+                None => return Ok(CycleOutcome::Gone),
+                Some(busy) if busy.len() == 1 && started.elapsed() < MOVE_DEADLINE => {
+                    let _ = busy; // another cycle of the same session is under way
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Some(busy) if busy.len() == 1 => {
+                    return Err(Error::conflict(
+                        "the session is being cycled by another request",
+                    ));
+                }
+                Some(fields) => break fields,
+            }
+        };
+        let mut map = BTreeMap::new();
+        for pair in fields.chunks_exact(2) {
+            map.insert(
+                String::from_utf8_lossy(&pair[0]).into_owned(),
+                pair[1].clone(),
+            );
+        }
+        let Some(mut record) = record_from_fields(map)? else {
+            return Ok(CycleOutcome::Gone);
+        };
+        record.version += 1;
+        let abort = || async {
+            let _: Result<i64> = ABORT_MOVE
+                .key(self.session_key(old))
+                .arg(new.to_hex())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("cycling a session id", e));
+        };
+        if let Some(owner) = &record.owner {
+            self.add_owner(owner, new).await?;
+        }
+        match self.insert(new, &record).await {
+            Ok(true) => {}
+            Ok(false) => {
+                abort().await;
+                return Err(Error::conflict("the new session key is taken"));
+            }
+            Err(err) => {
+                abort().await;
+                return Err(err);
+            }
+        }
+        let finished: i64 = FINISH_MOVE
+            .key(self.session_key(old))
+            .arg(new.to_hex())
+            .arg(now_ms())
+            .arg(
+                grace_until
+                    .map(|t| t.as_millis().to_string())
+                    .unwrap_or_default(),
+            )
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("cycling a session id", e))?;
+        if finished != 1 {
+            // The move outlived its deadline and the old session went on without it.
+            let _: Result<bool> = self.delete(new).await;
+            return Err(Error::conflict("the cycle took longer than its deadline"));
+        }
+        if let Some(owner) = &record.owner {
+            self.remove_owner(owner, old).await?;
+        }
+        Ok(CycleOutcome::Cycled)
+    }
+
+    async fn delete_expired(&self) -> Result<u64> {
+        // Redis expires sessions itself; what is left is owner-index members of expired sessions.
+        for set in self.scan(&format!("{}:o:*", self.namespace)).await? {
+            let members: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(&set)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("pruning the owner index", e))?;
+            for member in members {
+                let Ok(key) = SessionKey::from_hex(&member) else {
+                    continue;
+                };
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(self.session_key(&key))
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(|e| redis_error("pruning the owner index", e))?;
+                if !exists {
+                    redis::cmd("SREM")
+                        .arg(&set)
+                        .arg(&member)
+                        .query_async::<()>(&mut self.conn())
+                        .await
+                        .map_err(|e| redis_error("pruning the owner index", e))?;
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
+        let prefix = format!("{}:s:{{", self.namespace);
+        let mut keys: Vec<SessionKey> = self
+            .scan(&format!("{prefix}*"))
+            .await?
+            .iter()
+            .filter_map(|k| {
+                k.strip_prefix(&prefix)?
+                    .strip_suffix('}')
+                    .map(SessionKey::from_hex)?
+                    .ok()
+            })
+            .filter(|k| page.after.is_none_or(|after| *k > after))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let now = Timestamp::now();
+        let mut found = Vec::new();
+        for key in keys {
+            let Some(record) = record_from_fields(self.fields(&key).await?)? else {
+                continue;
+            };
+            if record.moved_to.is_none()
+                && filter.state.admits(record.expires_at, now)
+                && (filter.owner.is_none() || record.owner == filter.owner)
+            {
+                found.push(StoredSession { key, record });
+                if found.len() > page.limit {
+                    break;
+                }
+            }
+        }
+        Ok(Page::from_sorted(found, page.limit))
+    }
+
+    async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.owner_key(owner))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("reading the owner index", e))?;
+        let now = Timestamp::now();
+        let mut found = Vec::new();
+        for member in members {
+            let Ok(key) = SessionKey::from_hex(&member) else {
+                continue;
+            };
+            match record_from_fields(self.fields(&key).await?)? {
+                Some(record)
+                    if record.owner.as_deref() == Some(owner) && record.moved_to.is_none() =>
+                {
+                    if !record.is_expired(now) {
+                        found.push(StoredSession { key, record });
+                    }
+                }
+                // Gone, expired away, or owned by someone else now: a stale member.
+                _ => self.remove_owner(owner, &key).await?,
+            }
+        }
+        Ok(found)
+    }
+
+    async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.owner_key(owner))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| redis_error("reading the owner index", e))?;
+        let mut live = 0;
+        for member in members {
+            let Ok(key) = SessionKey::from_hex(&member) else {
+                continue;
+            };
+            let outcome: i64 = DELETE_IF_OWNER
+                .key(self.session_key(&key))
+                .arg(owner)
+                .arg(now_ms())
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(|e| redis_error("revoking an owner's sessions", e))?;
+            if outcome == 1 {
+                live += 1;
+            }
+            self.remove_owner(owner, &key).await?;
+        }
+        Ok(live)
+    }
+}

@@ -1,0 +1,125 @@
+//! The Lua scripts that make each operation atomic on one hash (one slot in a cluster).
+//!
+//! Hash fields: `__c` created, `__e` expires (ms), `__v` version, `__o` owner, `__p` pointer
+//! target (grace period after a cycle), `__m`/`__mu` a cycle in progress and its deadline, and
+//! `d:<name>` for each data key (the prefix keeps data keys from colliding with metadata).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Insert only: a live session or pointer under the key wins (returns 0).
+/// KEYS[1] session; ARGV now, created, expires, version, owner ('' none), then field/value pairs.
+pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local e = redis.call('HGET', KEYS[1], '__e')
+if e and tonumber(e) > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], '__c', ARGV[2], '__e', ARGV[3], '__v', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], '__o', ARGV[5]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1
+",
+    )
+});
+
+/// Update only. Returns {0, 0, ''} gone, {2, 0, ''} a cycle is moving the session (retry), or
+/// {1, version, previous owner}.
+/// KEYS[1] session; ARGV now, expires ('' keep), owner mode ('' keep, '+' set, '-' remove),
+/// owner, cleared ('1'/'0'), number of removed fields, removed fields…, field/value pairs…
+pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local e = redis.call('HGET', KEYS[1], '__e')
+if not e or tonumber(e) <= now or redis.call('HEXISTS', KEYS[1], '__p') == 1 then return {0, 0, ''} end
+local mu = redis.call('HGET', KEYS[1], '__mu')
+if mu and tonumber(mu) > now then return {2, 0, ''} end
+local old_owner = redis.call('HGET', KEYS[1], '__o') or ''
+if ARGV[5] == '1' then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(f, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], f) end
+  end
+end
+local n = tonumber(ARGV[6])
+for i = 7, 6 + n do redis.call('HDEL', KEYS[1], ARGV[i]) end
+for i = 7 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], '__e', ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+end
+if ARGV[3] == '+' then redis.call('HSET', KEYS[1], '__o', ARGV[4])
+elseif ARGV[3] == '-' then redis.call('HDEL', KEYS[1], '__o') end
+local v = redis.call('HINCRBY', KEYS[1], '__v', 1)
+return {1, v, old_owner}
+",
+    )
+});
+
+/// Step 1 of a cycle: marks a live session as moving (applies wait) and returns its fields;
+/// `false` if gone; {'__busy'} if another cycle is moving it.
+/// KEYS[1] old session; ARGV now, new key (hex), move deadline.
+pub(crate) static BEGIN_MOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = tonumber(ARGV[1])
+local e = redis.call('HGET', KEYS[1], '__e')
+if not e or tonumber(e) <= now or redis.call('HEXISTS', KEYS[1], '__p') == 1 then return false end
+local mu = redis.call('HGET', KEYS[1], '__mu')
+if mu and tonumber(mu) > now then return {'__busy'} end
+redis.call('HSET', KEYS[1], '__m', ARGV[2], '__mu', ARGV[3])
+return redis.call('HGETALL', KEYS[1])
+",
+    )
+});
+
+/// Step 3 of a cycle: the old key becomes a pointer (or goes), if this move still owns it.
+/// KEYS[1] old session; ARGV new key (hex), now, grace deadline ('' for none).
+pub(crate) static FINISH_MOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], '__m') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], '__c', ARGV[2], '__e', ARGV[3], '__v', 1, '__p', ARGV[1])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+end
+return 1
+",
+    )
+});
+
+/// Undoes step 1 when the copy could not be made. KEYS[1] old session; ARGV new key (hex).
+pub(crate) static ABORT_MOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], '__m') == ARGV[1] then redis.call('HDEL', KEYS[1], '__m', '__mu') end
+return 1
+",
+    )
+});
+
+/// Deletes a session; returns {deleted (0/1), owner ('' none)}. KEYS[1] session.
+pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local o = redis.call('HGET', KEYS[1], '__o') or ''
+return {redis.call('DEL', KEYS[1]), o}
+",
+    )
+});
+
+/// Deletes a session if it belongs to the owner: 1 deleted live, 0 deleted expired (or gone),
+/// -1 other owner. KEYS[1] session; ARGV owner, now.
+pub(crate) static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], '__o') ~= ARGV[1] then return -1 end
+local e = tonumber(redis.call('HGET', KEYS[1], '__e') or '0')
+redis.call('DEL', KEYS[1])
+if e > tonumber(ARGV[2]) then return 1 else return 0 end
+",
+    )
+});
