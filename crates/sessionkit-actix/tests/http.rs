@@ -72,11 +72,12 @@ async fn serve(manager: SessionManager) -> TestServer {
     TestServer { base, manager }
 }
 
-use sessionkit_testkit::{memory, postgres, sqlite};
+use sessionkit_testkit::{memory, postgres, redis, sqlite};
 
 sessionkit_conformance::http_suite!(actix_memory, serve, memory());
 sessionkit_conformance::http_suite!(actix_sqlite, serve, sqlite());
 sessionkit_conformance::http_suite!(actix_postgres, serve, postgres());
+sessionkit_conformance::http_suite!(actix_redis, serve, redis());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn actix_store_outage_gives_503_then_recovers() {

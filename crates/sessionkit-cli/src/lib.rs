@@ -35,7 +35,8 @@ pub const DEFAULT_STORE: &str = "sqlite://sessionkit-demo.db";
     about = "Set up, inspect, clean, migrate and load-test sessionkit stores; run the demo."
 )]
 pub struct Cli {
-    /// The store: memory:, sqlite://FILE, file:///DIR, redb://FILE, postgres://…, mysql://…
+    /// The store: memory:, sqlite://FILE, file:///DIR, redb://FILE, postgres://…, mysql://…,
+    /// redis://…, redis+cluster://…, memcached://…
     #[arg(long, global = true, env = "SESSIONKIT_STORE", default_value = DEFAULT_STORE)]
     pub store: String,
     /// What to do.

@@ -223,6 +223,17 @@ fn errors_are_one_clear_line() {
     assert!(err.contains("is not a session id"), "{err}");
     let err = failure(sk(dir.path()).args(["--store", "sqlite://s.db?table=x;y", "list"]));
     assert!(err.contains("not a valid table name"), "{err}");
+    for command in [&["list"][..], &["stats"], &["revoke", "--owner", "a"]] {
+        let err = failure(
+            sk(dir.path())
+                .args(["--store", "memcached://127.0.0.1:11211"])
+                .args(command),
+        );
+        assert!(
+            err.starts_with("error: the memcached store cannot"),
+            "{command:?}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -82,6 +82,21 @@ pub async fn mysql() -> Option<Arc<dyn Store>> {
     }
 }
 
+/// A Redis store in a fresh namespace of the test server (`SESSIONKIT_REDIS_URL`).
+///
+/// # Panics
+/// Under `CI=true` when the server is down; on any other open error.
+pub async fn redis() -> Option<Arc<dyn Store>> {
+    let base =
+        std::env::var("SESSIONKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    match sessionkit_redis::RedisStore::open(&format!("{base}?namespace={}", scratch_table())).await
+    {
+        Ok(store) => Some(Arc::new(store)),
+        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable("Redis", &base, err),
+        Err(err) => panic!("opening Redis: {err}"),
+    }
+}
+
 /// A PostgreSQL store reached through a [`CutProxy`], for outage tests.
 ///
 /// # Panics

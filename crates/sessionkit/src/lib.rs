@@ -30,6 +30,8 @@
 //! | `redb` | [`RedbStore`] | `redb://path/to/file.redb` | no (one process per file) |
 //! | `postgres` | [`PostgresStore`] | `postgres://user@host:5432/db` | yes |
 //! | `mysql` | [`MySqlStore`] | `mysql://user@host:3306/db` (or `mariadb://`) | yes |
+//! | `redis` | [`RedisStore`] | `redis://host:6379`, `redis+cluster://h1:p1,h2:p2` | yes |
+//! | `memcached` | [`MemcachedStore`] | `memcached://h1:11211,h2:11211` | yes (no listing, no owner index) |
 //!
 //! `embedded` turns on every store that needs no server.
 //!
@@ -42,10 +44,14 @@ pub use sessionkit_core::*;
 pub use sessionkit_actix as actix;
 #[cfg(feature = "file")]
 pub use sessionkit_file::FileStore;
+#[cfg(feature = "memcached")]
+pub use sessionkit_memcached::MemcachedStore;
 #[cfg(feature = "memory")]
 pub use sessionkit_memory::MemoryStore;
 #[cfg(feature = "redb")]
 pub use sessionkit_redb::RedbStore;
+#[cfg(feature = "redis")]
+pub use sessionkit_redis::RedisStore;
 #[cfg(feature = "mysql")]
 pub use sessionkit_sql::MySqlStore;
 #[cfg(feature = "postgres")]
@@ -69,6 +75,10 @@ pub fn registry() -> Registry {
     sessionkit_redb::register(&mut registry);
     #[cfg(any(feature = "postgres", feature = "mysql"))]
     sessionkit_sql::register(&mut registry);
+    #[cfg(feature = "redis")]
+    sessionkit_redis::register(&mut registry);
+    #[cfg(feature = "memcached")]
+    sessionkit_memcached::register(&mut registry);
     registry
 }
 

@@ -1,0 +1,195 @@
+//! Just enough of the memcached text protocol: `gets`, `add`, `set`, `cas`, `delete`, with a
+//! small connection pool per server and a timeout on every exchange.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sessionkit_core::{Error, Result};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const IDLE_CONNECTIONS: usize = 16;
+
+/// The outcome of a storage command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StoreReply {
+    Stored,
+    /// `add` found the key, or `cas` found it changed.
+    Exists,
+    /// `cas` found no item.
+    NotFound,
+}
+
+/// One memcached server and its idle connections.
+pub(crate) struct Server {
+    pub(crate) address: String,
+    idle: Mutex<Vec<BufReader<TcpStream>>>,
+}
+
+fn unavailable(address: &str, err: impl Into<sessionkit_core::BoxError>) -> Error {
+    Error::unavailable(format!("talking to memcached at {address}"), err)
+}
+
+fn protocol_error(address: &str, line: &str) -> Error {
+    let err = std::io::Error::new(std::io::ErrorKind::InvalidData, line.trim_end().to_owned());
+    if line.contains("too large") {
+        Error::TooLarge {
+            what: "session item (memcached refused it)".into(),
+            size: 0,
+            limit: 0,
+        }
+    } else {
+        Error::backend(format!("memcached at {address} answered unexpectedly"), err)
+    }
+}
+
+impl Server {
+    pub(crate) fn new(address: String) -> Self {
+        Self {
+            address,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn connection(&self) -> Result<BufReader<TcpStream>> {
+        let pooled = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => {
+                let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(&self.address))
+                    .await
+                    .map_err(|e| unavailable(&self.address, e))?
+                    .map_err(|e| unavailable(&self.address, e))?;
+                let _ = stream.set_nodelay(true);
+                Ok(BufReader::new(stream))
+            }
+        }
+    }
+
+    fn give_back(&self, conn: BufReader<TcpStream>) {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < IDLE_CONNECTIONS {
+            idle.push(conn);
+        }
+    }
+
+    /// Sends `request` and reads the reply with `read`; a connection that failed is dropped.
+    async fn exchange<T>(
+        &self,
+        request: &[u8],
+        read: impl AsyncFnOnce(&mut BufReader<TcpStream>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.connection().await?;
+        let result = tokio::time::timeout(TIMEOUT, async {
+            conn.get_mut()
+                .write_all(request)
+                .await
+                .map_err(|e| unavailable(&self.address, e))?;
+            read(&mut conn).await
+        })
+        .await
+        .map_err(|e| unavailable(&self.address, e))?;
+        match &result {
+            Err(err) if err.kind() == sessionkit_core::ErrorKind::Unavailable => {}
+            _ => self.give_back(conn),
+        }
+        result
+    }
+
+    /// `gets`: the value and its cas token, or `None`.
+    pub(crate) async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>> {
+        let address = self.address.clone();
+        self.exchange(format!("gets {key}\r\n").as_bytes(), async move |conn| {
+            let line = read_line(conn, &address).await?;
+            if line == "END\r\n" {
+                return Ok(None);
+            }
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            let (Some(&"VALUE"), Some(bytes), Some(cas)) =
+                (parts.first(), parts.get(3), parts.get(4))
+            else {
+                return Err(protocol_error(&address, &line));
+            };
+            let (Ok(bytes), Ok(cas)) = (bytes.parse::<usize>(), cas.parse::<u64>()) else {
+                return Err(protocol_error(&address, &line));
+            };
+            let mut value = vec![0u8; bytes + 2];
+            conn.read_exact(&mut value)
+                .await
+                .map_err(|e| unavailable(&address, e))?;
+            value.truncate(bytes);
+            let end = read_line(conn, &address).await?;
+            if end != "END\r\n" {
+                return Err(protocol_error(&address, &end));
+            }
+            Ok(Some((value, cas)))
+        })
+        .await
+    }
+
+    /// `add`, `set` or `cas <token>` of `value` with `exptime`.
+    pub(crate) async fn store(
+        &self,
+        command: &str,
+        key: &str,
+        value: &[u8],
+        exptime: i64,
+        cas: Option<u64>,
+    ) -> Result<StoreReply> {
+        let mut request = match cas {
+            Some(token) => format!("{command} {key} 0 {exptime} {} {token}\r\n", value.len()),
+            None => format!("{command} {key} 0 {exptime} {}\r\n", value.len()),
+        }
+        .into_bytes();
+        request.extend_from_slice(value);
+        request.extend_from_slice(b"\r\n");
+        let address = self.address.clone();
+        self.exchange(&request, async move |conn| {
+            let line = read_line(conn, &address).await?;
+            match line.as_str() {
+                "STORED\r\n" => Ok(StoreReply::Stored),
+                "NOT_STORED\r\n" | "EXISTS\r\n" => Ok(StoreReply::Exists),
+                "NOT_FOUND\r\n" => Ok(StoreReply::NotFound),
+                other => Err(protocol_error(&address, other)),
+            }
+        })
+        .await
+    }
+
+    /// `delete`: whether the key was there.
+    pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
+        let address = self.address.clone();
+        self.exchange(format!("delete {key}\r\n").as_bytes(), async move |conn| {
+            let line = read_line(conn, &address).await?;
+            match line.as_str() {
+                "DELETED\r\n" => Ok(true),
+                "NOT_FOUND\r\n" => Ok(false),
+                other => Err(protocol_error(&address, other)),
+            }
+        })
+        .await
+    }
+}
+
+async fn read_line(conn: &mut BufReader<TcpStream>, address: &str) -> Result<String> {
+    let mut line = String::new();
+    let read = conn
+        .read_line(&mut line)
+        .await
+        .map_err(|e| unavailable(address, e))?;
+    if read == 0 {
+        return Err(unavailable(
+            address,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"),
+        ));
+    }
+    Ok(line)
+}
