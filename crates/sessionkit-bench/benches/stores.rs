@@ -125,6 +125,175 @@ fn stores(c: &mut Criterion) {
     }
 }
 
+/// Redis (standalone and cluster) and Memcached, each test in its own namespace.
+fn cache_stores(c: &mut Criterion) {
+    let runtime = runtime();
+    let ns = sessionkit_sql::testing::scratch_table();
+    let open = |url: String| runtime.block_on(sessionkit::open(&url));
+    match open(format!("redis://127.0.0.1:6379?namespace={ns}")) {
+        Ok(store) => bench_store(c, &runtime, "redis", store),
+        Err(err) => eprintln!("no redis numbers: {err}"),
+    }
+    match open(format!(
+        "redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003?namespace={ns}"
+    )) {
+        Ok(store) => bench_store(c, &runtime, "redis-cluster", store),
+        Err(err) => eprintln!("no redis cluster numbers: {err}"),
+    }
+    match open(format!(
+        "memcached://127.0.0.1:11211,127.0.0.1:11212?namespace={ns}"
+    )) {
+        Ok(store) => bench_store(c, &runtime, "memcached", store),
+        Err(err) => eprintln!("no memcached numbers: {err}"),
+    }
+}
+
+/// The raw drivers: redis-rs (multiplexed, the store's driver) and fred (the candidate it was
+/// measured against) doing one HGETALL and one HSET of a session-sized hash; and a bare socket
+/// doing Memcached's get and cas-free set.
+fn floor_caches(c: &mut Criterion) {
+    use fred::prelude::{ClientLike, HashesInterface};
+    let runtime = runtime();
+    let key = "sessionkit-bench:floor";
+    let fields: Vec<(&str, Vec<u8>)> = vec![
+        ("__c", b"1".to_vec()),
+        ("__e", b"9999999999999".to_vec()),
+        ("d:profile", vec![b'p'; 150]),
+        ("d:counter", vec![0; 8]),
+    ];
+    let Ok(client) = redis::Client::open("redis://127.0.0.1:6379") else {
+        return;
+    };
+    let Ok(mut conn) = runtime.block_on(client.get_multiplexed_async_connection()) else {
+        return;
+    };
+    runtime
+        .block_on(
+            redis::cmd("HSET")
+                .arg(key)
+                .arg(&fields)
+                .query_async::<()>(&mut conn),
+        )
+        .expect("seed");
+    let mut group = c.benchmark_group("floor-redis");
+    group.bench_function("redis-rs HGETALL", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("HGETALL")
+                    .arg(key)
+                    .query_async::<Vec<Vec<u8>>>(&mut conn)
+                    .await
+                    .expect("hgetall")
+            }
+        })
+    });
+    group.bench_function("redis-rs HSET", |b| {
+        b.to_async(&runtime).iter(|| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("HSET")
+                    .arg(key)
+                    .arg("d:counter")
+                    .arg(&[1u8; 8][..])
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .expect("hset")
+            }
+        })
+    });
+    let fred_client = fred::prelude::Builder::default_centralized()
+        .build()
+        .expect("fred client");
+    runtime.block_on(fred_client.init()).expect("fred connect");
+    group.bench_function("fred HGETALL", |b| {
+        b.to_async(&runtime).iter(|| async {
+            fred_client
+                .hgetall::<std::collections::HashMap<String, Vec<u8>>, _>(key)
+                .await
+                .expect("hgetall")
+        })
+    });
+    group.bench_function("fred HSET", |b| {
+        b.to_async(&runtime).iter(|| async {
+            fred_client
+                .hset::<(), _, _>(key, ("d:counter", vec![1u8; 8]))
+                .await
+                .expect("hset")
+        })
+    });
+    for (name, concurrent) in [("redis-rs", true), ("fred", false)] {
+        group.bench_function(format!("{name} HGETALL x64 concurrent, per op"), |b| {
+            b.to_async(&runtime).iter_custom(|iters| {
+                let (conn, fred_client) = (conn.clone(), fred_client.clone());
+                async move {
+                    let started = Instant::now();
+                    let batches = iters.div_ceil(64);
+                    for _ in 0..batches {
+                        let tasks: Vec<_> = (0..64)
+                            .map(|_| {
+                                let (mut conn, fred_client) = (conn.clone(), fred_client.clone());
+                                tokio::spawn(async move {
+                                    if concurrent {
+                                        let _: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                                            .arg(key)
+                                            .query_async(&mut conn)
+                                            .await
+                                            .expect("hgetall");
+                                    } else {
+                                        let _: std::collections::HashMap<String, Vec<u8>> =
+                                            fred_client.hgetall(key).await.expect("hgetall");
+                                    }
+                                })
+                            })
+                            .collect();
+                        for task in tasks {
+                            task.await.expect("task");
+                        }
+                    }
+                    started
+                        .elapsed()
+                        .mul_f64(iters as f64 / (batches * 64) as f64)
+                }
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("floor-memcached");
+    let value = seeded_record().to_blob().expect("blob");
+    let Ok(stream) = runtime.block_on(tokio::net::TcpStream::connect("127.0.0.1:11211")) else {
+        return;
+    };
+    let stream = std::sync::Arc::new(tokio::sync::Mutex::new(tokio::io::BufReader::new(stream)));
+    let exchange = |request: Vec<u8>, until: &'static [u8]| {
+        let stream = std::sync::Arc::clone(&stream);
+        async move {
+            use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+            let mut stream = stream.lock().await;
+            stream.get_mut().write_all(&request).await.expect("write");
+            let mut reply = Vec::new();
+            while !reply.ends_with(until) {
+                stream.read_until(b'\n', &mut reply).await.expect("read");
+            }
+            reply
+        }
+    };
+    let mut set = format!("set sessionkit-bench:floor 0 3600 {}\r\n", value.len()).into_bytes();
+    set.extend_from_slice(&value);
+    set.extend_from_slice(b"\r\n");
+    runtime.block_on(exchange(set.clone(), b"STORED\r\n"));
+    group.bench_function("get", |b| {
+        b.to_async(&runtime)
+            .iter(|| exchange(b"gets sessionkit-bench:floor\r\n".to_vec(), b"END\r\n"))
+    });
+    group.bench_function("set", |b| {
+        b.to_async(&runtime)
+            .iter(|| exchange(set.clone(), b"STORED\r\n"))
+    });
+    group.finish();
+}
+
 /// sqlx running the store's own statements on the store's own table, without the store.
 fn floor_sql(c: &mut Criterion) {
     use sqlx::AssertSqlSafe;
@@ -452,6 +621,6 @@ fn floor_redb(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = stores, floor_sqlite, floor_file, floor_redb, floor_sql, layout_postgres
+    targets = stores, floor_sqlite, floor_file, floor_redb, floor_sql, layout_postgres, cache_stores, floor_caches
 }
 criterion_main!(benches);
