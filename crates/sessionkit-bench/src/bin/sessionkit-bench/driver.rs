@@ -1,0 +1,408 @@
+//! Runs both libraries in turn and measures them with wrk; checks their correctness side by side.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+const LIBS: [&str; 2] = ["sessionkit", "tower-sessions"];
+const ROUTES: [&str; 3] = ["none", "read", "incr"];
+const PORT: u16 = 38123;
+const COOKIES: usize = 1000;
+
+/// wrk's Lua: each request carries the next of the pre-created cookies.
+const ROTATE_LUA: &str = r#"
+local cookies = {}
+for line in io.lines(os.getenv("COOKIES_FILE")) do cookies[#cookies + 1] = line end
+local i = math.random(#cookies)
+request = function()
+  i = i % #cookies + 1
+  return wrk.format("GET", nil, { ["Cookie"] = cookies[i] })
+end
+"#;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn base() -> String {
+    format!("http://127.0.0.1:{PORT}")
+}
+
+async fn start(lib: &str, store: &str, workdir: &Path) -> Server {
+    let exe = std::env::current_exe().expect("own path");
+    let child = Command::new(exe)
+        .args([
+            "serve",
+            "--lib",
+            lib,
+            "--store",
+            store,
+            "--port",
+            &PORT.to_string(),
+        ])
+        .current_dir(workdir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the server");
+    let server = Server(child);
+    let started = Instant::now();
+    while reqwest::get(format!("{}/none", base())).await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{lib} on {store} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server
+}
+
+/// A new session per call (GET /incr without a cookie); returns its `id=…` cookie.
+async fn new_session(client: &reqwest::Client) -> String {
+    let response = client
+        .get(format!("{}/incr", base()))
+        .send()
+        .await
+        .expect("GET /incr");
+    let header = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a new session sets a cookie");
+    header.split(';').next().unwrap_or_default().to_owned()
+}
+
+async fn get(client: &reqwest::Client, path: &str, cookie: &str) -> String {
+    let response = client
+        .get(format!("{}{path}", base()))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("GET");
+    response.text().await.unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Sample {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn duration_ms(text: &str) -> f64 {
+    let number = |suffix: &str| {
+        text.trim_end_matches(suffix)
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+    };
+    if text.ends_with("us") {
+        number("us") / 1000.0
+    } else if text.ends_with("ms") {
+        number("ms")
+    } else if text.ends_with('s') {
+        number("s") * 1000.0
+    } else {
+        f64::NAN
+    }
+}
+
+fn wrk(route: &str, seconds: u32, lua: &Path, cookies: &Path) -> Sample {
+    let output = Command::new("wrk")
+        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
+        .arg(lua)
+        .arg(format!("{}/{route}", base()))
+        .env("COOKIES_FILE", cookies)
+        .output()
+        .expect("run wrk (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut sample = Sample {
+        requests_per_second: 0.0,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        errors: 0,
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", rate] => sample.requests_per_second = rate.parse().unwrap_or(0.0),
+            ["50%", latency] => sample.p50_ms = duration_ms(latency),
+            ["99%", latency] => sample.p99_ms = duration_ms(latency),
+            ["Non-2xx", "or", "3xx", "responses:", n] => {
+                sample.errors += n.parse::<u64>().unwrap_or(0)
+            }
+            ["Socket", "errors:", rest @ ..] => {
+                sample.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            _ => {}
+        }
+    }
+    sample
+}
+
+fn median(mut samples: Vec<Sample>) -> Sample {
+    samples.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
+    samples[samples.len() / 2]
+}
+
+#[derive(Serialize)]
+struct Row {
+    store: String,
+    route: String,
+    lib: String,
+    median: Sample,
+    runs: Vec<Sample>,
+}
+
+pub(crate) async fn run(stores: &str, seconds: u32, runs: usize) {
+    let workdir = tempdir();
+    let lua = workdir.join("rotate.lua");
+    std::fs::write(&lua, ROTATE_LUA).expect("write rotate.lua");
+    let cookies_file = workdir.join("cookies.txt");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut rows: Vec<Row> = Vec::new();
+    for store in stores.split(',') {
+        for lib in LIBS {
+            let server = start(lib, store, &workdir).await;
+            let mut cookies = Vec::with_capacity(COOKIES);
+            for _ in 0..COOKIES {
+                cookies.push(new_session(&client).await);
+            }
+            std::fs::write(&cookies_file, cookies.join("\n")).expect("write cookies");
+            for route in ROUTES {
+                let samples: Vec<Sample> = (0..runs.max(1))
+                    .map(|_| wrk(route, seconds, &lua, &cookies_file))
+                    .collect();
+                let median = median(samples.clone());
+                eprintln!(
+                    "{store:>8} /{route:<5} {lib:<15} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+                    median.requests_per_second, median.p50_ms, median.p99_ms, median.errors
+                );
+                rows.push(Row {
+                    store: store.into(),
+                    route: route.into(),
+                    lib: lib.into(),
+                    median,
+                    runs: samples,
+                });
+            }
+            drop(server);
+        }
+    }
+    let mut table = String::from(
+        "| store | route | sessionkit req/s | p50 | p99 | tower-sessions req/s | p50 | p99 | ratio |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for store in stores.split(',') {
+        for route in ROUTES {
+            let find = |lib: &str| {
+                rows.iter()
+                    .find(|r| r.store == store && r.route == route && r.lib == lib)
+                    .map(|r| r.median)
+            };
+            if let (Some(a), Some(b)) = (find("sessionkit"), find("tower-sessions")) {
+                let _ = writeln!(
+                    table,
+                    "| {store} | /{route} | {:.0} | {:.2} ms | {:.2} ms | {:.0} | {:.2} ms | {:.2} ms | **{:.2}×** |",
+                    a.requests_per_second,
+                    a.p50_ms,
+                    a.p99_ms,
+                    b.requests_per_second,
+                    b.p50_ms,
+                    b.p99_ms,
+                    a.requests_per_second / b.requests_per_second.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
+    }
+    println!("{table}");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    std::fs::write(
+        docs.join("bench-results.json"),
+        serde_json::to_string_pretty(&rows).expect("json"),
+    )
+    .expect("write results");
+    chart(&rows, &docs.join("bench-chart.svg"));
+    eprintln!("wrote docs/bench-results.json and docs/bench-chart.svg");
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sessionkit-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("work dir");
+    dir
+}
+
+/// Grouped bars of req/s per store, one panel per session route.
+fn chart(rows: &[Row], path: &Path) {
+    use plotters::prelude::*;
+    let stores: Vec<String> = rows
+        .iter()
+        .map(|r| r.store.clone())
+        .fold(Vec::new(), |mut v, s| {
+            if !v.contains(&s) {
+                v.push(s);
+            }
+            v
+        });
+    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    let _ = root.fill(&WHITE);
+    let panels = root.split_evenly((2, 1));
+    for (panel, route) in panels.iter().zip(["read", "incr"]) {
+        let top = rows
+            .iter()
+            .filter(|r| r.route == route)
+            .map(|r| r.median.requests_per_second)
+            .fold(1.0, f64::max);
+        let Ok(mut chart) = ChartBuilder::on(panel)
+            .caption(
+                format!("GET /{route}: requests per second (wrk, 2 threads, 64 connections)"),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..(stores.len() * 3) as f64, 0f64..top * 1.15)
+        else {
+            continue;
+        };
+        let labels = stores.clone();
+        let _ = chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(stores.len() * 3)
+            .x_label_formatter(&|x| {
+                let i = (*x / 3.0).floor() as usize;
+                if (*x - (i as f64 * 3.0) - 1.0).abs() < 0.01 {
+                    labels.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .draw();
+        for (i, store) in stores.iter().enumerate() {
+            for (j, (lib, color)) in [
+                ("sessionkit", RGBColor(31, 119, 180)),
+                ("tower-sessions", RGBColor(255, 127, 14)),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if let Some(row) = rows
+                    .iter()
+                    .find(|r| r.store == *store && r.route == route && r.lib == lib)
+                {
+                    let x = (i * 3 + j) as f64 + 0.5;
+                    let _ = chart.draw_series(std::iter::once(Rectangle::new(
+                        [(x, 0.0), (x + 0.9, row.median.requests_per_second)],
+                        color.filled(),
+                    )));
+                }
+            }
+        }
+        let _ = chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, 0.0), (0.0, 0.0)],
+                RGBColor(31, 119, 180).filled(),
+            )))
+            .map(|s| {
+                s.label("sessionkit").legend(|(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 5), (x + 10, y + 5)],
+                        RGBColor(31, 119, 180).filled(),
+                    )
+                })
+            });
+        let _ = chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, 0.0), (0.0, 0.0)],
+                RGBColor(255, 127, 14).filled(),
+            )))
+            .map(|s| {
+                s.label("tower-sessions").legend(|(x, y)| {
+                    Rectangle::new(
+                        [(x, y - 5), (x + 10, y + 5)],
+                        RGBColor(255, 127, 14).filled(),
+                    )
+                })
+            });
+        let _ = chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw();
+    }
+    let _ = root.present();
+}
+
+pub(crate) async fn correctness(stores: &str, trials: usize) {
+    let workdir = tempdir();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(128)
+        .build()
+        .expect("client");
+    println!(
+        "| store | library | keys surviving 100 concurrent /add (min / median / max of {trials}) | slow request racing a logout: session back? |"
+    );
+    println!("|---|---|---|---|");
+    for store in stores.split(',') {
+        for lib in LIBS {
+            let _server = start(lib, store, &workdir).await;
+            let mut surviving = Vec::new();
+            for _ in 0..trials {
+                let cookie = new_session(&client).await;
+                let adds: Vec<_> = (0..100)
+                    .map(|i| {
+                        let (client, cookie) = (client.clone(), cookie.clone());
+                        tokio::spawn(
+                            async move { get(&client, &format!("/add/k{i}"), &cookie).await },
+                        )
+                    })
+                    .collect();
+                for add in adds {
+                    let _ = add.await;
+                }
+                surviving.push(
+                    get(&client, "/count/100", &cookie)
+                        .await
+                        .trim()
+                        .parse::<usize>()
+                        .unwrap_or(0),
+                );
+            }
+            surviving.sort_unstable();
+            let mut back = 0;
+            for _ in 0..trials {
+                let cookie = new_session(&client).await;
+                let slow = {
+                    let (client, cookie) = (client.clone(), cookie.clone());
+                    tokio::spawn(async move { get(&client, "/slow-add/late/400", &cookie).await })
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                get(&client, "/logout", &cookie).await;
+                let _ = slow.await;
+                if get(&client, "/read", &cookie).await.trim() != "0" {
+                    back += 1;
+                }
+            }
+            println!(
+                "| {store} | {lib} | {} / {} / {} | back in {back} of {trials} trials |",
+                surviving[0],
+                surviving[surviving.len() / 2],
+                surviving[surviving.len() - 1]
+            );
+        }
+    }
+}
