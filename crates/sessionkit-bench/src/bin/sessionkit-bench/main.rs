@@ -228,8 +228,7 @@ mod ts {
             "redis" => {
                 use tower_sessions_redis_store::fred::prelude::*;
                 let pool = Pool::new(Config::default(), None, None, None, 6).expect("fred pool");
-                let _ = pool.connect();
-                pool.wait_for_connect().await.expect("redis");
+                pool.init().await.expect("redis");
                 routes(tower_sessions_redis_store::RedisStore::new(pool))
             }
             other => panic!("unknown store {other}"),
