@@ -49,8 +49,10 @@
 //!      pointing at it for the grace period, then is gone;
 //!    - `destroy()` → the session is deleted and the cookie removed;
 //!    - otherwise → `apply(change)`, atomic and update-only.
-//! 5. **Expiry.** Each write moves the deadline to `now + idle timeout`, capped at
-//!    `created + absolute lifetime`. Expired sessions are invisible at once and deleted later by
+//! 5. **Expiry.** Activity moves the deadline to `now + idle timeout`, capped at
+//!    `created + absolute lifetime`, whenever that moves it by at least the touch fraction of
+//!    the idle window (10 % by default; reads and writes alike), so a session may expire up to
+//!    that fraction early and a busy session rewrites its deadline rarely. Expired sessions are invisible at once and deleted later by
 //!    the [`CleanupPolicy`] (background task, 1-in-N loads, or the CLI's `purge`).
 //!
 //! ## Concurrency guarantee

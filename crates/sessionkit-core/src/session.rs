@@ -687,11 +687,16 @@ impl Session {
             new_id = Some(cycled);
         }
         let target = manager.deadline(now, current.created_at, expiry);
-        if !loaded.change.is_empty() || new_id.is_some() {
-            if target != current.expires_at {
-                loaded.change.expires_at = Some(target);
-            }
-        } else if manager.touch_due(current.expires_at, target, expiry) {
+        // The deadline moves on writes under the same throttle as on reads: only when it would
+        // move by the touch fraction of the idle window. Every store indexes the deadline, so
+        // an unchanged one keeps a write small (a heap-only update on PostgreSQL). A new
+        // expiry setting or a new id always writes the deadline it implies.
+        let expiry_changed = loaded.change.set.contains_key(EXPIRY_KEY)
+            || loaded.change.removed.contains(EXPIRY_KEY)
+            || loaded.change.cleared;
+        let due = manager.touch_due(current.expires_at, target, expiry)
+            || ((expiry_changed || new_id.is_some()) && target != current.expires_at);
+        if due {
             loaded.change.expires_at = Some(target);
         }
         let moved = loaded.change.expires_at.is_some();

@@ -249,6 +249,53 @@ impl Fixture {
 }
 
 #[tokio::test]
+async fn writes_move_the_deadline_under_the_same_throttle_as_reads() {
+    let fx = Fixture::new();
+    let manager = fx.manager(); // idle 1 h, touch fraction 0.1 = 6 minutes
+    let cookie = start(&manager).await;
+    let first = manager
+        .session(Some(&cookie))
+        .expires_at()
+        .await
+        .expect("load")
+        .expect("stored");
+
+    fx.clock.advance(Duration::from_secs(60));
+    let session = manager.session(Some(&cookie));
+    session.insert("n", &1).await.expect("insert");
+    assert_eq!(
+        session.commit().await.expect("commit").cookie,
+        CookieUpdate::Unchanged,
+        "1 minute in: data only"
+    );
+    assert_eq!(
+        manager
+            .session(Some(&cookie))
+            .expires_at()
+            .await
+            .expect("load"),
+        Some(first)
+    );
+
+    fx.clock.advance(Duration::from_secs(6 * 60));
+    let session = manager.session(Some(&cookie));
+    session.insert("n", &2).await.expect("insert");
+    let committed = session.commit().await.expect("commit");
+    assert!(
+        matches!(committed.cookie, CookieUpdate::Set { .. }),
+        "7 minutes in: the deadline moves"
+    );
+    assert_eq!(
+        manager
+            .session(Some(&cookie))
+            .expires_at()
+            .await
+            .expect("load"),
+        Some(fx.clock_now().saturating_add(HOUR))
+    );
+}
+
+#[tokio::test]
 async fn idle_sessions_expire_and_their_id_is_not_reused() {
     let fx = Fixture::new();
     let manager = fx.manager();
