@@ -89,7 +89,7 @@ async fn get(client: &reqwest::Client, path: &str, cookie: &str) -> String {
     response.text().await.unwrap_or_default()
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
 struct Sample {
     requests_per_second: f64,
     p50_ms: f64,
@@ -155,7 +155,7 @@ fn median(mut samples: Vec<Sample>) -> Sample {
     samples[samples.len() / 2]
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, serde::Deserialize)]
 struct Row {
     store: String,
     route: String,
@@ -273,25 +273,25 @@ fn chart(rows: &[Row], path: &Path) {
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..(stores.len() * 3) as f64, 0f64..top * 1.15)
+            .build_cartesian_2d(
+                0f64..(stores.len() * 3) as f64,
+                (100f64..top * 2.0).log_scale(),
+            )
         else {
             continue;
         };
-        let labels = stores.clone();
         let _ = chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(stores.len() * 3)
-            .x_label_formatter(&|x| {
-                let i = (*x / 3.0).floor() as usize;
-                if (*x - (i as f64 * 3.0) - 1.0).abs() < 0.01 {
-                    labels.get(i).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_labels(0)
+            .y_desc("req/s (log scale)")
             .draw();
         for (i, store) in stores.iter().enumerate() {
+            let _ = chart.draw_series(std::iter::once(Text::new(
+                store.clone(),
+                (i as f64 * 3.0 + 0.6, 190.0),
+                ("sans-serif", 14),
+            )));
             for (j, (lib, color)) in [
                 ("sessionkit", RGBColor(31, 119, 180)),
                 ("tower-sessions", RGBColor(255, 127, 14)),
@@ -305,7 +305,10 @@ fn chart(rows: &[Row], path: &Path) {
                 {
                     let x = (i * 3 + j) as f64 + 0.5;
                     let _ = chart.draw_series(std::iter::once(Rectangle::new(
-                        [(x, 0.0), (x + 0.9, row.median.requests_per_second)],
+                        [
+                            (x, 250.0),
+                            (x + 0.9, row.median.requests_per_second.max(250.0)),
+                        ],
                         color.filled(),
                     )));
                 }
@@ -344,6 +347,15 @@ fn chart(rows: &[Row], path: &Path) {
             .draw();
     }
     let _ = root.present();
+}
+
+/// Redraws `docs/bench-chart.svg` from `docs/bench-results.json`.
+pub(crate) fn redraw() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let text = std::fs::read_to_string(docs.join("bench-results.json"))
+        .expect("read docs/bench-results.json");
+    let rows: Vec<Row> = serde_json::from_str(&text).expect("parse the results");
+    chart(&rows, &docs.join("bench-chart.svg"));
 }
 
 pub(crate) async fn correctness(stores: &str, trials: usize) {

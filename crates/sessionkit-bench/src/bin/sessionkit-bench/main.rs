@@ -7,6 +7,7 @@
 //!   sessionkit / tower-sessions ratios; writes `docs/bench-results.json` and `docs/bench-chart.svg`.
 //! - `sessionkit-bench correctness [--stores …] [--trials 10]`: 100 concurrent `/add/{k}` on one
 //!   cookie (how many keys survive), and a slow request racing a logout (does the session come back).
+//! - `sessionkit-bench chart`: redraws the chart from the saved results.
 //!
 //! Needs `wrk` (Debian package) and the servers of the stores asked for.
 
@@ -51,6 +52,8 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         trials: usize,
     },
+    /// Redraws docs/bench-chart.svg from docs/bench-results.json.
+    Chart,
 }
 
 const PROFILE: &str = "Alice Example <alice@example.com>; roles=customer,beta; locale=en-GB; theme=dark; \
@@ -257,5 +260,6 @@ async fn main() {
             runs,
         } => driver::run(&stores, seconds, runs).await,
         Command::Correctness { stores, trials } => driver::correctness(&stores, trials).await,
+        Command::Chart => driver::redraw(),
     }
 }
