@@ -112,6 +112,21 @@ pub fn split_options(url: &str) -> (&str, Vec<(String, String)>) {
     }
 }
 
+/// The path of a URL that names only a path (`file:///dir`, `redb://file.redb`).
+///
+/// # Errors
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) for a URL without a path or with options;
+/// `example` shows the expected form.
+pub fn path_only<'a>(url: &'a str, example: &str) -> Result<&'a str> {
+    let (path, options) = split_options(url);
+    if path.is_empty() || !options.is_empty() {
+        return Err(Error::config(format!(
+            "{url:?}: expected {example} with no options"
+        )));
+    }
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -440,6 +440,20 @@ pub fn validate_table_name(name: &str) -> Result<&str> {
     }
 }
 
+/// Runs blocking store work (file I/O, an embedded database) on Tokio's blocking pool, for
+/// stores whose driver is synchronous. A panic in `work` becomes a `Backend` error naming `store`.
+///
+/// # Errors
+/// Whatever `work` returns, or `Backend` if it panicked.
+pub async fn blocking<T: Send + 'static>(
+    store: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::backend(format!("a blocking {store} task failed"), e))?
+}
+
 /// Shorthand for the error an unsupported operation returns.
 pub fn unsupported(store: &'static str, operation: &'static str) -> Error {
     Error::Unsupported { store, operation }

@@ -42,7 +42,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sessionkit_core::registry::split_options;
+use sessionkit_core::registry::path_only;
+use sessionkit_core::store::blocking;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, Page, PageRequest, Record,
     Registry, Result, SessionId, SessionKey, Store, StoredSession, Timestamp, async_trait,
@@ -70,14 +71,6 @@ fn io_error(context: impl Into<String>, err: std::io::Error) -> Error {
     }
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::backend("a blocking file task failed", e))?
-}
-
 impl FileStore {
     /// Opens (creating if needed) a store rooted at `root`.
     ///
@@ -98,12 +91,7 @@ impl FileStore {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without a path or with
     /// options; otherwise as [`FileStore::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
-        let (path, options) = split_options(url);
-        if path.is_empty() || !options.is_empty() {
-            return Err(Error::config(format!(
-                "{url:?}: expected file:///path/to/dir with no options"
-            )));
-        }
+        let path = path_only(url, "file:///path/to/dir")?;
         Self::open(path).await
     }
 
@@ -338,7 +326,7 @@ impl Store for FileStore {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
         let (store, key, record) = (self.clone(), *key, record.clone());
-        blocking(move || {
+        blocking("file", move || {
             let _lock = store.lock_shard(&store.shard_dir(&key))?;
             let existing = store.read(&key)?;
             if existing
@@ -355,7 +343,7 @@ impl Store for FileStore {
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         let (store, key) = (self.clone(), *key);
-        blocking(move || {
+        blocking("file", move || {
             Ok(store
                 .read(&key)?
                 .filter(|r| !r.is_expired(Timestamp::now())))
@@ -365,7 +353,7 @@ impl Store for FileStore {
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         let (store, key, change) = (self.clone(), *key, change.clone());
-        blocking(move || {
+        blocking("file", move || {
             let _lock = store.lock_shard(&store.shard_dir(&key))?;
             let Some(mut record) = FileStore::live(store.read(&key)?, Timestamp::now()) else {
                 return Ok(ApplyOutcome::Gone);
@@ -382,7 +370,7 @@ impl Store for FileStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let (store, key) = (self.clone(), *key);
-        blocking(move || {
+        blocking("file", move || {
             let _lock = store.lock_shard(&store.shard_dir(&key))?;
             let existed = store.session_path(&key).exists();
             store.delete_locked(&key)?;
@@ -398,7 +386,7 @@ impl Store for FileStore {
         grace_until: Option<Timestamp>,
     ) -> Result<CycleOutcome> {
         let (store, old, new) = (self.clone(), *old, *new);
-        blocking(move || {
+        blocking("file", move || {
             let _locks = store.lock_two(&old, &new)?;
             let now = Timestamp::now();
             let Some(mut record) = FileStore::live(store.read(&old)?, now) else {
@@ -425,7 +413,7 @@ impl Store for FileStore {
 
     async fn setup(&self) -> Result<()> {
         let store = self.clone();
-        blocking(move || {
+        blocking("file", move || {
             for dir in [store.sessions_dir(), store.root.join("owners")] {
                 fs::create_dir_all(&dir)
                     .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
@@ -439,11 +427,11 @@ impl Store for FileStore {
         let mut total = 0;
         for shard in {
             let store = self.clone();
-            blocking(move || store.shards()).await?
+            blocking("file", move || store.shards()).await?
         } {
             let store = self.clone();
             // One shard per blocking task and lock hold: cleanup never stalls writers for long.
-            total += blocking(move || {
+            total += blocking("file", move || {
                 let now = Timestamp::now();
                 let expired: Vec<SessionKey> = store
                     .keys_in(&shard)?
@@ -479,7 +467,7 @@ impl Store for FileStore {
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
         let (store, filter) = (self.clone(), filter.clone());
-        blocking(move || {
+        blocking("file", move || {
             let now = Timestamp::now();
             let start = page.after.map(|k| k.to_hex()[..2].to_owned());
             let mut found = Vec::new();
@@ -517,7 +505,7 @@ impl Store for FileStore {
 
     async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
         let (store, owner) = (self.clone(), owner.to_owned());
-        blocking(move || {
+        blocking("file", move || {
             let dir = store.owner_dir(&owner);
             let markers: Vec<SessionKey> = match fs::read_dir(&dir) {
                 Ok(entries) => entries
@@ -561,7 +549,7 @@ impl Store for FileStore {
         let now = Timestamp::now();
         let sessions = self.by_owner(owner).await?;
         let (store, owner) = (self.clone(), owner.to_owned());
-        blocking(move || {
+        blocking("file", move || {
             let mut live = 0;
             for session in sessions {
                 let _lock = store.lock_shard(&store.shard_dir(&session.key))?;

@@ -27,7 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
-use sessionkit_core::registry::split_options;
+use sessionkit_core::registry::path_only;
+use sessionkit_core::store::blocking;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
     Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
@@ -69,14 +70,6 @@ fn db_error(context: &str, err: impl Into<redb::Error>) -> Error {
         redb::Error::Io(io) => Error::unavailable(context.to_owned(), io),
         other => Error::backend(context.to_owned(), other),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::backend("a blocking redb task failed", e))?
 }
 
 /// The tables of one write transaction.
@@ -226,7 +219,7 @@ impl RedbStore {
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         let opened = path.clone();
-        let db = blocking(move || {
+        let db = blocking("redb", move || {
             Database::create(&opened)
                 .map_err(|e| db_error(&format!("opening {}", opened.display()), e))
         })
@@ -245,12 +238,7 @@ impl RedbStore {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without a path or with
     /// options; otherwise as [`RedbStore::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
-        let (path, options) = split_options(url);
-        if path.is_empty() || !options.is_empty() {
-            return Err(Error::config(format!(
-                "{url:?}: expected redb://path/to/file.redb with no options"
-            )));
-        }
+        let path = path_only(url, "redb://path/to/file.redb")?;
         Self::open(path).await
     }
 
@@ -264,7 +252,7 @@ impl RedbStore {
         work: impl FnOnce(&mut Tables<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let db = Arc::clone(&self.db);
-        blocking(move || {
+        blocking("redb", move || {
             let txn = db
                 .begin_write()
                 .map_err(|e| db_error("starting a write", e))?;
@@ -290,7 +278,7 @@ impl RedbStore {
         + 'static,
     ) -> Result<T> {
         let db = Arc::clone(&self.db);
-        blocking(move || {
+        blocking("redb", move || {
             let txn = db
                 .begin_read()
                 .map_err(|e| db_error("starting a read", e))?;

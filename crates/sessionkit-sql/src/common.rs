@@ -117,6 +117,25 @@ pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> Error {
     }
 }
 
+/// Opens one direct connection and closes it: an unreachable server or a bad password is then
+/// reported as the driver says it (connection refused, …), at once, rather than as a pool
+/// timeout later.
+pub(crate) async fn probe<C: sqlx::Connection>(options: &SqlOptions, server: &str) -> Result<()> {
+    let connected = tokio::time::timeout(options.acquire_timeout, C::connect(&options.driver_url))
+        .await
+        .map_err(|elapsed| Error::unavailable(format!("connecting to {server}"), elapsed))?;
+    match connected {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Err(e @ sqlx::Error::Configuration(_)) => {
+            Err(Error::config_with(format!("invalid {server} URL"), e))
+        }
+        Err(e) => Err(Error::unavailable(format!("connecting to {server}"), e)),
+    }
+}
+
 /// Runs `attempt` again while the database reports a transient abort, with growing, jittered
 /// pauses, at most [`TRANSIENT_ATTEMPTS`] times.
 pub(crate) async fn retry_transient<T, F, Fut>(context: &str, mut attempt: F) -> Result<T>

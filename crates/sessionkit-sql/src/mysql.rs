@@ -10,7 +10,7 @@ use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, Executor, Row};
 
 use crate::common::{
-    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, record_from,
+    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, probe, record_from,
     retry_transient, sql_error, version_param,
 };
 
@@ -208,19 +208,7 @@ impl MySqlStore {
             })
             .connect_lazy(&options.driver_url)
             .map_err(|e| Error::config_with("invalid MySQL URL", e))?;
-        // One direct connection first: an unreachable server or a bad password is reported as
-        // the driver says it (connection refused, …), at once, rather than as a pool timeout.
-        let probe = tokio::time::timeout(
-            options.acquire_timeout,
-            <sqlx::MySqlConnection as sqlx::Connection>::connect(&options.driver_url),
-        )
-        .await
-        .map_err(|elapsed| Error::unavailable("connecting to MySQL", elapsed))?
-        .map_err(|e| match e {
-            sqlx::Error::Configuration(_) => Error::config_with("invalid MySQL URL", e),
-            other => Error::unavailable("connecting to MySQL", other),
-        })?;
-        let _ = sqlx::Connection::close(probe).await;
+        probe::<sqlx::MySqlConnection>(&options, "MySQL").await?;
         let store = Self {
             pool,
             sql: Arc::new(Statements::new(&options.table)),

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::common::{
-    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, record_from,
+    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, probe, record_from,
     retry_transient, sql_error, version_param,
 };
 
@@ -219,19 +219,7 @@ impl PostgresStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_lazy(&options.driver_url)
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
-        // One direct connection first: an unreachable server or a bad password is reported as
-        // the driver says it (connection refused, …), at once, rather than as a pool timeout.
-        let probe = tokio::time::timeout(
-            options.acquire_timeout,
-            <sqlx::PgConnection as sqlx::Connection>::connect(&options.driver_url),
-        )
-        .await
-        .map_err(|elapsed| Error::unavailable("connecting to PostgreSQL", elapsed))?
-        .map_err(|e| match e {
-            sqlx::Error::Configuration(_) => Error::config_with("invalid PostgreSQL URL", e),
-            other => Error::unavailable("connecting to PostgreSQL", other),
-        })?;
-        let _ = sqlx::Connection::close(probe).await;
+        probe::<sqlx::PgConnection>(&options, "PostgreSQL").await?;
         let store = Self {
             pool,
             sql: Arc::new(Statements::new(&options.table)),

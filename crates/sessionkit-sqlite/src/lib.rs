@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use sessionkit_core::registry::split_options;
-use sessionkit_core::store::validate_table_name;
+use sessionkit_core::store::{blocking, validate_table_name};
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, ListState, Page,
     PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
@@ -113,7 +113,7 @@ impl SqliteStoreBuilder {
         let sql = Arc::new(Sql::new(&self.table));
         let path = self.path.clone();
         let synchronous = self.synchronous;
-        let writer_conn = blocking(move || connect(&path, synchronous, true)).await?;
+        let writer_conn = blocking("sqlite", move || connect(&path, synchronous, true)).await?;
         let writer = Writer::spawn(writer_conn, format!("sessionkit-sqlite-{}", self.table))?;
         let store = SqliteStore {
             inner: Arc::new(Inner {
@@ -205,14 +205,6 @@ fn sql_error(context: &str, err: rusqlite::Error) -> Error {
         ),
         _ => Error::backend(context.to_owned(), err),
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::backend("a blocking SQLite task failed", e))?
 }
 
 fn key_of(row: &Row<'_>, index: usize) -> Result<SessionKey> {
@@ -322,7 +314,7 @@ impl SqliteStore {
         work: impl FnOnce(&mut Connection, &Sql) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(&self.inner);
-        blocking(move || {
+        blocking("sqlite", move || {
             let pooled = inner
                 .readers
                 .lock()
