@@ -160,6 +160,35 @@ where
     )))
 }
 
+/// Runs `$batch` (a future of one cleanup statement deleting at most [`CLEANUP_BATCH`] rows,
+/// built afresh each round) until a batch comes back short; yields the total. A batch the
+/// database aborts is simply run again (the next round deletes what it did not), at most
+/// [`TRANSIENT_ATTEMPTS`] times in all. A macro rather than a function taking a closure: the
+/// batch borrows a connection the caller holds, and the store's futures must stay `Send`.
+macro_rules! delete_in_batches {
+    ($batch:expr) => {
+        async {
+            let (mut total, mut aborts) = (0u64, 0);
+            loop {
+                match $batch.await {
+                    Ok(n) if n < $crate::common::CLEANUP_BATCH.unsigned_abs() => {
+                        break Ok::<u64, sqlx::Error>(total + n);
+                    }
+                    Ok(n) => total += n,
+                    Err(err)
+                        if $crate::common::is_transient(&err)
+                            && aborts < $crate::common::TRANSIENT_ATTEMPTS =>
+                    {
+                        aborts += 1;
+                    }
+                    Err(err) => break Err(err),
+                }
+            }
+        }
+    };
+}
+pub(crate) use delete_in_batches;
+
 pub(crate) fn now_ms() -> i64 {
     Timestamp::now().as_millis()
 }

@@ -6,13 +6,15 @@ use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
     PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
-use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{AssertSqlSafe, Executor, Row};
+use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
+use crate::common::delete_in_batches;
 use crate::common::{
     CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, probe, record_from,
     retry_transient, sql_error, version_param,
 };
+use crate::pool::{ConnPool, with_conn};
 
 const SCHEMA_VERSION: i32 = 1;
 
@@ -139,7 +141,7 @@ impl Statements {
 /// works too; options: `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`).
 #[derive(Clone)]
 pub struct MySqlStore {
-    pool: MySqlPool,
+    pool: ConnPool<MySqlConnection>,
     sql: Arc<Statements>,
 }
 
@@ -183,6 +185,36 @@ async fn upsert<'e, E: Executor<'e, Database = MySql>>(
     query.execute(executor).await.map(|_| ())
 }
 
+/// Deletes up to `limit` expired sessions. A plain read picks the batch; the delete locks
+/// only those rows by primary key and re-checks the deadline, so a session extended meanwhile
+/// survives.
+async fn delete_expired_on(
+    sql: &Statements,
+    conn: &mut MySqlConnection,
+    limit: i64,
+) -> std::result::Result<u64, sqlx::Error> {
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar(checked(&sql.expired_keys))
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let statement = format!(
+        "DELETE FROM {} WHERE expires_at <= ? AND `key` IN {}",
+        sql.table,
+        Statements::placeholders(keys.len())
+    );
+    let mut query = sqlx::query(AssertSqlSafe(statement)).bind(now_ms());
+    for key in &keys {
+        query = query.bind(key.as_slice());
+    }
+    // A batch shortened by sessions extended meanwhile ends this round early; the next
+    // cleanup finds what is left.
+    Ok(query.execute(conn).await?.rows_affected())
+}
+
 impl MySqlStore {
     /// Connects to the database a `mysql://` (or `mariadb://`) URL names.
     ///
@@ -195,20 +227,24 @@ impl MySqlStore {
             .strip_prefix("mariadb:")
             .map_or_else(|| url.to_owned(), |rest| format!("mysql:{rest}"));
         let options = SqlOptions::parse(&url)?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .after_connect(|conn, _| {
+        let connect: MySqlConnectOptions = options
+            .driver_url
+            .parse()
+            .map_err(|e| Error::config_with("invalid MySQL URL", e))?;
+        probe::<MySqlConnection>(&options, "MySQL").await?;
+        let pool = ConnPool::new(
+            connect,
+            options.max_connections,
+            options.acquire_timeout,
+            Some(Arc::new(|conn: &mut MySqlConnection| {
                 Box::pin(async move {
                     // No gap locks: cleanup and inserts never block each other on index ranges.
                     conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
                         .await
                         .map(|_| ())
                 })
-            })
-            .connect_lazy(&options.driver_url)
-            .map_err(|e| Error::config_with("invalid MySQL URL", e))?;
-        probe::<sqlx::MySqlConnection>(&options, "MySQL").await?;
+            })),
+        );
         let store = Self {
             pool,
             sql: Arc::new(Statements::new(&options.table)),
@@ -217,11 +253,6 @@ impl MySqlStore {
             store.setup().await?;
         }
         Ok(store)
-    }
-
-    /// The connection pool, for applications that share it.
-    pub fn pool(&self) -> &MySqlPool {
-        &self.pool
     }
 
     async fn sessions_with_values(&self, rows: Vec<MySqlRow>) -> Result<Vec<StoredSession>> {
@@ -247,8 +278,7 @@ impl MySqlStore {
         for session in &sessions {
             query = query.bind(session.key.as_bytes().to_vec());
         }
-        let values: Vec<(Vec<u8>, String, Vec<u8>)> = query
-            .fetch_all(&self.pool)
+        let values: Vec<(Vec<u8>, String, Vec<u8>)> = with_conn!(self.pool, |c| query.fetch_all(c))
             .await
             .map_err(|e| sql_error("reading values", e))?;
         attach_values(&mut sessions, values)?;
@@ -268,29 +298,31 @@ impl Store for MySqlStore {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
         let version = version_param(record.version)?;
-        retry_transient("creating a session", || async {
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(checked(&self.sql.insert_session))
-                .bind(key.as_bytes().as_slice())
-                .bind(record.created_at.as_millis())
-                .bind(record.expires_at.as_millis())
-                .bind(record.owner.as_deref())
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-            upsert(&self.sql, &mut *tx, key, &record.data).await?;
-            tx.commit().await
+        retry_transient("creating a session", || {
+            with_conn!(self.pool, |c| async {
+                let mut tx = c.begin().await?;
+                sqlx::query(checked(&self.sql.insert_session))
+                    .bind(key.as_bytes().as_slice())
+                    .bind(record.created_at.as_millis())
+                    .bind(record.expires_at.as_millis())
+                    .bind(record.owner.as_deref())
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+                upsert(&self.sql, &mut *tx, key, &record.data).await?;
+                tx.commit().await
+            })
         })
         .await
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let rows = sqlx::query(checked(&self.sql.load))
+        let rows = with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.load))
             .bind(key.as_bytes().as_slice())
             .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("loading a session", e))?;
+            .fetch_all(c))
+        .await
+        .map_err(|e| sql_error("loading a session", e))?;
         let Some(first) = rows.first() else {
             return Ok(None);
         };
@@ -309,12 +341,12 @@ impl Store for MySqlStore {
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        let meta = sqlx::query(checked(&self.sql.load_meta))
+        let meta = with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.load_meta))
             .bind(key.as_bytes().as_slice())
             .bind(now_ms())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| sql_error("loading a session", e))?;
+            .fetch_optional(c))
+        .await
+        .map_err(|e| sql_error("loading a session", e))?;
         let Some(meta) = meta else { return Ok(None) };
         let mut record = meta_of(&meta, 0)?;
         if !keys.is_empty() {
@@ -328,8 +360,7 @@ impl Store for MySqlStore {
             for name in keys {
                 query = query.bind(*name);
             }
-            let values: Vec<(String, Vec<u8>)> = query
-                .fetch_all(&self.pool)
+            let values: Vec<(String, Vec<u8>)> = with_conn!(self.pool, |c| query.fetch_all(c))
                 .await
                 .map_err(|e| sql_error("loading values", e))?;
             record.data.extend(values);
@@ -341,53 +372,55 @@ impl Store for MySqlStore {
         let expires = change.expires_at.map(Timestamp::as_millis);
         let owner_changes = change.owner.is_some();
         let owner = change.owner.clone().flatten();
-        retry_transient("applying a change", || async {
-            let mut tx = self.pool.begin().await?;
-            let bumped = sqlx::query(checked(&self.sql.bump))
-                .bind(expires)
-                .bind(owner_changes)
-                .bind(owner.as_deref())
-                .bind(key.as_bytes().as_slice())
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-            if bumped.rows_affected() == 0 {
-                return Ok(ApplyOutcome::Gone);
-            }
-            let version = bumped.last_insert_id();
-            if change.cleared {
-                sqlx::query(checked(&self.sql.clear))
+        retry_transient("applying a change", || {
+            with_conn!(self.pool, |c| async {
+                let mut tx = c.begin().await?;
+                let bumped = sqlx::query(checked(&self.sql.bump))
+                    .bind(expires)
+                    .bind(owner_changes)
+                    .bind(owner.as_deref())
                     .bind(key.as_bytes().as_slice())
+                    .bind(now_ms())
                     .execute(&mut *tx)
                     .await?;
-            }
-            if !change.removed.is_empty() {
-                let statement = format!(
-                    "DELETE FROM {} WHERE session = ? AND name IN {}",
-                    self.sql.values_table,
-                    Statements::placeholders(change.removed.len())
-                );
-                let mut query =
-                    sqlx::query(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
-                for name in &change.removed {
-                    query = query.bind(name.as_str());
+                if bumped.rows_affected() == 0 {
+                    return Ok(ApplyOutcome::Gone);
                 }
-                query.execute(&mut *tx).await?;
-            }
-            upsert(&self.sql, &mut *tx, key, &change.set).await?;
-            tx.commit().await?;
-            Ok(ApplyOutcome::Applied { version })
+                let version = bumped.last_insert_id();
+                if change.cleared {
+                    sqlx::query(checked(&self.sql.clear))
+                        .bind(key.as_bytes().as_slice())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if !change.removed.is_empty() {
+                    let statement = format!(
+                        "DELETE FROM {} WHERE session = ? AND name IN {}",
+                        self.sql.values_table,
+                        Statements::placeholders(change.removed.len())
+                    );
+                    let mut query =
+                        sqlx::query(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
+                    for name in &change.removed {
+                        query = query.bind(name.as_str());
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                upsert(&self.sql, &mut *tx, key, &change.set).await?;
+                tx.commit().await?;
+                Ok(ApplyOutcome::Applied { version })
+            })
         })
         .await
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
         let result = retry_transient("extending a session", || {
-            sqlx::query(checked(&self.sql.touch))
+            with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.touch))
                 .bind(expires_at.as_millis())
                 .bind(key.as_bytes().as_slice())
                 .bind(now_ms())
-                .execute(&self.pool)
+                .execute(c))
         })
         .await?;
         Ok(if result.rows_affected() == 0 {
@@ -401,9 +434,9 @@ impl Store for MySqlStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let result = retry_transient("deleting a session", || {
-            sqlx::query(checked(&self.sql.delete))
+            with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.delete))
                 .bind(key.as_bytes().as_slice())
-                .execute(&self.pool)
+                .execute(c))
         })
         .await?;
         Ok(result.rows_affected() > 0)
@@ -415,86 +448,87 @@ impl Store for MySqlStore {
         new: &SessionKey,
         grace_until: Option<Timestamp>,
     ) -> Result<CycleOutcome> {
-        retry_transient("cycling a session id", || async {
-            let now = now_ms();
-            let mut tx = self.pool.begin().await?;
-            let live = sqlx::query(checked(&self.sql.lock_live))
-                .bind(old.as_bytes().as_slice())
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if live.is_none() {
-                return Ok(CycleOutcome::Gone);
-            }
-            sqlx::query(checked(&self.sql.cycle_copy))
-                .bind(new.as_bytes().as_slice())
-                .bind(old.as_bytes().as_slice())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(checked(&self.sql.move_values))
-                .bind(new.as_bytes().as_slice())
-                .bind(old.as_bytes().as_slice())
-                .execute(&mut *tx)
-                .await?;
-            match grace_until {
-                Some(until) => {
-                    sqlx::query(checked(&self.sql.make_pointer))
-                        .bind(new.as_bytes().as_slice())
-                        .bind(now)
-                        .bind(until.as_millis())
-                        .bind(old.as_bytes().as_slice())
-                        .execute(&mut *tx)
-                        .await?
+        retry_transient("cycling a session id", || {
+            with_conn!(self.pool, |c| async {
+                let now = now_ms();
+                let mut tx = c.begin().await?;
+                let live = sqlx::query(checked(&self.sql.lock_live))
+                    .bind(old.as_bytes().as_slice())
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if live.is_none() {
+                    return Ok(CycleOutcome::Gone);
                 }
-                None => {
-                    sqlx::query(checked(&self.sql.delete))
-                        .bind(old.as_bytes().as_slice())
-                        .execute(&mut *tx)
-                        .await?
-                }
-            };
-            tx.commit().await?;
-            Ok(CycleOutcome::Cycled)
+                sqlx::query(checked(&self.sql.cycle_copy))
+                    .bind(new.as_bytes().as_slice())
+                    .bind(old.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(checked(&self.sql.move_values))
+                    .bind(new.as_bytes().as_slice())
+                    .bind(old.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                match grace_until {
+                    Some(until) => {
+                        sqlx::query(checked(&self.sql.make_pointer))
+                            .bind(new.as_bytes().as_slice())
+                            .bind(now)
+                            .bind(until.as_millis())
+                            .bind(old.as_bytes().as_slice())
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query(checked(&self.sql.delete))
+                            .bind(old.as_bytes().as_slice())
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                };
+                tx.commit().await?;
+                Ok(CycleOutcome::Cycled)
+            })
         })
         .await
     }
 
     async fn setup(&self) -> Result<()> {
         let lock = format!("sessionkit_setup_{}", lock_id(&self.sql.table));
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| sql_error("creating the session schema", e))?;
-        // Several app servers may start at once: one creates, the others wait and find it.
-        sqlx::query("SELECT GET_LOCK(?, 30)")
-            .bind(&lock)
-            .execute(&mut *conn)
-            .await
-            .map_err(|e| sql_error("creating the session schema", e))?;
-        let result = async {
-            for statement in &self.sql.ddl {
-                sqlx::query(checked(statement)).execute(&mut *conn).await?;
-            }
-            sqlx::query("INSERT IGNORE INTO sessionkit_schema (table_name, version) VALUES (?, ?)")
+        let found = with_conn!(self.pool, |c| async {
+            // Several app servers may start at once: one creates, the others wait and find it.
+            sqlx::query("SELECT GET_LOCK(?, 30)")
+                .bind(&lock)
+                .execute(&mut *c)
+                .await?;
+            let result = async {
+                for statement in &self.sql.ddl {
+                    sqlx::query(checked(statement)).execute(&mut *c).await?;
+                }
+                sqlx::query(
+                    "INSERT IGNORE INTO sessionkit_schema (table_name, version) VALUES (?, ?)",
+                )
                 .bind(&self.sql.table)
                 .bind(SCHEMA_VERSION)
-                .execute(&mut *conn)
+                .execute(&mut *c)
                 .await?;
-            sqlx::query_scalar::<_, i32>(
-                "SELECT version FROM sessionkit_schema WHERE table_name = ?",
-            )
-            .bind(&self.sql.table)
-            .fetch_one(&mut *conn)
-            .await
-        }
-        .await
-        .map_err(|e| sql_error("creating the session schema", e));
-        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(&lock)
-            .execute(&mut *conn)
+                sqlx::query_scalar::<_, i32>(
+                    "SELECT version FROM sessionkit_schema WHERE table_name = ?",
+                )
+                .bind(&self.sql.table)
+                .fetch_one(&mut *c)
+                .await
+            }
             .await;
-        let found = result?;
+            sqlx::query("SELECT RELEASE_LOCK(?)")
+                .bind(&lock)
+                .execute(&mut *c)
+                .await?;
+            result
+        })
+        .await
+        .map_err(|e| sql_error("creating the session schema", e))?;
         if found > SCHEMA_VERSION {
             return Err(Error::config(format!(
                 "table {} has schema version {found}; this sessionkit knows {SCHEMA_VERSION}",
@@ -510,64 +544,33 @@ impl Store for MySqlStore {
 
     async fn delete_expired(&self) -> Result<u64> {
         let lock = format!("sessionkit_cleanup_{}", lock_id(&self.sql.table));
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| sql_error("starting cleanup", e))?;
-        let mine: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-            .bind(&lock)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| sql_error("starting cleanup", e))?;
-        if mine != Some(1) {
-            return Ok(0); // another app server is cleaning right now
-        }
-        let batch = CLEANUP_BATCH.unsigned_abs() as usize;
-        let mut total = 0u64;
-        let result: Result<u64> = async {
-            loop {
-                let deleted = self.delete_expired_batch(batch).await?;
-                total += deleted;
-                if deleted == 0 {
-                    return Ok(total);
-                }
+        // GET_LOCK belongs to this connection's session, so every batch runs on it.
+        with_conn!(self.pool, |c| async {
+            let mine: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+                .bind(&lock)
+                .fetch_one(&mut *c)
+                .await?;
+            if mine != Some(1) {
+                return Ok(0); // another app server is cleaning right now
             }
-        }
-        .await;
-        let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(&lock)
-            .execute(&mut *conn)
-            .await;
-        result
+            let result =
+                delete_in_batches!(delete_expired_on(&self.sql, &mut *c, CLEANUP_BATCH)).await;
+            sqlx::query("SELECT RELEASE_LOCK(?)")
+                .bind(&lock)
+                .execute(&mut *c)
+                .await?;
+            result
+        })
+        .await
+        .map_err(|e| sql_error("cleaning up expired sessions", e))
     }
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
-        // A plain read picks the batch; the delete locks only those rows by primary key and
-        // re-checks the deadline, so a session extended meanwhile survives.
-        let keys: Vec<Vec<u8>> = sqlx::query_scalar(checked(&self.sql.expired_keys))
-            .bind(now_ms())
-            .bind(i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("finding expired sessions", e))?;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let statement = format!(
-            "DELETE FROM {} WHERE expires_at <= ? AND `key` IN {}",
-            self.sql.table,
-            Statements::placeholders(keys.len())
-        );
-        let result = retry_transient("deleting expired sessions", || {
-            let mut query = sqlx::query(AssertSqlSafe(statement.clone())).bind(now_ms());
-            for key in &keys {
-                query = query.bind(key.as_slice());
-            }
-            query.execute(&self.pool)
+        let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
+        retry_transient("deleting expired sessions", || {
+            with_conn!(self.pool, |c| delete_expired_on(&self.sql, c, limit))
         })
-        .await?;
-        Ok(result.rows_affected())
+        .await
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
@@ -594,11 +597,11 @@ impl Store for MySqlStore {
         if let Some(owner) = &filter.owner {
             query = query.bind(owner.clone());
         }
-        let rows = query
+        let rows = with_conn!(self.pool, |c| query
             .bind(i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("listing sessions", e))?;
+            .fetch_all(c))
+        .await
+        .map_err(|e| sql_error("listing sessions", e))?;
         Ok(Page::from_sorted(
             self.sessions_with_values(rows).await?,
             page.limit,
@@ -606,29 +609,31 @@ impl Store for MySqlStore {
     }
 
     async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
-        let rows = sqlx::query(checked(&self.sql.by_owner))
+        let rows = with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.by_owner))
             .bind(owner)
             .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("listing an owner's sessions", e))?;
+            .fetch_all(c))
+        .await
+        .map_err(|e| sql_error("listing an owner's sessions", e))?;
         self.sessions_with_values(rows).await
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
-        retry_transient("revoking an owner's sessions", || async {
-            let mut tx = self.pool.begin().await?;
-            let live: i64 = sqlx::query_scalar(checked(&self.sql.count_owner_live))
-                .bind(owner)
-                .bind(now_ms())
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(checked(&self.sql.delete_owner))
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(live.unsigned_abs())
+        retry_transient("revoking an owner's sessions", || {
+            with_conn!(self.pool, |c| async {
+                let mut tx = c.begin().await?;
+                let live: i64 = sqlx::query_scalar(checked(&self.sql.count_owner_live))
+                    .bind(owner)
+                    .bind(now_ms())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(checked(&self.sql.delete_owner))
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(live.unsigned_abs())
+            })
         })
         .await
     }

@@ -6,13 +6,14 @@ use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
     PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
 use crate::common::{
-    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, probe, record_from,
-    retry_transient, sql_error, version_param,
+    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, delete_in_batches, lock_id, now_ms,
+    probe, record_from, retry_transient, sql_error, version_param,
 };
+use crate::pool::{ConnPool, with_conn};
 
 const SCHEMA_VERSION: i32 = 1;
 
@@ -155,7 +156,7 @@ impl Statements {
 /// `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`; others go to the driver).
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    pool: ConnPool<PgConnection>,
     sql: Arc<Statements>,
 }
 
@@ -205,6 +206,20 @@ fn split_data(
         .unzip()
 }
 
+/// Deletes up to `limit` expired sessions, oldest first.
+async fn delete_expired_on(
+    sql: &Statements,
+    conn: &mut PgConnection,
+    limit: i64,
+) -> std::result::Result<u64, sqlx::Error> {
+    let done = sqlx::query(checked(&sql.delete_expired))
+        .bind(now_ms())
+        .bind(limit)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names.
     ///
@@ -214,12 +229,17 @@ impl PostgresStore {
     /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
     pub async fn open(url: &str) -> Result<Self> {
         let options = SqlOptions::parse(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .connect_lazy(&options.driver_url)
+        let connect: PgConnectOptions = options
+            .driver_url
+            .parse()
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
-        probe::<sqlx::PgConnection>(&options, "PostgreSQL").await?;
+        probe::<PgConnection>(&options, "PostgreSQL").await?;
+        let pool = ConnPool::new(
+            connect,
+            options.max_connections,
+            options.acquire_timeout,
+            None,
+        );
         let store = Self {
             pool,
             sql: Arc::new(Statements::new(&options.table)),
@@ -228,11 +248,6 @@ impl PostgresStore {
             store.setup().await?;
         }
         Ok(store)
-    }
-
-    /// The connection pool, for applications that share it.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
     }
 
     async fn sessions_with_values(&self, rows: Vec<PgRow>) -> Result<Vec<StoredSession>> {
@@ -250,11 +265,14 @@ impl PostgresStore {
             return Ok(sessions);
         }
         let keys: Vec<Vec<u8>> = sessions.iter().map(|s| s.key.as_bytes().to_vec()).collect();
-        let values: Vec<(Vec<u8>, String, Vec<u8>)> = sqlx::query_as(checked(&self.sql.values_of))
-            .bind(keys)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("reading values", e))?;
+        let values: Vec<(Vec<u8>, String, Vec<u8>)> = with_conn!(self.pool, |c| async {
+            sqlx::query_as(checked(&self.sql.values_of))
+                .bind(keys)
+                .fetch_all(c)
+                .await
+        })
+        .await
+        .map_err(|e| sql_error("reading values", e))?;
         attach_values(&mut sessions, values)?;
         Ok(sessions)
     }
@@ -274,38 +292,47 @@ impl Store for PostgresStore {
         let (names, values) = split_data(&record.data);
         let version = version_param(record.version)?;
         retry_transient("creating a session", || {
-            sqlx::query(checked(&self.sql.create))
-                .bind(key.as_bytes().as_slice())
-                .bind(record.created_at.as_millis())
-                .bind(record.expires_at.as_millis())
-                .bind(record.owner.as_deref())
-                .bind(version)
-                .bind(&names)
-                .bind(&values)
-                .execute(&self.pool)
+            with_conn!(self.pool, |c| async {
+                sqlx::query(checked(&self.sql.create))
+                    .bind(key.as_bytes().as_slice())
+                    .bind(record.created_at.as_millis())
+                    .bind(record.expires_at.as_millis())
+                    .bind(record.owner.as_deref())
+                    .bind(version)
+                    .bind(&names)
+                    .bind(&values)
+                    .execute(c)
+                    .await
+            })
         })
         .await?;
         Ok(())
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let rows = sqlx::query(checked(&self.sql.load))
-            .bind(key.as_bytes().as_slice())
-            .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("loading a session", e))?;
+        let rows = with_conn!(self.pool, |c| async {
+            sqlx::query(checked(&self.sql.load))
+                .bind(key.as_bytes().as_slice())
+                .bind(now_ms())
+                .fetch_all(c)
+                .await
+        })
+        .await
+        .map_err(|e| sql_error("loading a session", e))?;
         fold_joined(&rows)
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        let rows = sqlx::query(checked(&self.sql.load_keys))
-            .bind(key.as_bytes().as_slice())
-            .bind(now_ms())
-            .bind(keys)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("loading a session", e))?;
+        let rows = with_conn!(self.pool, |c| async {
+            sqlx::query(checked(&self.sql.load_keys))
+                .bind(key.as_bytes().as_slice())
+                .bind(now_ms())
+                .bind(keys)
+                .fetch_all(c)
+                .await
+        })
+        .await
+        .map_err(|e| sql_error("loading a session", e))?;
         fold_joined(&rows)
     }
 
@@ -317,43 +344,49 @@ impl Store for PostgresStore {
         let owner = change.owner.clone().flatten();
         let version: Option<i64> = retry_transient("applying a change", || async {
             if !change.cleared {
-                return sqlx::query_scalar(checked(&self.sql.apply))
+                return with_conn!(self.pool, |c| async {
+                    sqlx::query_scalar(checked(&self.sql.apply))
+                        .bind(key.as_bytes().as_slice())
+                        .bind(now_ms())
+                        .bind(expires)
+                        .bind(owner_changes)
+                        .bind(owner.as_deref())
+                        .bind(&names)
+                        .bind(&values)
+                        .bind(&removed)
+                        .fetch_optional(c)
+                        .await
+                })
+                .await;
+            }
+            // Clearing and re-setting the same names cannot share one statement.
+            with_conn!(self.pool, |c| async {
+                let mut tx = c.begin().await?;
+                let bumped: Option<(Vec<u8>, i64)> = sqlx::query_as(checked(&self.sql.bump))
                     .bind(key.as_bytes().as_slice())
                     .bind(now_ms())
                     .bind(expires)
                     .bind(owner_changes)
                     .bind(owner.as_deref())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some((_, version)) = bumped else {
+                    return Ok(None);
+                };
+                sqlx::query(checked(&self.sql.clear))
+                    .bind(key.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(checked(&self.sql.upsert))
+                    .bind(key.as_bytes().as_slice())
                     .bind(&names)
                     .bind(&values)
-                    .bind(&removed)
-                    .fetch_optional(&self.pool)
-                    .await;
-            }
-            // Clearing and re-setting the same names cannot share one statement.
-            let mut tx = self.pool.begin().await?;
-            let bumped: Option<(Vec<u8>, i64)> = sqlx::query_as(checked(&self.sql.bump))
-                .bind(key.as_bytes().as_slice())
-                .bind(now_ms())
-                .bind(expires)
-                .bind(owner_changes)
-                .bind(owner.as_deref())
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((_, version)) = bumped else {
-                return Ok(None);
-            };
-            sqlx::query(checked(&self.sql.clear))
-                .bind(key.as_bytes().as_slice())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(checked(&self.sql.upsert))
-                .bind(key.as_bytes().as_slice())
-                .bind(&names)
-                .bind(&values)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(version))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(Some(version))
+            })
+            .await
         })
         .await?;
         Ok(match version {
@@ -366,11 +399,14 @@ impl Store for PostgresStore {
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
         let version: Option<i64> = retry_transient("extending a session", || {
-            sqlx::query_scalar(checked(&self.sql.touch))
-                .bind(key.as_bytes().as_slice())
-                .bind(now_ms())
-                .bind(expires_at.as_millis())
-                .fetch_optional(&self.pool)
+            with_conn!(self.pool, |c| async {
+                sqlx::query_scalar(checked(&self.sql.touch))
+                    .bind(key.as_bytes().as_slice())
+                    .bind(now_ms())
+                    .bind(expires_at.as_millis())
+                    .fetch_optional(c)
+                    .await
+            })
         })
         .await?;
         Ok(
@@ -382,9 +418,12 @@ impl Store for PostgresStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let result = retry_transient("deleting a session", || {
-            sqlx::query(checked(&self.sql.delete))
-                .bind(key.as_bytes().as_slice())
-                .execute(&self.pool)
+            with_conn!(self.pool, |c| async {
+                sqlx::query(checked(&self.sql.delete))
+                    .bind(key.as_bytes().as_slice())
+                    .execute(c)
+                    .await
+            })
         })
         .await?;
         Ok(result.rows_affected() > 0)
@@ -396,53 +435,55 @@ impl Store for PostgresStore {
         new: &SessionKey,
         grace_until: Option<Timestamp>,
     ) -> Result<CycleOutcome> {
-        retry_transient("cycling a session id", || async {
-            let now = now_ms();
-            let mut tx = self.pool.begin().await?;
-            let live = sqlx::query(checked(&self.sql.lock_live))
-                .bind(old.as_bytes().as_slice())
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if live.is_none() {
-                return Ok(CycleOutcome::Gone);
-            }
-            sqlx::query(checked(&self.sql.cycle_copy))
-                .bind(old.as_bytes().as_slice())
-                .bind(new.as_bytes().as_slice())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(checked(&self.sql.move_values))
-                .bind(old.as_bytes().as_slice())
-                .bind(new.as_bytes().as_slice())
-                .execute(&mut *tx)
-                .await?;
-            match grace_until {
-                Some(until) => {
-                    sqlx::query(checked(&self.sql.make_pointer))
-                        .bind(old.as_bytes().as_slice())
-                        .bind(new.as_bytes().as_slice())
-                        .bind(now)
-                        .bind(until.as_millis())
-                        .execute(&mut *tx)
-                        .await?
+        retry_transient("cycling a session id", || {
+            with_conn!(self.pool, |c| async {
+                let now = now_ms();
+                let mut tx = c.begin().await?;
+                let live = sqlx::query(checked(&self.sql.lock_live))
+                    .bind(old.as_bytes().as_slice())
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if live.is_none() {
+                    return Ok(CycleOutcome::Gone);
                 }
-                None => {
-                    sqlx::query(checked(&self.sql.delete))
-                        .bind(old.as_bytes().as_slice())
-                        .execute(&mut *tx)
-                        .await?
-                }
-            };
-            tx.commit().await?;
-            Ok(CycleOutcome::Cycled)
+                sqlx::query(checked(&self.sql.cycle_copy))
+                    .bind(old.as_bytes().as_slice())
+                    .bind(new.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(checked(&self.sql.move_values))
+                    .bind(old.as_bytes().as_slice())
+                    .bind(new.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+                match grace_until {
+                    Some(until) => {
+                        sqlx::query(checked(&self.sql.make_pointer))
+                            .bind(old.as_bytes().as_slice())
+                            .bind(new.as_bytes().as_slice())
+                            .bind(now)
+                            .bind(until.as_millis())
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                    None => {
+                        sqlx::query(checked(&self.sql.delete))
+                            .bind(old.as_bytes().as_slice())
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                };
+                tx.commit().await?;
+                Ok(CycleOutcome::Cycled)
+            })
         })
         .await
     }
 
     async fn setup(&self) -> Result<()> {
-        let found: i32 = retry_transient("creating the session schema", || async {
-            let mut tx = self.pool.begin().await?;
+        let found: i32 = retry_transient("creating the session schema", || with_conn!(self.pool, |c| async {
+            let mut tx = c.begin().await?;
             // Several app servers may start at once: one creates, the others wait and find it.
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_id(&self.sql.table)).execute(&mut *tx).await?;
             sqlx::raw_sql(checked(&self.sql.ddl)).execute(&mut *tx).await?;
@@ -459,7 +500,7 @@ impl Store for PostgresStore {
                 .await?;
             tx.commit().await?;
             Ok(found)
-        })
+        }))
         .await?;
         if found > SCHEMA_VERSION {
             return Err(Error::config(format!(
@@ -475,49 +516,34 @@ impl Store for PostgresStore {
     }
 
     async fn delete_expired(&self) -> Result<u64> {
-        let mut conn = self
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| sql_error("starting cleanup", e))?;
         let lock = lock_id(&self.sql.table);
-        let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(lock)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| sql_error("starting cleanup", e))?;
-        if !mine {
-            return Ok(0); // another app server is cleaning right now
-        }
-        let batch = CLEANUP_BATCH.unsigned_abs() as usize;
-        let mut total = 0u64;
-        let result = async {
-            loop {
-                let deleted = self.delete_expired_batch(batch).await?;
-                total += deleted;
-                if deleted < batch as u64 {
-                    return Ok(total);
-                }
+        // The advisory lock belongs to this connection's session, so every batch runs on it.
+        with_conn!(self.pool, |c| async {
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(lock)
+                .fetch_one(&mut *c)
+                .await?;
+            if !mine {
+                return Ok(0); // another app server is cleaning right now
             }
-        }
-        .await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(lock)
-            .execute(&mut *conn)
-            .await;
-        result
+            let result =
+                delete_in_batches!(delete_expired_on(&self.sql, &mut *c, CLEANUP_BATCH)).await;
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(lock)
+                .execute(&mut *c)
+                .await?;
+            result
+        })
+        .await
+        .map_err(|e| sql_error("cleaning up expired sessions", e))
     }
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
-        let result = retry_transient("deleting expired sessions", || {
-            sqlx::query(checked(&self.sql.delete_expired))
-                .bind(now_ms())
-                .bind(limit)
-                .execute(&self.pool)
+        retry_transient("deleting expired sessions", || {
+            with_conn!(self.pool, |c| delete_expired_on(&self.sql, c, limit))
         })
-        .await?;
-        Ok(result.rows_affected())
+        .await
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
@@ -549,11 +575,14 @@ impl Store for PostgresStore {
         if let Some(owner) = &filter.owner {
             query = query.bind(owner.clone());
         }
-        let rows = query
-            .bind(i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("listing sessions", e))?;
+        let rows = with_conn!(self.pool, |c| async {
+            query
+                .bind(i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX))
+                .fetch_all(c)
+                .await
+        })
+        .await
+        .map_err(|e| sql_error("listing sessions", e))?;
         Ok(Page::from_sorted(
             self.sessions_with_values(rows).await?,
             page.limit,
@@ -561,21 +590,27 @@ impl Store for PostgresStore {
     }
 
     async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
-        let rows = sqlx::query(checked(&self.sql.by_owner))
-            .bind(owner)
-            .bind(now_ms())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| sql_error("listing an owner's sessions", e))?;
+        let rows = with_conn!(self.pool, |c| async {
+            sqlx::query(checked(&self.sql.by_owner))
+                .bind(owner)
+                .bind(now_ms())
+                .fetch_all(c)
+                .await
+        })
+        .await
+        .map_err(|e| sql_error("listing an owner's sessions", e))?;
         self.sessions_with_values(rows).await
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
         let live: i64 = retry_transient("revoking an owner's sessions", || {
-            sqlx::query_scalar(checked(&self.sql.delete_owner))
-                .bind(owner)
-                .bind(now_ms())
-                .fetch_one(&self.pool)
+            with_conn!(self.pool, |c| async {
+                sqlx::query_scalar(checked(&self.sql.delete_owner))
+                    .bind(owner)
+                    .bind(now_ms())
+                    .fetch_one(c)
+                    .await
+            })
         })
         .await?;
         Ok(live.unsigned_abs())
