@@ -33,11 +33,10 @@ pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = tonumber(ARGV[1])
-local e = redis.call('HGET', KEYS[1], '__e')
-if not e or tonumber(e) <= now or redis.call('HEXISTS', KEYS[1], '__p') == 1 then return {0, 0, ''} end
-local mu = redis.call('HGET', KEYS[1], '__mu')
-if mu and tonumber(mu) > now then return {2, 0, ''} end
-local old_owner = redis.call('HGET', KEYS[1], '__o') or ''
+local m = redis.call('HMGET', KEYS[1], '__e', '__p', '__mu', '__o')
+if not m[1] or tonumber(m[1]) <= now or m[2] then return {0, 0, ''} end
+if m[3] and tonumber(m[3]) > now then return {2, 0, ''} end
+local old_owner = m[4] or ''
 if ARGV[5] == '1' then
   for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(f, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], f) end
