@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             listing_pages_cover_every_session_once,
             listing_filters_by_owner_and_state,
             values_of_any_bytes_and_size_round_trip,
+            values_that_change_size_keep_one_copy,
             setup_is_idempotent
         );
     };
@@ -899,6 +900,67 @@ pub async fn values_of_any_bytes_and_size_round_trip<S: Store>(store: Arc<S>) {
         (loaded.data["large"].len(), &loaded.data["more"]),
         (1000, &large)
     );
+}
+
+/// A value that grows or shrinks past any size threshold a store uses (the SQL stores keep
+/// small values inline and large ones in rows of their own) keeps exactly one copy, the
+/// latest: through loads, per-key loads, removal, a cycle and clearing.
+pub async fn values_that_change_size_keep_one_copy<S: Store>(store: Arc<S>) {
+    let big = vec![b'b'; 8 * 1024];
+    let bigger = vec![b'B'; 16 * 1024];
+    let key = create(
+        &*store,
+        &record_with(&[
+            ("grows", b"s"),
+            ("shrinks", &big),
+            ("gone", &big),
+            ("stays", b"x"),
+        ]),
+    )
+    .await;
+    let mut change = set(&[("grows", &bigger), ("shrinks", b"small")]);
+    change.remove("gone");
+    let _ = store.apply(&key, &change).await.expect("apply");
+    let loaded = load(&*store, &key).await.expect("live");
+    assert_eq!(keys_of(&loaded), ["grows", "shrinks", "stays"]);
+    assert_eq!(
+        (&loaded.data["grows"], &loaded.data["shrinks"]),
+        (&bigger, &b"small".to_vec())
+    );
+    let partial = store
+        .load_keys(&key, &["grows", "shrinks", "gone"])
+        .await
+        .expect("load_keys")
+        .expect("live");
+    assert_eq!(partial.data, {
+        let mut want = loaded.data.clone();
+        want.remove("stays");
+        want
+    });
+
+    let _ = store
+        .apply(&key, &set(&[("grows", b"s2"), ("shrinks", &bigger)]))
+        .await
+        .expect("apply back");
+    let back = load(&*store, &key).await.expect("live");
+    assert_eq!(
+        (&back.data["grows"], &back.data["shrinks"], back.data.len()),
+        (&b"s2".to_vec(), &bigger, 3)
+    );
+
+    let moved = fresh_key();
+    assert_eq!(
+        store.cycle(&key, &moved, None).await.expect("cycle"),
+        CycleOutcome::Cycled
+    );
+    assert_eq!(load(&*store, &moved).await.expect("moved").data, back.data);
+
+    let mut clear = set(&[("after", &big), ("tiny", b"t")]);
+    clear.cleared = true;
+    let _ = store.apply(&moved, &clear).await.expect("apply clear");
+    let cleared = load(&*store, &moved).await.expect("live");
+    assert_eq!(keys_of(&cleared), ["after", "tiny"]);
+    assert_eq!(cleared.data["after"], big);
 }
 
 /// `setup` can run again and again.

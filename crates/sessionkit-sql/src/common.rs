@@ -189,6 +189,100 @@ macro_rules! delete_in_batches {
 }
 pub(crate) use delete_in_batches;
 
+/// Values up to this many bytes live inline in the session's row (one JSON object of base64
+/// strings, read and written with the row itself); larger ones get a row of their own in
+/// `<table>_values`, so saving one key of a large session never rewrites the rest.
+pub const INLINE_MAX: usize = 1024;
+
+/// Whether a value lives inline in the session row.
+pub(crate) fn is_inline(value: &[u8]) -> bool {
+    value.len() <= INLINE_MAX
+}
+
+/// The inline document for `values` (those [`is_inline`] keeps), plus a JSON `null` for each
+/// of `nulls` (a JSON merge patch's way to say "remove").
+pub(crate) fn inline_doc<'a>(
+    values: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>,
+    nulls: impl IntoIterator<Item = &'a str>,
+) -> String {
+    use base64::Engine as _;
+    let mut doc = serde_json::Map::new();
+    for name in nulls {
+        doc.insert(name.to_owned(), serde_json::Value::Null);
+    }
+    for (name, value) in values {
+        if is_inline(value) {
+            doc.insert(
+                name.clone(),
+                base64::engine::general_purpose::STANDARD_NO_PAD
+                    .encode(value)
+                    .into(),
+            );
+        }
+    }
+    serde_json::Value::Object(doc).to_string()
+}
+
+/// Adds the values of an inline document (as [`inline_doc`] wrote it) to `data`.
+pub(crate) fn read_inline(doc: &str, data: &mut Data) -> Result<()> {
+    use base64::Engine as _;
+    let values: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(doc).map_err(|e| {
+            Error::codec(
+                None,
+                "a stored inline session document is not valid JSON",
+                e,
+            )
+        })?;
+    for (name, value) in values {
+        let value = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(value)
+            .map_err(|e| Error::codec(Some(&name), "a stored inline value is not base64", e))?;
+        data.insert(name, value);
+    }
+    Ok(())
+}
+
+/// Where a change's names go in the inline layout.
+pub(crate) struct Placement<'a> {
+    /// The values too large to live inline, as parallel name and value lists.
+    pub large_names: Vec<String>,
+    /// See `large_names`.
+    pub large_values: Vec<Vec<u8>>,
+    /// Names leaving the inline document: removed, or now too large for it.
+    pub leaving_doc: Vec<&'a str>,
+    /// Names leaving the values table: removed, or now small enough to live inline.
+    pub leaving_table: Vec<&'a str>,
+}
+
+/// Sorts a change's (or a new record's) names by where they live.
+pub(crate) fn place<'a>(
+    set: &'a Data,
+    removed: impl IntoIterator<Item = &'a String>,
+) -> Placement<'a> {
+    let removed: Vec<&str> = removed.into_iter().map(String::as_str).collect();
+    let (large_names, large_values): (Vec<String>, Vec<Vec<u8>>) = set
+        .iter()
+        .filter(|(_, value)| !is_inline(value))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .unzip();
+    let mut leaving_doc = removed.clone();
+    let mut leaving_table = removed;
+    for (name, value) in set {
+        if is_inline(value) {
+            leaving_table.push(name);
+        } else {
+            leaving_doc.push(name);
+        }
+    }
+    Placement {
+        large_names,
+        large_values,
+        leaving_doc,
+        leaving_table,
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     Timestamp::now().as_millis()
 }
@@ -217,6 +311,86 @@ pub(crate) fn record_from(
 
 pub(crate) fn version_param(version: u64) -> Result<i64> {
     i64::try_from(version).map_err(|_| Error::corrupt("a session version beyond 2^63"))
+}
+
+/// Reads `created_at, expires_at, owner, version, moved_to, data` from `row`, starting at
+/// column `at`: the record with its inline values.
+pub(crate) fn record_of<R>(row: &R, at: usize) -> Result<Record>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |e| sql_error("reading a session row", e);
+    let mut record = record_from(
+        row.try_get(at).map_err(get)?,
+        row.try_get(at + 1).map_err(get)?,
+        row.try_get(at + 2).map_err(get)?,
+        row.try_get(at + 3).map_err(get)?,
+        row.try_get(at + 4).map_err(get)?,
+    )?;
+    let doc: String = row.try_get(at + 5).map_err(get)?;
+    read_inline(&doc, &mut record.data)?;
+    Ok(record)
+}
+
+/// Folds the rows of one session's load (`meta…, data, name, value`: the session row joined
+/// with its values-table rows, if any) into a record; `only` keeps the inline values of those
+/// names (the query filtered the values table's).
+pub(crate) fn fold_joined<R>(rows: &[R], only: Option<&[&str]>) -> Result<Option<Record>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut record = record_of(first, 0)?;
+    if let Some(names) = only {
+        record.data.retain(|name, _| names.contains(&name.as_str()));
+    }
+    for row in rows {
+        let name: Option<String> = row.try_get(6).map_err(|e| sql_error("reading values", e))?;
+        if let Some(name) = name {
+            record.data.insert(
+                name,
+                row.try_get(7).map_err(|e| sql_error("reading values", e))?,
+            );
+        }
+    }
+    Ok(Some(record))
+}
+
+/// Reads listing rows (`key, meta…, data, spilled`) into sessions, and the keys of those with
+/// rows in the values table (to be attached with [`attach_values`]).
+pub(crate) fn listed_sessions<R>(rows: &[R]) -> Result<(Vec<StoredSession>, Vec<Vec<u8>>)>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut sessions = Vec::with_capacity(rows.len());
+    let mut spilled = Vec::new();
+    for row in rows {
+        let get = |e| sql_error("reading a session row", e);
+        let key: Vec<u8> = row.try_get(0).map_err(get)?;
+        if row.try_get::<bool, _>(7).map_err(get)? {
+            spilled.push(key.clone());
+        }
+        sessions.push(StoredSession {
+            key: SessionKey::from_slice(&key)?,
+            record: record_of(row, 1)?,
+        });
+    }
+    Ok((sessions, spilled))
 }
 
 /// Attaches `(session, name, value)` rows to the sessions they belong to.

@@ -6,14 +6,23 @@
 //! `setup=true` (create the schema on open); other query options go to the driver.
 //!
 //! ## Layout
-//! The same two tables as the SQLite store: `<table>` (one row per session, keyed by the
-//! SHA-256 of the id, `expires_at` as integer milliseconds with an index, `owner` indexed) and
-//! `<table>_values` (one row per data key, `ON DELETE CASCADE`), plus `sessionkit_schema`
-//! (layout version per table). MySQL values are `LONGBLOB` (up to 4 GiB; the server's
-//! `max_allowed_packet` is the practical limit), never a 64 KiB `BLOB`. Saving one key rewrites
-//! one row, whatever the session's size; see `docs/BENCHMARKS.md` for the measurement against a
-//! JSON-document layout. [`Store::schema`] prints the DDL for
-//! your own migration tool; `setup()` runs it (idempotent, safe from several servers at once).
+//! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
+//! milliseconds with an index, `owner` indexed, and the session's small values inline in `data`
+//! (a JSON object of name → base64, values up to [`INLINE_MAX`] = 1 KiB; JSONB on PostgreSQL).
+//! `<table>_values`: one row per larger value (`ON DELETE CASCADE`), read only for sessions
+//! whose `spilled` flag says they have such rows. `sessionkit_schema`: the layout version per
+//! table (2; `setup` upgrades a version-1 table, which kept every value in `<table>_values`, in
+//! place). MySQL values are `LONGBLOB` (up to 4 GiB; the server's `max_allowed_packet` is the
+//! practical limit).
+//!
+//! So a typical session (a few small values) is one row: a load is one primary-key lookup and
+//! a save one `UPDATE` (PostgreSQL: one statement whatever the change; MySQL: one statement
+//! without a transaction unless large values are involved), and a session's large values are
+//! saved one row each, so saving one key of a 1 MiB session never rewrites the rest.
+//! `docs/BENCHMARKS.md` has the measurements behind this (per-key rows, a JSON document, and
+//! this hybrid). [`Store::schema`] prints the DDL for your own migration tool; `setup()` runs
+//! it (idempotent, safe from several servers at once). Upgrade every app server together: a
+//! version-1 build does not read inline values.
 //!
 //! ## Connections
 //! Each store keeps its own small pool of sqlx connections (at most `max_connections`, opened
@@ -48,7 +57,7 @@ pub mod testing;
 
 use std::sync::Arc;
 
-pub use common::CLEANUP_BATCH;
+pub use common::{CLEANUP_BATCH, INLINE_MAX};
 #[cfg(feature = "mysql")]
 pub use mysql::MySqlStore;
 #[cfg(feature = "postgres")]

@@ -11,19 +11,25 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
 use crate::common::delete_in_batches;
 use crate::common::{
-    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, lock_id, now_ms, probe, record_from,
-    retry_transient, sql_error, version_param,
+    CLEANUP_BATCH, Placement, Sql, SqlOptions, attach_values, checked, fold_joined, inline_doc,
+    listed_sessions, lock_id, now_ms, place, probe, record_of, retry_transient, sql_error,
+    version_param,
 };
 use crate::pool::{ConnPool, with_conn};
 
-const SCHEMA_VERSION: i32 = 1;
+/// 1: values in `<table>_values` only. 2: small values inline in the session row (`data`,
+/// `spilled`); `setup` upgrades a version-1 table in place.
+const SCHEMA_VERSION: i32 = 2;
 
 struct Statements {
     ddl: Vec<Sql>,
+    add_inline_columns: Sql,
     insert_session: Sql,
     load: Sql,
     load_meta: Sql,
-    bump: Sql,
+    patch_small: Sql,
+    patch: Sql,
+    replace: Sql,
     clear: Sql,
     touch: Sql,
     delete: Sql,
@@ -45,6 +51,9 @@ impl Statements {
         let v = format!("{t}_values");
         let meta = "created_at, expires_at, owner, version, moved_to";
         let live = "WHERE `key` = ? AND expires_at > ? AND moved_to IS NULL";
+        // LAST_INSERT_ID(expr) hands the new version back in the OK packet: no extra SELECT.
+        let bump = "version = LAST_INSERT_ID(version + 1), expires_at = COALESCE(?, expires_at), \
+                    owner = CASE WHEN ? THEN ? ELSE owner END";
         Self {
             ddl: vec![
                 format!(
@@ -55,13 +64,15 @@ impl Statements {
                      \x20   owner      VARCHAR(255) NULL,\n\
                      \x20   version    BIGINT       NOT NULL,\n\
                      \x20   moved_to   BINARY(32)   NULL,                  -- grace-period pointer target\n\
+                     \x20   data       LONGTEXT     NOT NULL DEFAULT ('{{}}'), -- values up to 1 KiB: JSON name -> base64\n\
+                     \x20   spilled    BOOLEAN      NOT NULL DEFAULT TRUE,   -- may have rows in {v}\n\
                      \x20   INDEX {t}_expires (expires_at),\n\
                      \x20   INDEX {t}_owner (owner)\n\
                      ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
                 )
                 .into(),
                 format!(
-                    "CREATE TABLE IF NOT EXISTS {v} (\n\
+                    "CREATE TABLE IF NOT EXISTS {v} (  -- values over 1 KiB, one row each\n\
                      \x20   session BINARY(32)   NOT NULL,\n\
                      \x20   name    VARCHAR(255) NOT NULL,\n\
                      \x20   value   LONGBLOB     NOT NULL,\n\
@@ -76,19 +87,40 @@ impl Statements {
                  ) ENGINE=InnoDB"
                     .into(),
             ],
-            insert_session: format!("INSERT INTO {t} (`key`, {meta}) VALUES (?, ?, ?, ?, ?, NULL)").into(),
+            // For a version-1 table (MySQL has no `ADD COLUMN IF NOT EXISTS`: setup checks first).
+            add_inline_columns: format!(
+                "ALTER TABLE {t} ADD COLUMN data LONGTEXT NOT NULL DEFAULT ('{{}}'), \
+                 ADD COLUMN spilled BOOLEAN NOT NULL DEFAULT TRUE"
+            )
+            .into(),
+            insert_session: format!(
+                "INSERT INTO {t} (`key`, {meta}, data, spilled) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)"
+            )
+            .into(),
+            // The join condition on `s.spilled` is a constant once the session row is read
+            // (a primary-key lookup), so a small session's load never touches the values table.
             load: format!(
-                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
-                 FROM {t} s LEFT JOIN {v} v ON v.session = s.`key` WHERE s.`key` = ? AND s.expires_at > ?"
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, s.data, v.name, v.value \
+                 FROM {t} s LEFT JOIN {v} v ON v.session = s.`key` AND s.spilled \
+                 WHERE s.`key` = ? AND s.expires_at > ?"
             )
             .into(),
-            load_meta: format!("SELECT {meta} FROM {t} WHERE `key` = ? AND expires_at > ?").into(),
-            // LAST_INSERT_ID(expr) hands the new version back in the OK packet: no extra SELECT.
-            bump: format!(
-                "UPDATE {t} SET version = LAST_INSERT_ID(version + 1), expires_at = COALESCE(?, expires_at), \
-                 owner = CASE WHEN ? THEN ? ELSE owner END {live}"
+            load_meta: format!(
+                "SELECT {meta}, data, spilled FROM {t} WHERE `key` = ? AND expires_at > ?"
             )
             .into(),
+            // The common apply, one statement and no transaction: a session with nothing in
+            // the values table takes a change with nothing for it. Anything else (or a gone
+            // session: zero rows either way) goes the transactional way.
+            patch_small: format!(
+                "UPDATE {t} SET {bump}, data = JSON_MERGE_PATCH(data, ?) {live} AND spilled = FALSE"
+            )
+            .into(),
+            patch: format!(
+                "UPDATE {t} SET {bump}, data = JSON_MERGE_PATCH(data, ?), spilled = spilled OR ? {live}"
+            )
+            .into(),
+            replace: format!("UPDATE {t} SET {bump}, data = ?, spilled = ? {live}").into(),
             clear: format!("DELETE FROM {v} WHERE session = ?").into(),
             touch: format!(
                 "UPDATE {t} SET version = LAST_INSERT_ID(version + 1), expires_at = ? {live}"
@@ -97,20 +129,21 @@ impl Statements {
             delete: format!("DELETE FROM {t} WHERE `key` = ?").into(),
             lock_live: format!("SELECT 1 FROM {t} {live} FOR UPDATE").into(),
             cycle_copy: format!(
-                "INSERT INTO {t} (`key`, {meta}) SELECT ?, created_at, expires_at, owner, version + 1, NULL \
+                "INSERT INTO {t} (`key`, {meta}, data, spilled) \
+                 SELECT ?, created_at, expires_at, owner, version + 1, NULL, data, spilled \
                  FROM {t} WHERE `key` = ?"
             )
             .into(),
             move_values: format!("UPDATE {v} SET session = ? WHERE session = ?").into(),
             make_pointer: format!(
-                "UPDATE {t} SET moved_to = ?, owner = NULL, created_at = ?, expires_at = ?, version = 1 \
-                 WHERE `key` = ?"
+                "UPDATE {t} SET moved_to = ?, owner = NULL, created_at = ?, expires_at = ?, version = 1, \
+                 data = '{{}}', spilled = FALSE WHERE `key` = ?"
             )
             .into(),
             expired_keys: format!("SELECT `key` FROM {t} WHERE expires_at <= ? ORDER BY expires_at LIMIT ?").into(),
-            meta_columns: format!("SELECT `key`, {meta} FROM {t} WHERE moved_to IS NULL"),
+            meta_columns: format!("SELECT `key`, {meta}, data, spilled FROM {t} WHERE moved_to IS NULL"),
             by_owner: format!(
-                "SELECT `key`, {meta} FROM {t} WHERE owner = ? AND expires_at > ? AND moved_to IS NULL"
+                "SELECT `key`, {meta}, data, spilled FROM {t} WHERE owner = ? AND expires_at > ? AND moved_to IS NULL"
             )
             .into(),
             count_owner_live: format!("SELECT COUNT(*) FROM {t} WHERE owner = ? AND expires_at > ?").into(),
@@ -153,30 +186,20 @@ impl std::fmt::Debug for MySqlStore {
     }
 }
 
-fn meta_of(row: &MySqlRow, at: usize) -> Result<Record> {
-    let get = |e| sql_error("reading a session row", e);
-    record_from(
-        row.try_get(at).map_err(get)?,
-        row.try_get(at + 1).map_err(get)?,
-        row.try_get(at + 2).map_err(get)?,
-        row.try_get(at + 3).map_err(get)?,
-        row.try_get(at + 4).map_err(get)?,
-    )
-}
-
-/// Sets `rows` key/value pairs with one multi-row upsert.
+/// Sets the large values (parallel `names` and `values`) with one multi-row upsert.
 async fn upsert<'e, E: Executor<'e, Database = MySql>>(
     sql: &Statements,
     executor: E,
     key: &SessionKey,
-    data: &std::collections::BTreeMap<String, Vec<u8>>,
+    names: &[String],
+    values: &[Vec<u8>],
 ) -> std::result::Result<(), sqlx::Error> {
-    if data.is_empty() {
+    if names.is_empty() {
         return Ok(());
     }
-    let statement = sql.upsert(data.len());
+    let statement = sql.upsert(names.len());
     let mut query = sqlx::query(AssertSqlSafe(statement));
-    for (name, value) in data {
+    for (name, value) in names.iter().zip(values) {
         query = query
             .bind(key.as_bytes().as_slice())
             .bind(name.as_str())
@@ -256,27 +279,18 @@ impl MySqlStore {
     }
 
     async fn sessions_with_values(&self, rows: Vec<MySqlRow>) -> Result<Vec<StoredSession>> {
-        let mut sessions = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let key: Vec<u8> = row
-                .try_get(0)
-                .map_err(|e| sql_error("reading a session row", e))?;
-            sessions.push(StoredSession {
-                key: SessionKey::from_slice(&key)?,
-                record: meta_of(row, 1)?,
-            });
-        }
-        if sessions.is_empty() {
+        let (mut sessions, spilled) = listed_sessions(&rows)?;
+        if spilled.is_empty() {
             return Ok(sessions);
         }
         let statement = format!(
             "SELECT session, name, value FROM {} WHERE session IN {}",
             self.sql.values_table,
-            Statements::placeholders(sessions.len())
+            Statements::placeholders(spilled.len())
         );
         let mut query = sqlx::query_as(AssertSqlSafe(statement));
-        for session in &sessions {
-            query = query.bind(session.key.as_bytes().to_vec());
+        for key in spilled {
+            query = query.bind(key);
         }
         let values: Vec<(Vec<u8>, String, Vec<u8>)> = with_conn!(self.pool, |c| query.fetch_all(c))
             .await
@@ -298,18 +312,28 @@ impl Store for MySqlStore {
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
         let version = version_param(record.version)?;
+        let Placement {
+            large_names,
+            large_values,
+            ..
+        } = place(&record.data, []);
+        let doc = inline_doc(&record.data, []);
         retry_transient("creating a session", || {
             with_conn!(self.pool, |c| async {
-                let mut tx = c.begin().await?;
-                sqlx::query(checked(&self.sql.insert_session))
+                let insert = sqlx::query(checked(&self.sql.insert_session))
                     .bind(key.as_bytes().as_slice())
                     .bind(record.created_at.as_millis())
                     .bind(record.expires_at.as_millis())
                     .bind(record.owner.as_deref())
                     .bind(version)
-                    .execute(&mut *tx)
-                    .await?;
-                upsert(&self.sql, &mut *tx, key, &record.data).await?;
+                    .bind(&doc)
+                    .bind(!large_names.is_empty());
+                if large_names.is_empty() {
+                    return insert.execute(&mut *c).await.map(|_| ());
+                }
+                let mut tx = c.begin().await?;
+                insert.execute(&mut *tx).await?;
+                upsert(&self.sql, &mut *tx, key, &large_names, &large_values).await?;
                 tx.commit().await
             })
         })
@@ -323,33 +347,23 @@ impl Store for MySqlStore {
             .fetch_all(c))
         .await
         .map_err(|e| sql_error("loading a session", e))?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let mut record = meta_of(first, 0)?;
-        for row in &rows {
-            let name: Option<String> =
-                row.try_get(5).map_err(|e| sql_error("reading values", e))?;
-            if let Some(name) = name {
-                record.data.insert(
-                    name,
-                    row.try_get(6).map_err(|e| sql_error("reading values", e))?,
-                );
-            }
-        }
-        Ok(Some(record))
+        fold_joined(&rows, None)
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        let meta = with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.load_meta))
+        let row = with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.load_meta))
             .bind(key.as_bytes().as_slice())
             .bind(now_ms())
             .fetch_optional(c))
         .await
         .map_err(|e| sql_error("loading a session", e))?;
-        let Some(meta) = meta else { return Ok(None) };
-        let mut record = meta_of(&meta, 0)?;
-        if !keys.is_empty() {
+        let Some(row) = row else { return Ok(None) };
+        let mut record = record_of(&row, 0)?;
+        record.data.retain(|name, _| keys.contains(&name.as_str()));
+        let spilled: bool = row
+            .try_get(6)
+            .map_err(|e| sql_error("reading a session row", e))?;
+        if spilled && !keys.is_empty() {
             let statement = format!(
                 "SELECT name, value FROM {} WHERE session = ? AND name IN {}",
                 self.sql.values_table,
@@ -372,46 +386,87 @@ impl Store for MySqlStore {
         let expires = change.expires_at.map(Timestamp::as_millis);
         let owner_changes = change.owner.is_some();
         let owner = change.owner.clone().flatten();
-        retry_transient("applying a change", || {
+        let placed = place(&change.set, &change.removed);
+        let has_large = !placed.large_names.is_empty();
+        // A merge patch: the inline values, and `null` for the names leaving the document.
+        let patch = inline_doc(&change.set, placed.leaving_doc.iter().copied());
+        let doc = inline_doc(&change.set, []);
+        let version: Option<u64> = retry_transient("applying a change", || {
             with_conn!(self.pool, |c| async {
+                if !change.cleared && !has_large {
+                    let patched = sqlx::query(checked(&self.sql.patch_small))
+                        .bind(expires)
+                        .bind(owner_changes)
+                        .bind(owner.as_deref())
+                        .bind(&patch)
+                        .bind(key.as_bytes().as_slice())
+                        .bind(now_ms())
+                        .execute(&mut *c)
+                        .await?;
+                    if patched.rows_affected() > 0 {
+                        return Ok(Some(patched.last_insert_id()));
+                    }
+                }
                 let mut tx = c.begin().await?;
-                let bumped = sqlx::query(checked(&self.sql.bump))
-                    .bind(expires)
-                    .bind(owner_changes)
-                    .bind(owner.as_deref())
+                let bump = if change.cleared {
+                    sqlx::query(checked(&self.sql.replace))
+                        .bind(expires)
+                        .bind(owner_changes)
+                        .bind(owner.as_deref())
+                        .bind(&doc)
+                } else {
+                    sqlx::query(checked(&self.sql.patch))
+                        .bind(expires)
+                        .bind(owner_changes)
+                        .bind(owner.as_deref())
+                        .bind(&patch)
+                };
+                let bumped = bump
+                    .bind(has_large)
                     .bind(key.as_bytes().as_slice())
                     .bind(now_ms())
                     .execute(&mut *tx)
                     .await?;
                 if bumped.rows_affected() == 0 {
-                    return Ok(ApplyOutcome::Gone);
+                    tx.rollback().await?;
+                    return Ok(None);
                 }
-                let version = bumped.last_insert_id();
                 if change.cleared {
                     sqlx::query(checked(&self.sql.clear))
                         .bind(key.as_bytes().as_slice())
                         .execute(&mut *tx)
                         .await?;
-                }
-                if !change.removed.is_empty() {
+                } else if !placed.leaving_table.is_empty() {
                     let statement = format!(
                         "DELETE FROM {} WHERE session = ? AND name IN {}",
                         self.sql.values_table,
-                        Statements::placeholders(change.removed.len())
+                        Statements::placeholders(placed.leaving_table.len())
                     );
                     let mut query =
                         sqlx::query(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
-                    for name in &change.removed {
-                        query = query.bind(name.as_str());
+                    for name in &placed.leaving_table {
+                        query = query.bind(*name);
                     }
                     query.execute(&mut *tx).await?;
                 }
-                upsert(&self.sql, &mut *tx, key, &change.set).await?;
+                upsert(
+                    &self.sql,
+                    &mut *tx,
+                    key,
+                    &placed.large_names,
+                    &placed.large_values,
+                )
+                .await?;
                 tx.commit().await?;
-                Ok(ApplyOutcome::Applied { version })
+                Ok(Some(bumped.last_insert_id()))
             })
         })
-        .await
+        .await?;
+        Ok(
+            version.map_or(ApplyOutcome::Gone, |version| ApplyOutcome::Applied {
+                version,
+            }),
+        )
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
@@ -506,8 +561,23 @@ impl Store for MySqlStore {
                 for statement in &self.sql.ddl {
                     sqlx::query(checked(statement)).execute(&mut *c).await?;
                 }
+                let inline_columns: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM information_schema.columns \
+                     WHERE table_schema = DATABASE() AND table_name = ? AND column_name = 'data'",
+                )
+                .bind(&self.sql.table)
+                .fetch_one(&mut *c)
+                .await?;
+                if inline_columns == 0 {
+                    // A version-1 table: its sessions keep their values in the values table
+                    // (`spilled` defaults to TRUE for them).
+                    sqlx::query(checked(&self.sql.add_inline_columns))
+                        .execute(&mut *c)
+                        .await?;
+                }
                 sqlx::query(
-                    "INSERT IGNORE INTO sessionkit_schema (table_name, version) VALUES (?, ?)",
+                    "INSERT INTO sessionkit_schema (table_name, version) VALUES (?, ?) \
+                     ON DUPLICATE KEY UPDATE version = GREATEST(version, VALUES(version))",
                 )
                 .bind(&self.sql.table)
                 .bind(SCHEMA_VERSION)

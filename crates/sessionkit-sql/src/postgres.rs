@@ -7,15 +7,18 @@ use sessionkit_core::{
     PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection};
 
 use crate::common::{
-    CLEANUP_BATCH, Sql, SqlOptions, attach_values, checked, delete_in_batches, lock_id, now_ms,
-    probe, record_from, retry_transient, sql_error, version_param,
+    CLEANUP_BATCH, Placement, Sql, SqlOptions, attach_values, checked, delete_in_batches,
+    fold_joined, inline_doc, listed_sessions, lock_id, now_ms, place, probe, retry_transient,
+    sql_error, version_param,
 };
 use crate::pool::{ConnPool, with_conn};
 
-const SCHEMA_VERSION: i32 = 1;
+/// 1: values in `<table>_values` only. 2: small values inline in the session row (`data`,
+/// `spilled`); `setup` upgrades a version-1 table in place.
+const SCHEMA_VERSION: i32 = 2;
 
 struct Statements {
     ddl: Sql,
@@ -23,7 +26,7 @@ struct Statements {
     load: Sql,
     load_keys: Sql,
     apply: Sql,
-    bump: Sql,
+    replace: Sql,
     clear: Sql,
     upsert: Sql,
     touch: Sql,
@@ -44,33 +47,45 @@ impl Statements {
     fn new(t: &str) -> Self {
         let v = format!("{t}_values");
         let meta = "created_at, expires_at, owner, version, moved_to";
-        let bump_where = "WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL";
-        let bump = format!(
-            "UPDATE {t} SET version = version + 1, expires_at = COALESCE($3::bigint, expires_at), \
-             owner = CASE WHEN $4::boolean THEN $5::text ELSE owner END {bump_where} RETURNING key, version"
-        );
+        let columns = "created_at, expires_at, owner, version, moved_to, data::text";
+        let live = "WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL";
+        let bump = "version = version + 1, expires_at = COALESCE($3::bigint, expires_at), \
+                    owner = CASE WHEN $4::boolean THEN $5::text ELSE owner END";
         // `s` is a FROM item with the session's key: joining it means a gone session (no row
         // in `s`) inserts nothing.
-        let upsert_from = |s_item: &str| {
+        let upsert_from = |s_item: &str, names: &str, values: &str| {
             format!(
                 "INSERT INTO {v} (session, name, value) SELECT s.key, u.name, u.value \
-                 FROM {s_item}, UNNEST($6::text[], $7::bytea[]) AS u(name, value) \
+                 FROM {s_item}, UNNEST({names}::text[], {values}::bytea[]) AS u(name, value) \
                  ON CONFLICT (session, name) DO UPDATE SET value = EXCLUDED.value"
+            )
+        };
+        // The values table is read only for sessions that have rows there: `OFFSET 0` keeps
+        // the planner from flattening the subquery, so `s.spilled` becomes a one-time filter
+        // and a small session's load never probes the values index (EXPLAIN: "never executed").
+        let spilled_of = |extra: &str| {
+            format!(
+                "LEFT JOIN LATERAL (SELECT name, value FROM {v} WHERE session = s.key AND s.spilled{extra} OFFSET 0) v ON TRUE"
             )
         };
         Self {
             ddl: format!(
                 "CREATE TABLE IF NOT EXISTS {t} (\n\
-                 \x20   key        BYTEA  NOT NULL PRIMARY KEY,  -- SHA-256 of the session id\n\
-                 \x20   created_at BIGINT NOT NULL,              -- ms since the Unix epoch\n\
-                 \x20   expires_at BIGINT NOT NULL,              -- ms since the Unix epoch\n\
+                 \x20   key        BYTEA   NOT NULL PRIMARY KEY, -- SHA-256 of the session id\n\
+                 \x20   created_at BIGINT  NOT NULL,             -- ms since the Unix epoch\n\
+                 \x20   expires_at BIGINT  NOT NULL,             -- ms since the Unix epoch\n\
                  \x20   owner      TEXT,\n\
-                 \x20   version    BIGINT NOT NULL,\n\
-                 \x20   moved_to   BYTEA                         -- grace-period pointer target\n\
+                 \x20   version    BIGINT  NOT NULL,\n\
+                 \x20   moved_to   BYTEA,                        -- grace-period pointer target\n\
+                 \x20   data       JSONB   NOT NULL DEFAULT '{{}}', -- values up to 1 KiB: name -> base64\n\
+                 \x20   spilled    BOOLEAN NOT NULL DEFAULT TRUE -- may have rows in {v}\n\
                  );\n\
+                 -- A version-1 table (values in {v} only) gains the inline columns.\n\
+                 ALTER TABLE {t} ADD COLUMN IF NOT EXISTS data JSONB NOT NULL DEFAULT '{{}}',\n\
+                 \x20   ADD COLUMN IF NOT EXISTS spilled BOOLEAN NOT NULL DEFAULT TRUE;\n\
                  CREATE INDEX IF NOT EXISTS {t}_expires ON {t} (expires_at);\n\
                  CREATE INDEX IF NOT EXISTS {t}_owner ON {t} (owner) WHERE owner IS NOT NULL;\n\
-                 CREATE TABLE IF NOT EXISTS {v} (\n\
+                 CREATE TABLE IF NOT EXISTS {v} (              -- values over 1 KiB, one row each\n\
                  \x20   session BYTEA NOT NULL REFERENCES {t} (key) ON DELETE CASCADE,\n\
                  \x20   name    TEXT  NOT NULL,\n\
                  \x20   value   BYTEA NOT NULL,\n\
@@ -82,51 +97,64 @@ impl Statements {
                  );\n"
             )
             .into(),
+            // $6/$7: the large values; $8: the inline document.
             create: format!(
-                "WITH s AS (INSERT INTO {t} (key, {meta}) VALUES ($1, $2, $3, $4, $5, NULL) RETURNING key) \
+                "WITH s AS (INSERT INTO {t} (key, {meta}, data, spilled) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, $8::jsonb, cardinality($6::text[]) > 0) RETURNING key) \
                  INSERT INTO {v} (session, name, value) SELECT s.key, u.name, u.value \
                  FROM s, UNNEST($6::text[], $7::bytea[]) AS u(name, value)"
             )
             .into(),
             load: format!(
-                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
-                 FROM {t} s LEFT JOIN {v} v ON v.session = s.key WHERE s.key = $1 AND s.expires_at > $2"
+                "SELECT {columns}, v.name, v.value FROM {t} s {} \
+                 WHERE s.key = $1 AND s.expires_at > $2",
+                spilled_of("")
             )
             .into(),
             load_keys: format!(
-                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
-                 FROM {t} s LEFT JOIN {v} v ON v.session = s.key AND v.name = ANY($3) \
-                 WHERE s.key = $1 AND s.expires_at > $2"
+                "SELECT {columns}, v.name, v.value FROM {t} s {} \
+                 WHERE s.key = $1 AND s.expires_at > $2",
+                spilled_of(" AND name = ANY($3)")
             )
             .into(),
-            // One statement: bump the live session (or nothing), then drop and upsert its keys.
-            // The removed and set names never overlap, so the two sub-statements touch
-            // different rows.
+            // One statement: bump the live session (or nothing) and patch its inline document;
+            // drop the names that moved inline or were removed from the values table (only if
+            // the session has rows there), and upsert the large values. The three
+            // sub-statements touch different rows: $10 and $6 never share a name.
+            // $6/$7 large values, $8 names leaving the document, $9 inline patch,
+            // $10 names leaving the values table.
             apply: format!(
-                "WITH s AS ({bump}), \
-                 r AS (DELETE FROM {v} WHERE session IN (SELECT key FROM s) AND name = ANY($8)), \
+                "WITH s AS (UPDATE {t} SET {bump}, data = (data - $8::text[]) || $9::jsonb, \
+                 spilled = spilled OR cardinality($6::text[]) > 0 {live} RETURNING key, version, spilled), \
+                 r AS (DELETE FROM {v} WHERE session IN (SELECT key FROM s WHERE spilled) AND name = ANY($10)), \
                  i AS ({}) SELECT version FROM s",
-                upsert_from("s")
+                upsert_from("s", "$6", "$7")
             )
             .into(),
-            bump: bump.clone().into(),
+            // A cleared change: the document becomes the change's inline values, and the
+            // values table is emptied (`clear`) in the same transaction.
+            replace: format!(
+                "UPDATE {t} SET {bump}, data = $6::jsonb, spilled = $7::boolean {live} RETURNING version"
+            )
+            .into(),
             clear: format!("DELETE FROM {v} WHERE session = $1").into(),
-            upsert: upsert_from("(SELECT $1::bytea AS key) s").replace("$6", "$2").replace("$7", "$3").into(),
+            upsert: upsert_from("(SELECT $1::bytea AS key) s", "$2", "$3").into(),
             touch: format!(
-                "UPDATE {t} SET version = version + 1, expires_at = $3 {bump_where} RETURNING version"
+                "UPDATE {t} SET version = version + 1, expires_at = $3 {live} RETURNING version"
             )
             .into(),
             delete: format!("DELETE FROM {t} WHERE key = $1").into(),
-            lock_live: format!("SELECT 1 FROM {t} {bump_where} FOR UPDATE").into(),
+            lock_live: format!("SELECT 1 FROM {t} {live} FOR UPDATE").into(),
             cycle_copy: format!(
-                "INSERT INTO {t} (key, {meta}) SELECT $2, created_at, expires_at, owner, version + 1, NULL \
+                "INSERT INTO {t} (key, {meta}, data, spilled) \
+                 SELECT $2, created_at, expires_at, owner, version + 1, NULL, data, spilled \
                  FROM {t} WHERE key = $1"
             )
             .into(),
             move_values: format!("UPDATE {v} SET session = $2 WHERE session = $1").into(),
             make_pointer: format!(
-                "UPDATE {t} SET moved_to = $2, owner = NULL, created_at = $3, expires_at = $4, version = 1 \
-                 WHERE key = $1"
+                "UPDATE {t} SET moved_to = $2, owner = NULL, created_at = $3, expires_at = $4, version = 1, \
+                 data = '{{}}', spilled = FALSE WHERE key = $1"
             )
             .into(),
             // SKIP LOCKED: rows a live request holds are left for the next round, so cleanup
@@ -136,10 +164,10 @@ impl Statements {
                  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
             )
             .into(),
-            meta_columns: format!("SELECT key, {meta} FROM {t} WHERE moved_to IS NULL"),
+            meta_columns: format!("SELECT key, {columns}, spilled FROM {t} WHERE moved_to IS NULL"),
             values_of: format!("SELECT session, name, value FROM {v} WHERE session = ANY($1)").into(),
             by_owner: format!(
-                "SELECT key, {meta} FROM {t} WHERE owner = $1 AND expires_at > $2 AND moved_to IS NULL"
+                "SELECT key, {columns}, spilled FROM {t} WHERE owner = $1 AND expires_at > $2 AND moved_to IS NULL"
             )
             .into(),
             delete_owner: format!(
@@ -166,44 +194,6 @@ impl std::fmt::Debug for PostgresStore {
             .field("table", &self.sql.table)
             .finish_non_exhaustive()
     }
-}
-
-fn meta_of(row: &PgRow, at: usize) -> Result<Record> {
-    let get = |e| sql_error("reading a session row", e);
-    record_from(
-        row.try_get(at).map_err(get)?,
-        row.try_get(at + 1).map_err(get)?,
-        row.try_get(at + 2).map_err(get)?,
-        row.try_get(at + 3).map_err(get)?,
-        row.try_get(at + 4).map_err(get)?,
-    )
-}
-
-/// Folds `meta…, name, value` rows of one session into a record.
-fn fold_joined(rows: &[PgRow]) -> Result<Option<Record>> {
-    let Some(first) = rows.first() else {
-        return Ok(None);
-    };
-    let mut record = meta_of(first, 0)?;
-    for row in rows {
-        let name: Option<String> = row.try_get(5).map_err(|e| sql_error("reading values", e))?;
-        if let Some(name) = name {
-            record.data.insert(
-                name,
-                row.try_get(6).map_err(|e| sql_error("reading values", e))?,
-            );
-        }
-    }
-    Ok(Some(record))
-}
-
-fn split_data(
-    change_set: &std::collections::BTreeMap<String, Vec<u8>>,
-) -> (Vec<String>, Vec<Vec<u8>>) {
-    change_set
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .unzip()
 }
 
 /// Deletes up to `limit` expired sessions, oldest first.
@@ -251,20 +241,10 @@ impl PostgresStore {
     }
 
     async fn sessions_with_values(&self, rows: Vec<PgRow>) -> Result<Vec<StoredSession>> {
-        let mut sessions = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let key: Vec<u8> = row
-                .try_get(0)
-                .map_err(|e| sql_error("reading a session row", e))?;
-            sessions.push(StoredSession {
-                key: SessionKey::from_slice(&key)?,
-                record: meta_of(row, 1)?,
-            });
-        }
-        if sessions.is_empty() {
+        let (mut sessions, keys) = listed_sessions(&rows)?;
+        if keys.is_empty() {
             return Ok(sessions);
         }
-        let keys: Vec<Vec<u8>> = sessions.iter().map(|s| s.key.as_bytes().to_vec()).collect();
         let values: Vec<(Vec<u8>, String, Vec<u8>)> = with_conn!(self.pool, |c| async {
             sqlx::query_as(checked(&self.sql.values_of))
                 .bind(keys)
@@ -289,7 +269,12 @@ impl Store for PostgresStore {
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
-        let (names, values) = split_data(&record.data);
+        let Placement {
+            large_names: names,
+            large_values: values,
+            ..
+        } = place(&record.data, []);
+        let doc = inline_doc(&record.data, []);
         let version = version_param(record.version)?;
         retry_transient("creating a session", || {
             with_conn!(self.pool, |c| async {
@@ -301,6 +286,7 @@ impl Store for PostgresStore {
                     .bind(version)
                     .bind(&names)
                     .bind(&values)
+                    .bind(&doc)
                     .execute(c)
                     .await
             })
@@ -319,7 +305,7 @@ impl Store for PostgresStore {
         })
         .await
         .map_err(|e| sql_error("loading a session", e))?;
-        fold_joined(&rows)
+        fold_joined(&rows, None)
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
@@ -333,12 +319,17 @@ impl Store for PostgresStore {
         })
         .await
         .map_err(|e| sql_error("loading a session", e))?;
-        fold_joined(&rows)
+        fold_joined(&rows, Some(keys))
     }
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
-        let (names, values) = split_data(&change.set);
-        let removed: Vec<&str> = change.removed.iter().map(String::as_str).collect();
+        let Placement {
+            large_names: names,
+            large_values: values,
+            leaving_doc,
+            leaving_table,
+        } = place(&change.set, &change.removed);
+        let doc = inline_doc(&change.set, []);
         let expires = change.expires_at.map(Timestamp::as_millis);
         let owner_changes = change.owner.is_some();
         let owner = change.owner.clone().flatten();
@@ -353,38 +344,43 @@ impl Store for PostgresStore {
                         .bind(owner.as_deref())
                         .bind(&names)
                         .bind(&values)
-                        .bind(&removed)
+                        .bind(&leaving_doc)
+                        .bind(&doc)
+                        .bind(&leaving_table)
                         .fetch_optional(c)
                         .await
                 })
                 .await;
             }
-            // Clearing and re-setting the same names cannot share one statement.
             with_conn!(self.pool, |c| async {
                 let mut tx = c.begin().await?;
-                let bumped: Option<(Vec<u8>, i64)> = sqlx::query_as(checked(&self.sql.bump))
+                let version: Option<i64> = sqlx::query_scalar(checked(&self.sql.replace))
                     .bind(key.as_bytes().as_slice())
                     .bind(now_ms())
                     .bind(expires)
                     .bind(owner_changes)
                     .bind(owner.as_deref())
+                    .bind(&doc)
+                    .bind(!names.is_empty())
                     .fetch_optional(&mut *tx)
                     .await?;
-                let Some((_, version)) = bumped else {
+                if version.is_none() {
                     return Ok(None);
-                };
+                }
                 sqlx::query(checked(&self.sql.clear))
                     .bind(key.as_bytes().as_slice())
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(checked(&self.sql.upsert))
-                    .bind(key.as_bytes().as_slice())
-                    .bind(&names)
-                    .bind(&values)
-                    .execute(&mut *tx)
-                    .await?;
+                if !names.is_empty() {
+                    sqlx::query(checked(&self.sql.upsert))
+                        .bind(key.as_bytes().as_slice())
+                        .bind(&names)
+                        .bind(&values)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
-                Ok(Some(version))
+                Ok(version)
             })
             .await
         })
@@ -488,7 +484,8 @@ impl Store for PostgresStore {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_id(&self.sql.table)).execute(&mut *tx).await?;
             sqlx::raw_sql(checked(&self.sql.ddl)).execute(&mut *tx).await?;
             sqlx::query(
-                "INSERT INTO sessionkit_schema (table_name, version) VALUES ($1, $2) ON CONFLICT (table_name) DO NOTHING",
+                "INSERT INTO sessionkit_schema (table_name, version) VALUES ($1, $2) \
+                 ON CONFLICT (table_name) DO UPDATE SET version = GREATEST(sessionkit_schema.version, EXCLUDED.version)",
             )
             .bind(&self.sql.table)
             .bind(SCHEMA_VERSION)
