@@ -136,23 +136,41 @@ pub(crate) async fn probe<C: sqlx::Connection>(options: &SqlOptions, server: &st
     }
 }
 
+/// A driver's error as the retry loop sees it.
+pub(crate) trait DriverError: std::fmt::Display {
+    /// Whether the database aborted the transaction and running it again may succeed.
+    fn is_transient(&self) -> bool;
+    /// The store error for it, with `context` saying what was being done.
+    fn into_store_error(self, context: &str) -> Error;
+}
+
+impl DriverError for sqlx::Error {
+    fn is_transient(&self) -> bool {
+        is_transient(self)
+    }
+    fn into_store_error(self, context: &str) -> Error {
+        sql_error(context, self)
+    }
+}
+
 /// Runs `attempt` again while the database reports a transient abort, with growing, jittered
 /// pauses, at most [`TRANSIENT_ATTEMPTS`] times.
-pub(crate) async fn retry_transient<T, F, Fut>(context: &str, mut attempt: F) -> Result<T>
+pub(crate) async fn retry_transient<T, E, F, Fut>(context: &str, mut attempt: F) -> Result<T>
 where
+    E: DriverError,
     F: FnMut() -> Fut,
-    Fut: Future<Output = std::result::Result<T, sqlx::Error>>,
+    Fut: Future<Output = std::result::Result<T, E>>,
 {
     let mut pause = Duration::from_millis(2);
     for left in (0..TRANSIENT_ATTEMPTS).rev() {
         match attempt().await {
-            Err(err) if left > 0 && is_transient(&err) => {
+            Err(err) if left > 0 && err.is_transient() => {
                 tracing::debug!(error = %err, context, "transient database abort; retrying");
                 let jitter = rand::random_range(0..=pause.as_millis() as u64);
                 tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
                 pause *= 2;
             }
-            other => return other.map_err(|e| sql_error(context, e)),
+            other => return other.map_err(|e| e.into_store_error(context)),
         }
     }
     Err(Error::conflict(format!(
@@ -313,25 +331,32 @@ pub(crate) fn version_param(version: u64) -> Result<i64> {
     i64::try_from(version).map_err(|_| Error::corrupt("a session version beyond 2^63"))
 }
 
+/// The columns the session tables hold, read from a row of either driver; errors are typed
+/// store errors.
+pub(crate) trait SessionRow {
+    /// A `BIGINT` column.
+    fn int(&self, at: usize) -> Result<i64>;
+    /// A `BOOLEAN` column.
+    fn flag(&self, at: usize) -> Result<bool>;
+    /// A text column that may be `NULL`.
+    fn text(&self, at: usize) -> Result<Option<String>>;
+    /// A binary column that may be `NULL`.
+    fn bytes(&self, at: usize) -> Result<Option<Vec<u8>>>;
+}
+
 /// Reads `created_at, expires_at, owner, version, moved_to, data` from `row`, starting at
 /// column `at`: the record with its inline values.
-pub(crate) fn record_of<R>(row: &R, at: usize) -> Result<Record>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let get = |e| sql_error("reading a session row", e);
+pub(crate) fn record_of(row: &impl SessionRow, at: usize) -> Result<Record> {
     let mut record = record_from(
-        row.try_get(at).map_err(get)?,
-        row.try_get(at + 1).map_err(get)?,
-        row.try_get(at + 2).map_err(get)?,
-        row.try_get(at + 3).map_err(get)?,
-        row.try_get(at + 4).map_err(get)?,
+        row.int(at)?,
+        row.int(at + 1)?,
+        row.text(at + 2)?,
+        row.int(at + 3)?,
+        row.bytes(at + 4)?,
     )?;
-    let doc: String = row.try_get(at + 5).map_err(get)?;
+    let doc = row
+        .text(at + 5)?
+        .ok_or_else(|| Error::corrupt("a session row without its inline document"))?;
     read_inline(&doc, &mut record.data)?;
     Ok(record)
 }
@@ -339,14 +364,10 @@ where
 /// Folds the rows of one session's load (`meta…, data, name, value`: the session row joined
 /// with its values-table rows, if any) into a record; `only` keeps the inline values of those
 /// names (the query filtered the values table's).
-pub(crate) fn fold_joined<R>(rows: &[R], only: Option<&[&str]>) -> Result<Option<Record>>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+pub(crate) fn fold_joined(
+    rows: &[impl SessionRow],
+    only: Option<&[&str]>,
+) -> Result<Option<Record>> {
     let Some(first) = rows.first() else {
         return Ok(None);
     };
@@ -355,12 +376,11 @@ where
         record.data.retain(|name, _| names.contains(&name.as_str()));
     }
     for row in rows {
-        let name: Option<String> = row.try_get(6).map_err(|e| sql_error("reading values", e))?;
-        if let Some(name) = name {
-            record.data.insert(
-                name,
-                row.try_get(7).map_err(|e| sql_error("reading values", e))?,
-            );
+        if let Some(name) = row.text(6)? {
+            let value = row
+                .bytes(7)?
+                .ok_or_else(|| Error::corrupt("a NULL session value"))?;
+            record.data.insert(name, value);
         }
     }
     Ok(Some(record))
@@ -368,27 +388,23 @@ where
 
 /// Reads listing rows (`key, meta…, data, spilled`) into sessions, and the keys of those with
 /// rows in the values table (to be attached with [`attach_values`]).
-pub(crate) fn listed_sessions<R>(rows: &[R]) -> Result<(Vec<StoredSession>, Vec<Vec<u8>>)>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+pub(crate) fn listed_sessions(
+    rows: &[impl SessionRow],
+) -> Result<(Vec<StoredSession>, Vec<Vec<u8>>)> {
     let mut sessions = Vec::with_capacity(rows.len());
     let mut spilled = Vec::new();
     for row in rows {
-        let get = |e| sql_error("reading a session row", e);
-        let key: Vec<u8> = row.try_get(0).map_err(get)?;
-        if row.try_get::<bool, _>(7).map_err(get)? {
-            spilled.push(key.clone());
-        }
-        sessions.push(StoredSession {
+        let key = row
+            .bytes(0)?
+            .ok_or_else(|| Error::corrupt("a session row without a key"))?;
+        let session = StoredSession {
             key: SessionKey::from_slice(&key)?,
             record: record_of(row, 1)?,
-        });
+        };
+        if row.flag(7)? {
+            spilled.push(key);
+        }
+        sessions.push(session);
     }
     Ok((sessions, spilled))
 }

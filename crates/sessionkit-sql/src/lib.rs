@@ -1,8 +1,8 @@
 //! # sessionkit-sql
 //!
-//! PostgreSQL (feature `postgres`) and MySQL/MariaDB (feature `mysql`) stores for sessionkit, on
-//! sqlx. URLs: `postgres://user@host:5432/db`, `mysql://user@host:3306/db`, with options
-//! `table` (default `sessions`), `max_connections` (16), `acquire_timeout_ms` (5000) and
+//! PostgreSQL (feature `postgres`, on tokio-postgres) and MySQL/MariaDB (feature `mysql`, on
+//! sqlx) stores for sessionkit. URLs: `postgres://user@host:5432/db`,
+//! `mysql://user@host:3306/db`, with options `table` (default `sessions`), `max_connections` (16), `acquire_timeout_ms` (5000) and
 //! `setup=true` (create the schema on open); other query options go to the driver.
 //!
 //! ## Layout
@@ -25,14 +25,17 @@
 //! version-1 build does not read inline values.
 //!
 //! ## Connections
-//! Each store keeps its own small pool of sqlx connections (at most `max_connections`, opened
-//! lazily, `acquire_timeout_ms` to get one, else `Unavailable`). It does not ping before every
-//! use as sqlx's `Pool` does; it pings only connections idle for 30 s, closes those idle for
-//! 10 minutes, and closes (never reuses) a connection whose query failed at the socket or
-//! protocol level, whose server ended it, or whose request was dropped half-way. After a
-//! database restart, a request that meets a dead pooled connection fails once with
-//! `Unavailable` and the next one connects afresh. Measured: 1.6× sqlx's `Pool` on PostgreSQL
-//! point reads under 64-way concurrency (`docs/BENCHMARKS.md`).
+//! PostgreSQL (tokio-postgres): a quarter of `max_connections` (1 to 4) are shared: every load
+//! and every single-statement write of every request is pipelined on them, each statement
+//! prepared once per connection; the rest are lent one at a time for saves and transactions
+//! (a cleared save, an id cycle, setup, cleanup), so that concurrent commits do not queue
+//! behind one another. MySQL (sqlx): the store's own small pool of sqlx connections. Both open
+//! connections lazily, wait at most `acquire_timeout_ms` for one (else `Unavailable`), and
+//! replace a connection the server ended or the network broke: after a database restart, a
+//! request that meets a dead connection fails once with `Unavailable` and the next one
+//! connects afresh. Neither pings before every use (sqlx's `Pool` does, and releases through
+//! a spawned task); the MySQL pool pings connections idle for 30 s and closes those idle for
+//! 10 minutes. Measured against sqlx's `Pool` in `docs/BENCHMARKS.md`.
 //!
 //! ## Concurrency
 //! - `apply` locks the session's row first (an `UPDATE … WHERE live`), so concurrent applies to
@@ -49,6 +52,9 @@
 mod common;
 #[cfg(feature = "mysql")]
 mod mysql;
+#[cfg(feature = "postgres")]
+mod pg_conn;
+#[cfg(feature = "mysql")]
 mod pool;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -11,9 +11,9 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 
 use crate::common::delete_in_batches;
 use crate::common::{
-    CLEANUP_BATCH, Placement, Sql, SqlOptions, attach_values, checked, fold_joined, inline_doc,
-    listed_sessions, lock_id, now_ms, place, probe, record_of, retry_transient, sql_error,
-    version_param,
+    CLEANUP_BATCH, Placement, SessionRow, Sql, SqlOptions, attach_values, checked, fold_joined,
+    inline_doc, listed_sessions, lock_id, now_ms, place, probe, record_of, retry_transient,
+    sql_error, version_param,
 };
 use crate::pool::{ConnPool, with_conn};
 
@@ -183,6 +183,25 @@ impl std::fmt::Debug for MySqlStore {
         f.debug_struct("MySqlStore")
             .field("table", &self.sql.table)
             .finish_non_exhaustive()
+    }
+}
+
+impl SessionRow for MySqlRow {
+    fn int(&self, at: usize) -> Result<i64> {
+        self.try_get(at)
+            .map_err(|e| sql_error("reading a session row", e))
+    }
+    fn flag(&self, at: usize) -> Result<bool> {
+        self.try_get(at)
+            .map_err(|e| sql_error("reading a session row", e))
+    }
+    fn text(&self, at: usize) -> Result<Option<String>> {
+        self.try_get(at)
+            .map_err(|e| sql_error("reading a session row", e))
+    }
+    fn bytes(&self, at: usize) -> Result<Option<Vec<u8>>> {
+        self.try_get(at)
+            .map_err(|e| sql_error("reading a session row", e))
     }
 }
 
@@ -360,10 +379,7 @@ impl Store for MySqlStore {
         let Some(row) = row else { return Ok(None) };
         let mut record = record_of(&row, 0)?;
         record.data.retain(|name, _| keys.contains(&name.as_str()));
-        let spilled: bool = row
-            .try_get(6)
-            .map_err(|e| sql_error("reading a session row", e))?;
-        if spilled && !keys.is_empty() {
+        if row.flag(6)? && !keys.is_empty() {
             let statement = format!(
                 "SELECT name, value FROM {} WHERE session = ? AND name IN {}",
                 self.sql.values_table,

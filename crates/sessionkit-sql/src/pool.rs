@@ -237,7 +237,7 @@ impl<C: sqlx::Connection> ConnPool<C> {
     }
 }
 
-#[cfg(all(test, feature = "postgres"))]
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 

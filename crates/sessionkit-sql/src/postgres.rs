@@ -1,4 +1,4 @@
-//! The PostgreSQL store.
+//! The PostgreSQL store (tokio-postgres).
 
 use std::sync::Arc;
 
@@ -6,15 +6,16 @@ use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
     PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
-use sqlx::{AssertSqlSafe, Connection};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Row};
 
 use crate::common::{
-    CLEANUP_BATCH, Placement, Sql, SqlOptions, attach_values, checked, delete_in_batches,
-    fold_joined, inline_doc, listed_sessions, lock_id, now_ms, place, probe, retry_transient,
-    sql_error, version_param,
+    CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, TRANSIENT_ATTEMPTS,
+    attach_values, fold_joined, inline_doc, listed_sessions, lock_id, now_ms, place,
+    retry_transient, version_param,
 };
-use crate::pool::{ConnPool, with_conn};
+use crate::pg_conn::{PgConnections, PgFailure};
 
 /// 1: values in `<table>_values` only. 2: small values inline in the session row (`data`,
 /// `spilled`); `setup` upgrades a version-1 table in place.
@@ -26,6 +27,7 @@ struct Statements {
     load: Sql,
     load_keys: Sql,
     apply: Sql,
+    patch_small: Sql,
     replace: Sql,
     clear: Sql,
     upsert: Sql,
@@ -100,7 +102,7 @@ impl Statements {
             // $6/$7: the large values; $8: the inline document.
             create: format!(
                 "WITH s AS (INSERT INTO {t} (key, {meta}, data, spilled) \
-                 VALUES ($1, $2, $3, $4, $5, NULL, $8::jsonb, cardinality($6::text[]) > 0) RETURNING key) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, $8::text::jsonb, cardinality($6::text[]) > 0) RETURNING key) \
                  INSERT INTO {v} (session, name, value) SELECT s.key, u.name, u.value \
                  FROM s, UNNEST($6::text[], $7::bytea[]) AS u(name, value)"
             )
@@ -124,17 +126,25 @@ impl Statements {
             // $6/$7 large values, $8 names leaving the document, $9 inline patch,
             // $10 names leaving the values table.
             apply: format!(
-                "WITH s AS (UPDATE {t} SET {bump}, data = (data - $8::text[]) || $9::jsonb, \
+                "WITH s AS (UPDATE {t} SET {bump}, data = (data - $8::text[]) || $9::text::jsonb, \
                  spilled = spilled OR cardinality($6::text[]) > 0 {live} RETURNING key, version, spilled), \
                  r AS (DELETE FROM {v} WHERE session IN (SELECT key FROM s WHERE spilled) AND name = ANY($10)), \
                  i AS ({}) SELECT version FROM s",
                 upsert_from("s", "$6", "$7")
             )
             .into(),
+            // The common apply, a plain UPDATE: a session with nothing in the values table
+            // takes a change with nothing for it. Zero rows (gone, or spilled) falls back to
+            // `apply`. $6 names leaving the document, $7 inline patch.
+            patch_small: format!(
+                "UPDATE {t} SET {bump}, data = (data - $6::text[]) || $7::text::jsonb \
+                 {live} AND NOT spilled RETURNING version"
+            )
+            .into(),
             // A cleared change: the document becomes the change's inline values, and the
             // values table is emptied (`clear`) in the same transaction.
             replace: format!(
-                "UPDATE {t} SET {bump}, data = $6::jsonb, spilled = $7::boolean {live} RETURNING version"
+                "UPDATE {t} SET {bump}, data = $6::text::jsonb, spilled = $7::boolean {live} RETURNING version"
             )
             .into(),
             clear: format!("DELETE FROM {v} WHERE session = $1").into(),
@@ -181,10 +191,11 @@ impl Statements {
 }
 
 /// The PostgreSQL store. URL: `postgres://user@host:5432/db?table=sessions` (options:
-/// `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`; others go to the driver).
+/// `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`; others go to the driver:
+/// `sslmode`, `connect_timeout`, `application_name`, …, as tokio-postgres reads them).
 #[derive(Clone)]
 pub struct PostgresStore {
-    pool: ConnPool<PgConnection>,
+    conns: PgConnections,
     sql: Arc<Statements>,
 }
 
@@ -196,18 +207,85 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Deletes up to `limit` expired sessions, oldest first.
-async fn delete_expired_on(
-    sql: &Statements,
-    conn: &mut PgConnection,
-    limit: i64,
-) -> std::result::Result<u64, sqlx::Error> {
-    let done = sqlx::query(checked(&sql.delete_expired))
-        .bind(now_ms())
-        .bind(limit)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected())
+impl DriverError for PgFailure {
+    fn is_transient(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+        )
+    }
+
+    /// Connection trouble is `Unavailable` (503), a duplicate key `Conflict`, a missing table
+    /// `Config` (run setup), the rest `Backend`.
+    fn into_store_error(self, context: &str) -> Error {
+        let err = match self {
+            Self::TimedOut => {
+                return Error::unavailable(
+                    context.to_owned(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no PostgreSQL connection within the acquire timeout",
+                    ),
+                );
+            }
+            Self::Db(err) => err,
+        };
+        let Some(db) = err.as_db_error() else {
+            // No server error: the socket or the connection broke, or a value did not convert.
+            return if err.is_closed()
+                || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
+            {
+                Error::unavailable(context.to_owned(), err)
+            } else {
+                Error::backend(context.to_owned(), err)
+            };
+        };
+        let code = db.code().clone();
+        if code == SqlState::UNIQUE_VIOLATION {
+            Error::conflict(format!("{context}: {db}"))
+        } else if code == SqlState::UNDEFINED_TABLE {
+            Error::config_with(
+                format!(
+                    "{context}: the session schema is missing (run `sessionkit setup` or open with ?setup=true)"
+                ),
+                err,
+            )
+        } else if code.code().starts_with("08") || code.code().starts_with("57") {
+            Error::unavailable(context.to_owned(), err)
+        } else {
+            Error::backend(context.to_owned(), err)
+        }
+    }
+}
+
+impl SessionRow for Row {
+    fn int(&self, at: usize) -> Result<i64> {
+        self.try_get(at)
+            .map_err(|e| PgFailure::Db(e).into_store_error("reading a session row"))
+    }
+    fn flag(&self, at: usize) -> Result<bool> {
+        self.try_get(at)
+            .map_err(|e| PgFailure::Db(e).into_store_error("reading a session row"))
+    }
+    fn text(&self, at: usize) -> Result<Option<String>> {
+        self.try_get(at)
+            .map_err(|e| PgFailure::Db(e).into_store_error("reading a session row"))
+    }
+    fn bytes(&self, at: usize) -> Result<Option<Vec<u8>>> {
+        self.try_get(at)
+            .map_err(|e| PgFailure::Db(e).into_store_error("reading a session row"))
+    }
+}
+
+fn failed(context: &'static str) -> impl FnOnce(PgFailure) -> Error {
+    move |err| err.into_store_error(context)
+}
+
+/// The first column of `row` as a version.
+fn version_of(row: &Row) -> Result<u64> {
+    let version: i64 = row.int(0)?;
+    u64::try_from(version).map_err(|_| Error::corrupt("a negative session version"))
 }
 
 impl PostgresStore {
@@ -219,19 +297,20 @@ impl PostgresStore {
     /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
     pub async fn open(url: &str) -> Result<Self> {
         let options = SqlOptions::parse(url)?;
-        let connect: PgConnectOptions = options
+        let config: tokio_postgres::Config = options
             .driver_url
+            .replacen("postgresql:", "postgres:", 1)
             .parse()
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
-        probe::<PgConnection>(&options, "PostgreSQL").await?;
-        let pool = ConnPool::new(
-            connect,
-            options.max_connections,
-            options.acquire_timeout,
-            None,
-        );
+        let conns = PgConnections::new(config, options.max_connections, options.acquire_timeout);
+        // Connect now: an unreachable server or a bad password is reported at once, as the
+        // driver says it, rather than by the first request.
+        conns
+            .shared()
+            .await
+            .map_err(failed("connecting to PostgreSQL"))?;
         let store = Self {
-            pool,
+            conns,
             sql: Arc::new(Statements::new(&options.table)),
         };
         if options.setup {
@@ -240,22 +319,56 @@ impl PostgresStore {
         Ok(store)
     }
 
-    async fn sessions_with_values(&self, rows: Vec<PgRow>) -> Result<Vec<StoredSession>> {
+    /// Runs one prepared statement on a shared connection; its rows.
+    async fn query(
+        &self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, PgFailure> {
+        self.conns.shared().await?.query(sql, params).await
+    }
+
+    /// Runs one prepared statement on a shared connection; its row, if any.
+    async fn query_opt(
+        &self,
+        sql: &Sql,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgFailure> {
+        self.conns.shared().await?.query_opt(sql, params).await
+    }
+
+    async fn sessions_with_values(&self, rows: Vec<Row>) -> Result<Vec<StoredSession>> {
         let (mut sessions, keys) = listed_sessions(&rows)?;
         if keys.is_empty() {
             return Ok(sessions);
         }
-        let values: Vec<(Vec<u8>, String, Vec<u8>)> = with_conn!(self.pool, |c| async {
-            sqlx::query_as(checked(&self.sql.values_of))
-                .bind(keys)
-                .fetch_all(c)
-                .await
-        })
-        .await
-        .map_err(|e| sql_error("reading values", e))?;
+        let rows = self
+            .query(&self.sql.values_of, &[&keys])
+            .await
+            .map_err(failed("reading values"))?;
+        let mut values = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let missing = || Error::corrupt("a NULL in the values table");
+            values.push((
+                row.bytes(0)?.ok_or_else(missing)?,
+                row.text(1)?.ok_or_else(missing)?,
+                row.bytes(2)?.ok_or_else(missing)?,
+            ));
+        }
         attach_values(&mut sessions, values)?;
         Ok(sessions)
     }
+}
+
+/// Deletes up to `limit` expired sessions, oldest first.
+async fn delete_expired_on(
+    sql: &Statements,
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<u64, PgFailure> {
+    Ok(client
+        .execute(&*sql.delete_expired, &[&now_ms(), &limit])
+        .await?)
 }
 
 #[async_trait]
@@ -276,49 +389,40 @@ impl Store for PostgresStore {
         } = place(&record.data, []);
         let doc = inline_doc(&record.data, []);
         let version = version_param(record.version)?;
-        retry_transient("creating a session", || {
-            with_conn!(self.pool, |c| async {
-                sqlx::query(checked(&self.sql.create))
-                    .bind(key.as_bytes().as_slice())
-                    .bind(record.created_at.as_millis())
-                    .bind(record.expires_at.as_millis())
-                    .bind(record.owner.as_deref())
-                    .bind(version)
-                    .bind(&names)
-                    .bind(&values)
-                    .bind(&doc)
-                    .execute(c)
-                    .await
-            })
+        let key = key.as_bytes().as_slice();
+        let (created, expires) = (record.created_at.as_millis(), record.expires_at.as_millis());
+        let owner = record.owner.as_deref();
+        retry_transient("creating a session", || async {
+            let client = self.conns.shared().await?;
+            client
+                .execute(
+                    &self.sql.create,
+                    &[
+                        &key, &created, &expires, &owner, &version, &names, &values, &doc,
+                    ],
+                )
+                .await
         })
         .await?;
         Ok(())
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let rows = with_conn!(self.pool, |c| async {
-            sqlx::query(checked(&self.sql.load))
-                .bind(key.as_bytes().as_slice())
-                .bind(now_ms())
-                .fetch_all(c)
-                .await
-        })
-        .await
-        .map_err(|e| sql_error("loading a session", e))?;
+        let rows = self
+            .query(&self.sql.load, &[&key.as_bytes().as_slice(), &now_ms()])
+            .await
+            .map_err(failed("loading a session"))?;
         fold_joined(&rows, None)
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        let rows = with_conn!(self.pool, |c| async {
-            sqlx::query(checked(&self.sql.load_keys))
-                .bind(key.as_bytes().as_slice())
-                .bind(now_ms())
-                .bind(keys)
-                .fetch_all(c)
-                .await
-        })
-        .await
-        .map_err(|e| sql_error("loading a session", e))?;
+        let rows = self
+            .query(
+                &self.sql.load_keys,
+                &[&key.as_bytes().as_slice(), &now_ms(), &keys],
+            )
+            .await
+            .map_err(failed("loading a session"))?;
         fold_joined(&rows, Some(keys))
     }
 
@@ -333,96 +437,112 @@ impl Store for PostgresStore {
         let expires = change.expires_at.map(Timestamp::as_millis);
         let owner_changes = change.owner.is_some();
         let owner = change.owner.clone().flatten();
-        let version: Option<i64> = retry_transient("applying a change", || async {
-            if !change.cleared {
-                return with_conn!(self.pool, |c| async {
-                    sqlx::query_scalar(checked(&self.sql.apply))
-                        .bind(key.as_bytes().as_slice())
-                        .bind(now_ms())
-                        .bind(expires)
-                        .bind(owner_changes)
-                        .bind(owner.as_deref())
-                        .bind(&names)
-                        .bind(&values)
-                        .bind(&leaving_doc)
-                        .bind(&doc)
-                        .bind(&leaving_table)
-                        .fetch_optional(c)
-                        .await
-                })
-                .await;
+        let key = key.as_bytes().as_slice();
+        let has_large = !names.is_empty();
+        let row: Option<Row> = retry_transient("applying a change", || async {
+            if !change.cleared && !has_large {
+                let client = self.conns.exclusive().await?;
+                let patched = client
+                    .query_opt(
+                        &self.sql.patch_small,
+                        &[
+                            &key,
+                            &now_ms(),
+                            &expires,
+                            &owner_changes,
+                            &owner,
+                            &leaving_doc,
+                            &doc,
+                        ],
+                    )
+                    .await?;
+                if patched.is_some() {
+                    return Ok(patched);
+                }
             }
-            with_conn!(self.pool, |c| async {
-                let mut tx = c.begin().await?;
-                let version: Option<i64> = sqlx::query_scalar(checked(&self.sql.replace))
-                    .bind(key.as_bytes().as_slice())
-                    .bind(now_ms())
-                    .bind(expires)
-                    .bind(owner_changes)
-                    .bind(owner.as_deref())
-                    .bind(&doc)
-                    .bind(!names.is_empty())
-                    .fetch_optional(&mut *tx)
+            if !change.cleared {
+                let client = self.conns.exclusive().await?;
+                return client
+                    .query_opt(
+                        &self.sql.apply,
+                        &[
+                            &key,
+                            &now_ms(),
+                            &expires,
+                            &owner_changes,
+                            &owner,
+                            &names,
+                            &values,
+                            &leaving_doc,
+                            &doc,
+                            &leaving_table,
+                        ],
+                    )
+                    .await;
+            }
+            let mut conn = self.conns.exclusive().await?;
+            let tx = conn.client().transaction().await?;
+            let bumped = tx
+                .query_opt(
+                    &*self.sql.replace,
+                    &[
+                        &key,
+                        &now_ms(),
+                        &expires,
+                        &owner_changes,
+                        &owner,
+                        &doc,
+                        &has_large,
+                    ],
+                )
+                .await?;
+            if bumped.is_none() {
+                return Ok(None); // the dropped transaction rolls back
+            }
+            tx.execute(&*self.sql.clear, &[&key]).await?;
+            if has_large {
+                tx.execute(&*self.sql.upsert, &[&key, &names, &values])
                     .await?;
-                if version.is_none() {
-                    return Ok(None);
-                }
-                sqlx::query(checked(&self.sql.clear))
-                    .bind(key.as_bytes().as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-                if !names.is_empty() {
-                    sqlx::query(checked(&self.sql.upsert))
-                        .bind(key.as_bytes().as_slice())
-                        .bind(&names)
-                        .bind(&values)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(version)
-            })
-            .await
+            }
+            tx.commit().await?;
+            Ok(bumped)
         })
         .await?;
-        Ok(match version {
-            Some(version) => ApplyOutcome::Applied {
-                version: u64::try_from(version).unwrap_or_default(),
-            },
-            None => ApplyOutcome::Gone,
-        })
+        match row {
+            Some(row) => Ok(ApplyOutcome::Applied {
+                version: version_of(&row)?,
+            }),
+            None => Ok(ApplyOutcome::Gone),
+        }
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
-        let version: Option<i64> = retry_transient("extending a session", || {
-            with_conn!(self.pool, |c| async {
-                sqlx::query_scalar(checked(&self.sql.touch))
-                    .bind(key.as_bytes().as_slice())
-                    .bind(now_ms())
-                    .bind(expires_at.as_millis())
-                    .fetch_optional(c)
-                    .await
-            })
+        let key = key.as_bytes().as_slice();
+        let expires = expires_at.as_millis();
+        let row = retry_transient("extending a session", || async {
+            self.query_opt(&self.sql.touch, &[&key, &now_ms(), &expires])
+                .await
         })
         .await?;
-        Ok(
-            version.map_or(ApplyOutcome::Gone, |v| ApplyOutcome::Applied {
-                version: u64::try_from(v).unwrap_or_default(),
+        match row {
+            Some(row) => Ok(ApplyOutcome::Applied {
+                version: version_of(&row)?,
             }),
-        )
+            None => Ok(ApplyOutcome::Gone),
+        }
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let result = retry_transient("deleting a session", || {
-            with_conn!(self.pool, |c| async {
-                sqlx::query(checked(&self.sql.delete))
-                    .bind(key.as_bytes().as_slice())
-                    .execute(c)
-                    .await
-            })
+        let key = key.as_bytes().as_slice();
+        let deleted = retry_transient("deleting a session", || async {
+            self.conns
+                .shared()
+                .await?
+                .execute(&self.sql.delete, &[&key])
+                .await
         })
         .await?;
-        Ok(result.rows_affected() > 0)
+        Ok(deleted > 0)
     }
 
     async fn cycle(
@@ -431,78 +551,65 @@ impl Store for PostgresStore {
         new: &SessionKey,
         grace_until: Option<Timestamp>,
     ) -> Result<CycleOutcome> {
-        retry_transient("cycling a session id", || {
-            with_conn!(self.pool, |c| async {
-                let now = now_ms();
-                let mut tx = c.begin().await?;
-                let live = sqlx::query(checked(&self.sql.lock_live))
-                    .bind(old.as_bytes().as_slice())
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if live.is_none() {
-                    return Ok(CycleOutcome::Gone);
+        let (old, new) = (old.as_bytes().as_slice(), new.as_bytes().as_slice());
+        retry_transient("cycling a session id", || async {
+            let now = now_ms();
+            let mut conn = self.conns.exclusive().await?;
+            let tx = conn.client().transaction().await?;
+            if tx
+                .query_opt(&*self.sql.lock_live, &[&old, &now])
+                .await?
+                .is_none()
+            {
+                return Ok::<_, PgFailure>(CycleOutcome::Gone);
+            }
+            tx.execute(&*self.sql.cycle_copy, &[&old, &new]).await?;
+            tx.execute(&*self.sql.move_values, &[&old, &new]).await?;
+            match grace_until {
+                Some(until) => {
+                    tx.execute(
+                        &*self.sql.make_pointer,
+                        &[&old, &new, &now, &until.as_millis()],
+                    )
+                    .await?
                 }
-                sqlx::query(checked(&self.sql.cycle_copy))
-                    .bind(old.as_bytes().as_slice())
-                    .bind(new.as_bytes().as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(checked(&self.sql.move_values))
-                    .bind(old.as_bytes().as_slice())
-                    .bind(new.as_bytes().as_slice())
-                    .execute(&mut *tx)
-                    .await?;
-                match grace_until {
-                    Some(until) => {
-                        sqlx::query(checked(&self.sql.make_pointer))
-                            .bind(old.as_bytes().as_slice())
-                            .bind(new.as_bytes().as_slice())
-                            .bind(now)
-                            .bind(until.as_millis())
-                            .execute(&mut *tx)
-                            .await?
-                    }
-                    None => {
-                        sqlx::query(checked(&self.sql.delete))
-                            .bind(old.as_bytes().as_slice())
-                            .execute(&mut *tx)
-                            .await?
-                    }
-                };
-                tx.commit().await?;
-                Ok(CycleOutcome::Cycled)
-            })
+                None => tx.execute(&*self.sql.delete, &[&old]).await?,
+            };
+            tx.commit().await?;
+            Ok(CycleOutcome::Cycled)
         })
         .await
     }
 
     async fn setup(&self) -> Result<()> {
-        let found: i32 = retry_transient("creating the session schema", || with_conn!(self.pool, |c| async {
-            let mut tx = c.begin().await?;
+        let table = self.sql.table.as_str();
+        let found: i32 = retry_transient("creating the session schema", || async {
+            let mut conn = self.conns.exclusive().await?;
+            let tx = conn.client().transaction().await?;
             // Several app servers may start at once: one creates, the others wait and find it.
-            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(lock_id(&self.sql.table)).execute(&mut *tx).await?;
-            sqlx::raw_sql(checked(&self.sql.ddl)).execute(&mut *tx).await?;
-            sqlx::query(
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_id(table)])
+                .await?;
+            tx.batch_execute(&self.sql.ddl).await?;
+            tx.execute(
                 "INSERT INTO sessionkit_schema (table_name, version) VALUES ($1, $2) \
                  ON CONFLICT (table_name) DO UPDATE SET version = GREATEST(sessionkit_schema.version, EXCLUDED.version)",
+                &[&table, &SCHEMA_VERSION],
             )
-            .bind(&self.sql.table)
-            .bind(SCHEMA_VERSION)
-            .execute(&mut *tx)
             .await?;
-            let found = sqlx::query_scalar("SELECT version FROM sessionkit_schema WHERE table_name = $1")
-                .bind(&self.sql.table)
-                .fetch_one(&mut *tx)
-                .await?;
+            let found: i32 = tx
+                .query_one(
+                    "SELECT version FROM sessionkit_schema WHERE table_name = $1",
+                    &[&table],
+                )
+                .await?
+                .try_get(0)?;
             tx.commit().await?;
-            Ok(found)
-        }))
+            Ok::<_, PgFailure>(found)
+        })
         .await?;
         if found > SCHEMA_VERSION {
             return Err(Error::config(format!(
-                "table {} has schema version {found}; this sessionkit knows {SCHEMA_VERSION}",
-                self.sql.table
+                "table {table} has schema version {found}; this sessionkit knows {SCHEMA_VERSION}"
             )));
         }
         Ok(())
@@ -514,72 +621,81 @@ impl Store for PostgresStore {
 
     async fn delete_expired(&self) -> Result<u64> {
         let lock = lock_id(&self.sql.table);
+        let mut conn = self
+            .conns
+            .exclusive()
+            .await
+            .map_err(failed("starting cleanup"))?;
+        let client = conn.client();
         // The advisory lock belongs to this connection's session, so every batch runs on it.
-        with_conn!(self.pool, |c| async {
-            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(lock)
-                .fetch_one(&mut *c)
-                .await?;
-            if !mine {
-                return Ok(0); // another app server is cleaning right now
+        let mine: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&lock])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| PgFailure::Db(e).into_store_error("starting cleanup"))?;
+        if !mine {
+            return Ok(0); // another app server is cleaning right now
+        }
+        let (mut total, mut aborts) = (0u64, 0);
+        let result = loop {
+            match delete_expired_on(&self.sql, &*client, CLEANUP_BATCH).await {
+                Ok(n) if n < CLEANUP_BATCH.unsigned_abs() => break Ok(total + n),
+                Ok(n) => total += n,
+                Err(err) if err.is_transient() && aborts < TRANSIENT_ATTEMPTS => aborts += 1,
+                Err(err) => break Err(err.into_store_error("deleting expired sessions")),
             }
-            let result =
-                delete_in_batches!(delete_expired_on(&self.sql, &mut *c, CLEANUP_BATCH)).await;
-            sqlx::query("SELECT pg_advisory_unlock($1)")
-                .bind(lock)
-                .execute(&mut *c)
-                .await?;
-            result
-        })
-        .await
-        .map_err(|e| sql_error("cleaning up expired sessions", e))
+        };
+        let _ = client
+            .execute("SELECT pg_advisory_unlock($1)", &[&lock])
+            .await;
+        result
     }
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
         let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
-        retry_transient("deleting expired sessions", || {
-            with_conn!(self.pool, |c| delete_expired_on(&self.sql, c, limit))
+        retry_transient("deleting expired sessions", || async {
+            let client = self.conns.shared().await?;
+            client
+                .execute(&self.sql.delete_expired, &[&now_ms(), &limit])
+                .await
         })
         .await
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
         let mut sql = self.sql.meta_columns.clone();
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
-        };
+        let now = now_ms();
+        let after = page.after.map(|key| key.as_bytes().to_vec());
+        let limit = i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         match filter.state {
-            ListState::Live => sql.push_str(&format!(" AND expires_at > {}", next())),
-            ListState::Expired => sql.push_str(&format!(" AND expires_at <= {}", next())),
+            ListState::Live => sql.push_str(" AND expires_at > $1"),
+            ListState::Expired => sql.push_str(" AND expires_at <= $1"),
             ListState::All => {}
         }
-        if page.after.is_some() {
-            sql.push_str(&format!(" AND key > {}", next()));
-        }
-        if filter.owner.is_some() {
-            sql.push_str(&format!(" AND owner = {}", next()));
-        }
-        sql.push_str(&format!(" ORDER BY key LIMIT {}", next()));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
         if filter.state != ListState::All {
-            query = query.bind(now_ms());
+            params.push(&now);
         }
-        if let Some(after) = page.after {
-            query = query.bind(after.as_bytes().to_vec());
+        if let Some(after) = &after {
+            params.push(after);
+            sql.push_str(&format!(" AND key > ${}", params.len()));
         }
         if let Some(owner) = &filter.owner {
-            query = query.bind(owner.clone());
+            params.push(owner);
+            sql.push_str(&format!(" AND owner = ${}", params.len()));
         }
-        let rows = with_conn!(self.pool, |c| async {
-            query
-                .bind(i64::try_from(page.limit.saturating_add(1)).unwrap_or(i64::MAX))
-                .fetch_all(c)
-                .await
-        })
-        .await
-        .map_err(|e| sql_error("listing sessions", e))?;
+        params.push(&limit);
+        sql.push_str(&format!(" ORDER BY key LIMIT ${}", params.len()));
+        let client = self
+            .conns
+            .shared()
+            .await
+            .map_err(failed("listing sessions"))?;
+        // Admin listings vary their filters: run unprepared rather than fill the cache.
+        let rows = client
+            .query_unprepared(&sql, &params)
+            .await
+            .map_err(failed("listing sessions"))?;
         Ok(Page::from_sorted(
             self.sessions_with_values(rows).await?,
             page.limit,
@@ -587,29 +703,20 @@ impl Store for PostgresStore {
     }
 
     async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
-        let rows = with_conn!(self.pool, |c| async {
-            sqlx::query(checked(&self.sql.by_owner))
-                .bind(owner)
-                .bind(now_ms())
-                .fetch_all(c)
-                .await
-        })
-        .await
-        .map_err(|e| sql_error("listing an owner's sessions", e))?;
+        let rows = self
+            .query(&self.sql.by_owner, &[&owner, &now_ms()])
+            .await
+            .map_err(failed("listing an owner's sessions"))?;
         self.sessions_with_values(rows).await
     }
 
     async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
-        let live: i64 = retry_transient("revoking an owner's sessions", || {
-            with_conn!(self.pool, |c| async {
-                sqlx::query_scalar(checked(&self.sql.delete_owner))
-                    .bind(owner)
-                    .bind(now_ms())
-                    .fetch_one(c)
-                    .await
-            })
+        let row = retry_transient("revoking an owner's sessions", || async {
+            self.query_opt(&self.sql.delete_owner, &[&owner, &now_ms()])
+                .await
         })
         .await?;
+        let live = row.map(|row| row.int(0)).transpose()?.unwrap_or(0);
         Ok(live.unsigned_abs())
     }
 }

@@ -4,9 +4,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sessionkit_core::Result;
-use sqlx::{AssertSqlSafe, Connection, Executor};
-
-use crate::common::sql_error;
 
 /// The environment variable naming the PostgreSQL test database.
 pub const POSTGRES_ENV: &str = "SESSIONKIT_POSTGRES_URL";
@@ -51,31 +48,44 @@ fn owner_is_gone(table: &str) -> bool {
 /// # Errors
 /// The driver's errors (`Unavailable` when the server is down).
 pub async fn drop_stale_tables(url: &str) -> Result<()> {
-    let e = |e| sql_error("dropping stale test tables", e);
     if url.starts_with("postgres") {
         #[cfg(feature = "postgres")]
         {
-            let mut conn = sqlx::PgConnection::connect(url).await.map_err(e)?;
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'sk\\_%\\_%'",
-            )
-            .fetch_all(&mut conn)
-            .await
-            .map_err(e)?;
-            for table in tables
-                .iter()
-                .filter(|t| !t.ends_with("_values") && owner_is_gone(t))
-            {
-                conn.execute(AssertSqlSafe(format!(
-                    "DROP TABLE IF EXISTS {table}_values, {table} CASCADE"
-                )))
+            use crate::common::DriverError as _;
+            let e =
+                |e| crate::pg_conn::PgFailure::Db(e).into_store_error("dropping stale test tables");
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                 .await
                 .map_err(e)?;
+            let connection = tokio::spawn(connection);
+            let rows = client
+                .query(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'sk\\_%\\_%'",
+                    &[],
+                )
+                .await
+                .map_err(e)?;
+            for row in &rows {
+                let table: String = row.try_get(0).map_err(e)?;
+                if !table.ends_with("_values") && owner_is_gone(&table) {
+                    client
+                        .batch_execute(&format!(
+                            "DROP TABLE IF EXISTS {table}_values, {table} CASCADE"
+                        ))
+                        .await
+                        .map_err(e)?;
+                }
             }
+            drop(client);
+            let _ = connection.await;
         }
     } else {
         #[cfg(feature = "mysql")]
         {
+            use sqlx::{AssertSqlSafe, Connection, Executor};
+
+            use crate::common::sql_error;
+            let e = |e| sql_error("dropping stale test tables", e);
             let url = url.replacen("mariadb:", "mysql:", 1);
             let mut conn = sqlx::MySqlConnection::connect(&url).await.map_err(e)?;
             let tables: Vec<String> = sqlx::query_scalar(

@@ -108,8 +108,12 @@ mod sk {
                 let _ = std::fs::remove_file("bench-sessionkit.db");
                 "sqlite://bench-sessionkit.db".to_owned()
             }
-            "postgres" => "postgres://root@127.0.0.1:5432/test?table=bench_sessionkit&setup=true".to_owned(),
-            "mysql" => "mysql://root@127.0.0.1:3306/test?table=bench_sessionkit&setup=true".to_owned(),
+            "postgres" => {
+                "postgres://root@127.0.0.1:5432/test?table=bench_sessionkit&setup=true".to_owned()
+            }
+            "mysql" => {
+                "mysql://root@127.0.0.1:3306/test?table=bench_sessionkit&setup=true".to_owned()
+            }
             "redis" => "redis://127.0.0.1:6379?namespace=bench_sessionkit".to_owned(),
             other => panic!("unknown store {other}"),
         };
