@@ -294,7 +294,9 @@ fn floor_caches(c: &mut Criterion) {
     group.finish();
 }
 
-/// sqlx running the store's own statements on the store's own table, without the store.
+/// The stores' own drivers running the stores' own statements for the common case (a small
+/// session, all inline) on the stores' own tables, without the stores: tokio-postgres with a
+/// prepared statement for PostgreSQL, sqlx for MySQL.
 fn floor_sql(c: &mut Criterion) {
     use sqlx::AssertSqlSafe;
     let runtime = runtime();
@@ -322,11 +324,16 @@ fn floor_sql(c: &mut Criterion) {
             .to_owned()
     };
     let (pt, mt) = (table(&pg), table(&my));
-    let pg_pool = runtime
-        .block_on(sqlx::PgPool::connect(
+    let pg_client = runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(
             &sessionkit_sql::testing::postgres_url(),
-        ))
+            tokio_postgres::NoTls,
+        )
+        .await
         .expect("pg");
+        tokio::spawn(connection);
+        client
+    });
     let my_pool = runtime
         .block_on(sqlx::MySqlPool::connect(
             &sessionkit_sql::testing::mysql_url(),
@@ -334,29 +341,31 @@ fn floor_sql(c: &mut Criterion) {
         .expect("mysql");
 
     let mut group = c.benchmark_group("floor-postgres");
-    let load = format!(
-        "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value FROM {pt} s LEFT JOIN {pt}_values v ON v.session = s.key WHERE s.key = $1 AND s.expires_at > $2"
-    );
+    let load = runtime
+        .block_on(pg_client.prepare(&format!(
+            "SELECT created_at, expires_at, owner, version, moved_to, data::text FROM {pt} WHERE key = $1 AND expires_at > $2"
+        )))
+        .expect("prepare");
     group.bench_function("load", |b| {
         b.to_async(&runtime).iter(|| async {
-            sqlx::query(AssertSqlSafe(load.clone()))
-                .bind(&k)
-                .bind(Timestamp::now().as_millis())
-                .fetch_all(&pg_pool)
+            pg_client
+                .query(&load, &[&k, &Timestamp::now().as_millis()])
                 .await
                 .expect("load")
         })
     });
-    let apply = format!(
-        "WITH s AS (UPDATE {pt} SET version = version + 1 WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL RETURNING key, version) INSERT INTO {pt}_values (session, name, value) SELECT s.key, 'counter', $3 FROM s ON CONFLICT (session, name) DO UPDATE SET value = EXCLUDED.value"
-    );
+    let apply = runtime
+        .block_on(pg_client.prepare(&format!(
+            "UPDATE {pt} SET version = version + 1, data = data || $3::text::jsonb WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL RETURNING version"
+        )))
+        .expect("prepare");
     group.bench_function("apply(1 key)", |b| {
         b.to_async(&runtime).iter(|| async {
-            sqlx::query(AssertSqlSafe(apply.clone()))
-                .bind(&k)
-                .bind(Timestamp::now().as_millis())
-                .bind(vec![1u8; 8])
-                .execute(&pg_pool)
+            pg_client
+                .query(
+                    &apply,
+                    &[&k, &Timestamp::now().as_millis(), &r#"{"counter":"AQ"}"#],
+                )
                 .await
                 .expect("apply")
         })
@@ -365,7 +374,7 @@ fn floor_sql(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("floor-mysql");
     let load = format!(
-        "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value FROM {mt} s LEFT JOIN {mt}_values v ON v.session = s.`key` WHERE s.`key` = ? AND s.expires_at > ?"
+        "SELECT created_at, expires_at, owner, version, moved_to, data FROM {mt} WHERE `key` = ? AND expires_at > ?"
     );
     group.bench_function("load", |b| {
         b.to_async(&runtime).iter(|| async {
@@ -377,28 +386,18 @@ fn floor_sql(c: &mut Criterion) {
                 .expect("load")
         })
     });
-    let bump = format!(
-        "UPDATE {mt} SET version = LAST_INSERT_ID(version + 1) WHERE `key` = ? AND expires_at > ? AND moved_to IS NULL"
-    );
-    let upsert = format!(
-        "INSERT INTO {mt}_values (session, name, value) VALUES (?, 'counter', ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"
+    let apply = format!(
+        "UPDATE {mt} SET version = LAST_INSERT_ID(version + 1), data = JSON_MERGE_PATCH(data, ?) WHERE `key` = ? AND expires_at > ? AND moved_to IS NULL"
     );
     group.bench_function("apply(1 key)", |b| {
         b.to_async(&runtime).iter(|| async {
-            let mut tx = my_pool.begin().await.expect("begin");
-            sqlx::query(AssertSqlSafe(bump.clone()))
+            sqlx::query(AssertSqlSafe(apply.clone()))
+                .bind(r#"{"counter":"AQ"}"#)
                 .bind(&k)
                 .bind(Timestamp::now().as_millis())
-                .execute(&mut *tx)
+                .execute(&my_pool)
                 .await
-                .expect("bump");
-            sqlx::query(AssertSqlSafe(upsert.clone()))
-                .bind(&k)
-                .bind(vec![1u8; 8])
-                .execute(&mut *tx)
-                .await
-                .expect("upsert");
-            tx.commit().await.expect("commit")
+                .expect("apply")
         })
     });
     group.finish();

@@ -23,6 +23,9 @@ pub(crate) struct SqlOptions {
     pub driver_url: String,
     pub table: String,
     pub max_connections: u32,
+    /// PostgreSQL: how many of `max_connections` are shared and pipelined (default: half the
+    /// CPUs, at least one).
+    pub shared_connections: Option<u32>,
     pub acquire_timeout: Duration,
     pub setup: bool,
 }
@@ -35,6 +38,7 @@ impl SqlOptions {
             driver_url: base.to_owned(),
             table: "sessions".into(),
             max_connections: 16,
+            shared_connections: None,
             acquire_timeout: Duration::from_secs(5),
             setup: false,
         };
@@ -48,6 +52,15 @@ impl SqlOptions {
                         .ok()
                         .filter(|n| *n > 0)
                         .ok_or_else(|| bad_option(&name, &value))?;
+                }
+                "shared_connections" => {
+                    parsed.shared_connections = Some(
+                        value
+                            .parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| bad_option(&name, &value))?,
+                    );
                 }
                 "acquire_timeout_ms" => {
                     parsed.acquire_timeout = value
@@ -463,6 +476,12 @@ mod tests {
         );
         assert!(SqlOptions::parse("postgres://h/db?table=x;drop").is_err());
         assert!(SqlOptions::parse("postgres://h/db?max_connections=0").is_err());
+        let shared = SqlOptions::parse("postgres://h/db?shared_connections=2").expect("parse");
+        assert_eq!(
+            (shared.shared_connections, shared.driver_url.as_str()),
+            (Some(2), "postgres://h/db")
+        );
+        assert!(SqlOptions::parse("postgres://h/db?shared_connections=0").is_err());
     }
 
     #[test]
@@ -533,26 +552,6 @@ mod deadlock_tests {
         let _ = pool
             .execute(AssertSqlSafe(format!("DROP TABLE {table}")))
             .await;
-    }
-
-    #[cfg(feature = "postgres")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_deadlocks_are_retried() {
-        let url = crate::testing::postgres_url();
-        let pool = match sqlx::PgPool::connect(&url).await {
-            Ok(pool) => pool,
-            Err(err) => {
-                return sessionkit_conformance::server_unavailable("PostgreSQL", &url, err)
-                    .unwrap_or(());
-            }
-        };
-        let table = scratch_table();
-        pool.execute(AssertSqlSafe(format!(
-            "CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL); INSERT INTO {table} VALUES (1, 0), (2, 0)"
-        )))
-        .await
-        .expect("table");
-        opposite_order_updates(pool, &table).await;
     }
 
     #[cfg(feature = "mysql")]

@@ -25,7 +25,8 @@
 //! version-1 build does not read inline values.
 //!
 //! ## Connections
-//! PostgreSQL (tokio-postgres): a quarter of `max_connections` (1 to 4) are shared: every load
+//! PostgreSQL (tokio-postgres): `shared_connections` of them (default: half the CPUs, at least
+//! one, at most half of `max_connections`) are shared: every load
 //! and every single-statement write of every request is pipelined on them, each statement
 //! prepared once per connection; the rest are lent one at a time for saves and transactions
 //! (a cleared save, an id cycle, setup, cleanup), so that concurrent commits do not queue

@@ -191,7 +191,8 @@ impl Statements {
 }
 
 /// The PostgreSQL store. URL: `postgres://user@host:5432/db?table=sessions` (options:
-/// `table`, `max_connections`, `acquire_timeout_ms`, `setup=true`; others go to the driver:
+/// `table`, `max_connections`, `shared_connections`, `acquire_timeout_ms`, `setup=true`; others
+/// go to the driver:
 /// `sslmode`, `connect_timeout`, `application_name`, …, as tokio-postgres reads them).
 #[derive(Clone)]
 pub struct PostgresStore {
@@ -302,7 +303,12 @@ impl PostgresStore {
             .replacen("postgresql:", "postgres:", 1)
             .parse()
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
-        let conns = PgConnections::new(config, options.max_connections, options.acquire_timeout);
+        let conns = PgConnections::new(
+            config,
+            options.max_connections,
+            options.shared_connections,
+            options.acquire_timeout,
+        );
         // Connect now: an unreachable server or a bad password is reported at once, as the
         // driver says it, rather than by the first request.
         conns

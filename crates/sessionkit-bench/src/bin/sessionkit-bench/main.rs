@@ -8,6 +8,9 @@
 //! - `sessionkit-bench correctness [--stores …] [--trials 10]`: 100 concurrent `/add/{k}` on one
 //!   cookie (how many keys survive), and a slow request racing a logout (does the session come back).
 //! - `sessionkit-bench chart`: redraws the chart from the saved results.
+//! - `sessionkit-bench drivers`: point reads per second for each way of holding PostgreSQL and
+//!   MySQL connections (sqlx's pool with and without its ping, plain sqlx connections,
+//!   tokio-postgres pipelined).
 //!
 //! Needs `wrk` (Debian package) and the servers of the stores asked for.
 
@@ -21,6 +24,7 @@ use axum::routing::get;
 use clap::{Parser, Subcommand};
 
 mod driver;
+mod drivers;
 
 #[derive(Parser)]
 struct Cli {
@@ -54,6 +58,8 @@ enum Command {
     },
     /// Redraws docs/bench-chart.svg from docs/bench-results.json.
     Chart,
+    /// Point reads per second and client CPU per read for each way of holding SQL connections.
+    Drivers,
 }
 
 const PROFILE: &str = "Alice Example <alice@example.com>; roles=customer,beta; locale=en-GB; theme=dark; \
@@ -265,5 +271,6 @@ async fn main() {
         } => driver::run(&stores, seconds, runs).await,
         Command::Correctness { stores, trials } => driver::correctness(&stores, trials).await,
         Command::Chart => driver::redraw(),
+        Command::Drivers => drivers::run().await,
     }
 }
