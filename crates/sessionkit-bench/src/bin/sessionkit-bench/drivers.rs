@@ -6,7 +6,7 @@
 //! connections: sqlx's `Pool` as configured by default (it pings before each acquire), the same
 //! pool without that ping, 10 sqlx connections each behind its own async mutex (what a pool
 //! costs when acquire and release are nearly free), and tokio-postgres connections shared and
-//! pipelined (10 and 4). Needs the servers `.ci/services` starts.
+//! pipelined (10, 4, 2 and 1). Needs the servers `.ci/services` starts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,7 +65,7 @@ where
     }
     let (elapsed, cpu) = (start.elapsed().as_secs_f64(), cpu_seconds() - cpu);
     println!(
-        "{name:<44} {:>8.0} reads/s   client CPU {:>5.1} µs/read",
+        "{name:<48} {:>8.0} reads/s   client CPU {:>5.1} µs/read",
         QUERIES as f64 / elapsed,
         cpu / QUERIES as f64 * 1e6
     );
@@ -155,7 +155,7 @@ async fn postgres() {
     )
     .await;
 
-    for count in [10, 4] {
+    for count in [10, 4, 2, 1] {
         let mut clients = Vec::new();
         for _ in 0..count {
             let (client, connection) = tokio_postgres::connect(
