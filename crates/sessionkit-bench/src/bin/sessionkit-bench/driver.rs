@@ -164,7 +164,10 @@ struct Row {
     runs: Vec<Sample>,
 }
 
-pub(crate) async fn run(stores: &str, seconds: u32, runs: usize) {
+/// Stores the `raw` floor serves (`raw.rs`).
+const FLOOR_STORES: [&str; 4] = ["memory", "postgres", "mysql", "redis"];
+
+pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     let workdir = tempdir();
     let lua = workdir.join("rotate.lua");
     std::fs::write(&lua, ROTATE_LUA).expect("write rotate.lua");
@@ -175,7 +178,8 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize) {
         .expect("client");
     let mut rows: Vec<Row> = Vec::new();
     for store in stores.split(',') {
-        for lib in LIBS {
+        let with_floor = floor && FLOOR_STORES.contains(&store);
+        for lib in LIBS.into_iter().chain(with_floor.then_some("raw")) {
             let server = start(lib, store, &workdir).await;
             let mut cookies = Vec::with_capacity(COOKIES);
             for _ in 0..COOKIES {
@@ -228,6 +232,37 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize) {
         }
     }
     println!("{table}");
+    if floor {
+        let mut floors = String::from(
+            "| store | route | raw driver req/s | p50 | p99 | sessionkit / raw | tower-sessions / raw |\n|---|---|---|---|---|---|---|\n",
+        );
+        for store in stores.split(',') {
+            for route in ROUTES {
+                let find = |lib: &str| {
+                    rows.iter()
+                        .find(|r| r.store == store && r.route == route && r.lib == lib)
+                        .map(|r| r.median)
+                };
+                if let (Some(raw), Some(a), Some(b)) =
+                    (find("raw"), find("sessionkit"), find("tower-sessions"))
+                {
+                    let per = |x: Sample| {
+                        x.requests_per_second / raw.requests_per_second.max(f64::MIN_POSITIVE)
+                    };
+                    let _ = writeln!(
+                        floors,
+                        "| {store} | /{route} | {:.0} | {:.2} ms | {:.2} ms | {:.2} | {:.2} |",
+                        raw.requests_per_second,
+                        raw.p50_ms,
+                        raw.p99_ms,
+                        per(a),
+                        per(b)
+                    );
+                }
+            }
+        }
+        println!("{floors}");
+    }
     let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
     std::fs::write(
         docs.join("bench-results.json"),

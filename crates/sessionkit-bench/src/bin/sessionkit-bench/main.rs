@@ -1,7 +1,9 @@
 //! The side-by-side benchmark: the same axum app on sessionkit and on tower-sessions.
 //!
-//! - `sessionkit-bench serve --lib sessionkit|tower-sessions --store memory|sqlite|postgres|mysql|redis --port N`
-//! - `sessionkit-bench run [--stores …] [--seconds 10] [--runs 3]`: for each store, serves each
+//! - `sessionkit-bench serve --lib sessionkit|tower-sessions|raw --store memory|sqlite|postgres|mysql|redis --port N`
+//!   (`raw`: the floor, the same `/read` and `/incr` as one driver call each, no session layer;
+//!   memory, postgres, mysql and redis)
+//! - `sessionkit-bench run [--stores …] [--seconds 10] [--runs 3] [--floor]`: for each store, serves each
 //!   library in turn, pre-creates 1000 sessions, drives wrk (2 threads, 64 connections, cookies
 //!   rotated by `rotate.lua`) on `/none`, `/read` and `/incr`, and prints the medians and the
 //!   sessionkit / tower-sessions ratios; writes `docs/bench-results.json` and `docs/bench-chart.svg`.
@@ -25,6 +27,7 @@ use clap::{Parser, Subcommand};
 
 mod driver;
 mod drivers;
+mod raw;
 
 #[derive(Parser)]
 struct Cli {
@@ -49,6 +52,9 @@ enum Command {
         seconds: u32,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also serve the raw-driver floor (`--lib raw`) on memory, postgres, mysql and redis.
+        #[arg(long)]
+        floor: bool,
     },
     Correctness {
         #[arg(long, default_value = "memory,sqlite,postgres,mysql,redis")]
@@ -256,6 +262,7 @@ async fn main() {
             let app = match lib.as_str() {
                 "sessionkit" => sk::app(&store).await,
                 "tower-sessions" => ts::app(&store).await,
+                "raw" => raw::app(&store).await,
                 other => panic!("unknown library {other}"),
             };
             let app = app.route("/none", get(|| async { "none" }));
@@ -268,7 +275,8 @@ async fn main() {
             stores,
             seconds,
             runs,
-        } => driver::run(&stores, seconds, runs).await,
+            floor,
+        } => driver::run(&stores, seconds, runs, floor).await,
         Command::Correctness { stores, trials } => driver::correctness(&stores, trials).await,
         Command::Chart => driver::redraw(),
         Command::Drivers => drivers::run().await,

@@ -1,0 +1,259 @@
+//! `serve --lib raw`: the floor. The same `/read` and `/incr` routes with no session layer: the
+//! cookie is the row's key, and each route is the one driver call a session library could at
+//! best make (a keyed read; an atomic increment). No expiry, no id hashing, no concurrency
+//! control beyond the driver's own: a floor, not a session store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sqlx::AssertSqlSafe;
+
+use super::PROFILE;
+
+/// PostgreSQL connections with the three statements prepared, used round-robin (each shared
+/// by many requests, as tokio-postgres allows).
+struct PgFloor {
+    conns: Vec<(tokio_postgres::Client, [tokio_postgres::Statement; 3])>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl PgFloor {
+    fn pick(&self) -> &(tokio_postgres::Client, [tokio_postgres::Statement; 3]) {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.conns[i % self.conns.len()]
+    }
+}
+
+#[derive(Clone)]
+enum Backend {
+    Memory(Arc<Mutex<HashMap<String, i64>>>),
+    Redis(redis::aio::MultiplexedConnection),
+    Postgres(Arc<PgFloor>),
+    Mysql(sqlx::MySqlPool),
+}
+
+fn cookie_id(headers: &HeaderMap) -> Option<String> {
+    let cookie = headers.get(header::COOKIE)?.to_str().ok()?;
+    cookie
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("id="))
+        .map(str::to_owned)
+}
+
+fn fail(e: impl std::fmt::Display) -> Response {
+    (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+}
+
+impl Backend {
+    async fn read(&self, id: &str) -> Result<i64, Response> {
+        match self {
+            Self::Memory(map) => Ok(map.lock().map_err(fail)?.get(id).copied().unwrap_or(0)),
+            Self::Redis(conn) => {
+                let n: Option<i64> = redis::cmd("HGET")
+                    .arg(format!("raw:{id}"))
+                    .arg("counter")
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(fail)?;
+                Ok(n.unwrap_or(0))
+            }
+            Self::Postgres(floor) => {
+                let (client, [select, _, _]) = floor.pick();
+                let row = client.query_opt(select, &[&id]).await.map_err(fail)?;
+                Ok(row.map_or(0, |row| row.get(0)))
+            }
+            Self::Mysql(pool) => {
+                let n: Option<i64> =
+                    sqlx::query_scalar(AssertSqlSafe("SELECT counter FROM bench_raw WHERE id = ?"))
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await
+                        .map_err(fail)?;
+                Ok(n.unwrap_or(0))
+            }
+        }
+    }
+
+    async fn incr(&self, id: &str) -> Result<(), Response> {
+        match self {
+            Self::Memory(map) => {
+                *map.lock().map_err(fail)?.entry(id.to_owned()).or_default() += 1;
+            }
+            Self::Redis(conn) => {
+                let _: i64 = redis::cmd("HINCRBY")
+                    .arg(format!("raw:{id}"))
+                    .arg("counter")
+                    .arg(1)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(fail)?;
+            }
+            Self::Postgres(floor) => {
+                let (client, [_, update, _]) = floor.pick();
+                client.execute(update, &[&id]).await.map_err(fail)?;
+            }
+            Self::Mysql(pool) => {
+                sqlx::query(AssertSqlSafe(
+                    "UPDATE bench_raw SET counter = counter + 1 WHERE id = ?",
+                ))
+                .bind(id)
+                .execute(pool)
+                .await
+                .map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, id: &str) -> Result<(), Response> {
+        match self {
+            Self::Memory(map) => {
+                map.lock().map_err(fail)?.insert(id.to_owned(), 1);
+            }
+            Self::Redis(conn) => {
+                let _: () = redis::cmd("HSET")
+                    .arg(format!("raw:{id}"))
+                    .arg("counter")
+                    .arg(1)
+                    .arg("profile")
+                    .arg(PROFILE)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(fail)?;
+            }
+            Self::Postgres(floor) => {
+                let (client, [_, _, insert]) = floor.pick();
+                client
+                    .execute(insert, &[&id, &PROFILE])
+                    .await
+                    .map_err(fail)?;
+            }
+            Self::Mysql(pool) => {
+                sqlx::query(AssertSqlSafe(
+                    "INSERT INTO bench_raw (id, counter, profile) VALUES (?, 1, ?)",
+                ))
+                .bind(id)
+                .bind(PROFILE)
+                .execute(pool)
+                .await
+                .map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn read(State(backend): State<Backend>, headers: HeaderMap) -> Response {
+    let Some(id) = cookie_id(&headers) else {
+        return "0".into_response();
+    };
+    match backend.read(&id).await {
+        Ok(n) => n.to_string().into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn incr(State(backend): State<Backend>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie_id(&headers) {
+        return match backend.incr(&id).await {
+            Ok(()) => "ok".into_response(),
+            Err(response) => response,
+        };
+    }
+    let id = format!("{:032x}", rand_id());
+    if let Err(response) = backend.create(&id).await {
+        return response;
+    }
+    let mut response = "1".into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("id={id}; Path=/; HttpOnly")) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn rand_id() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    u128::from(hasher.finish()) << 64 | u128::from(hasher.finish().rotate_left(17))
+}
+
+pub(crate) async fn app(store: &str) -> Router {
+    let backend = match store {
+        "memory" => Backend::Memory(Arc::default()),
+        "redis" => {
+            let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis URL");
+            Backend::Redis(
+                client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("redis"),
+            )
+        }
+        "postgres" => {
+            let mut conns = Vec::new();
+            for i in 0..8 {
+                let (client, connection) = tokio_postgres::connect(
+                    "host=127.0.0.1 user=root dbname=test",
+                    tokio_postgres::NoTls,
+                )
+                .await
+                .expect("postgres");
+                tokio::spawn(connection);
+                if i == 0 {
+                    client
+                        .batch_execute(
+                            "DROP TABLE IF EXISTS bench_raw; \
+                             CREATE TABLE bench_raw (id TEXT PRIMARY KEY, counter BIGINT NOT NULL, profile TEXT NOT NULL)",
+                        )
+                        .await
+                        .expect("table");
+                }
+                let mut statements = Vec::new();
+                for sql in [
+                    "SELECT counter FROM bench_raw WHERE id = $1",
+                    "UPDATE bench_raw SET counter = counter + 1 WHERE id = $1",
+                    "INSERT INTO bench_raw (id, counter, profile) VALUES ($1, 1, $2)",
+                ] {
+                    statements.push(client.prepare(sql).await.expect("prepare"));
+                }
+                let statements: [tokio_postgres::Statement; 3] =
+                    statements.try_into().expect("three statements");
+                conns.push((client, statements));
+            }
+            Backend::Postgres(Arc::new(PgFloor {
+                conns,
+                next: std::sync::atomic::AtomicUsize::new(0),
+            }))
+        }
+        "mysql" => {
+            let pool = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test")
+                .await
+                .expect("mysql");
+            for statement in [
+                "DROP TABLE IF EXISTS bench_raw",
+                "CREATE TABLE bench_raw (id VARCHAR(64) PRIMARY KEY, counter BIGINT NOT NULL, profile TEXT NOT NULL) ENGINE=InnoDB",
+            ] {
+                sqlx::query(AssertSqlSafe(statement))
+                    .execute(&pool)
+                    .await
+                    .expect("table");
+            }
+            Backend::Mysql(pool)
+        }
+        other => panic!("no raw floor for {other}"),
+    };
+    Router::new()
+        .route("/read", get(read))
+        .route("/incr", get(incr))
+        .with_state(backend)
+}
