@@ -1,6 +1,7 @@
 //! `serve --lib raw`: the floor. The same `/read` and `/incr` routes with no session layer: the
 //! cookie is the row's key, and each route is the one driver call a session library could at
-//! best make (a keyed read; an atomic increment). No expiry, no id hashing, no concurrency
+//! best make (a keyed read; an atomic increment), and `/incr2`, the same increment as a read
+//! then a write (two calls). No expiry, no id hashing, no concurrency
 //! control beyond the driver's own: a floor, not a session store.
 
 use std::collections::HashMap;
@@ -110,6 +111,45 @@ impl Backend {
         Ok(())
     }
 
+    /// Writes `n` as the counter: the write half of a read-modify-write.
+    async fn write(&self, id: &str, n: i64) -> Result<(), Response> {
+        match self {
+            Self::Memory(map) => {
+                map.lock().map_err(fail)?.insert(id.to_owned(), n);
+            }
+            Self::Redis(conn) => {
+                let _: () = redis::cmd("HSET")
+                    .arg(format!("raw:{id}"))
+                    .arg("counter")
+                    .arg(n)
+                    .query_async(&mut conn.clone())
+                    .await
+                    .map_err(fail)?;
+            }
+            Self::Postgres(floor) => {
+                let (client, _) = floor.pick();
+                client
+                    .execute(
+                        "UPDATE bench_raw SET counter = $2 WHERE id = $1",
+                        &[&id, &n],
+                    )
+                    .await
+                    .map_err(fail)?;
+            }
+            Self::Mysql(pool) => {
+                sqlx::query(AssertSqlSafe(
+                    "UPDATE bench_raw SET counter = ? WHERE id = ?",
+                ))
+                .bind(n)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn create(&self, id: &str) -> Result<(), Response> {
         match self {
             Self::Memory(map) => {
@@ -174,6 +214,22 @@ async fn incr(State(backend): State<Backend>, headers: HeaderMap) -> Response {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// `/incr2`: a read, then a write of the new value: two driver calls, as a session library
+/// makes when the handler runs between its read and its write (no atomicity between them).
+async fn incr_in_two(State(backend): State<Backend>, headers: HeaderMap) -> Response {
+    let Some(id) = cookie_id(&headers) else {
+        return incr(State(backend), headers).await;
+    };
+    let n = match backend.read(&id).await {
+        Ok(n) => n + 1,
+        Err(response) => return response,
+    };
+    match backend.write(&id, n).await {
+        Ok(()) => n.to_string().into_response(),
+        Err(response) => response,
+    }
 }
 
 fn rand_id() -> u128 {
@@ -255,5 +311,6 @@ pub(crate) async fn app(store: &str) -> Router {
     Router::new()
         .route("/read", get(read))
         .route("/incr", get(incr))
+        .route("/incr2", get(incr_in_two))
         .with_state(backend)
 }
