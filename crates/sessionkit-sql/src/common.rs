@@ -133,6 +133,7 @@ pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> Error {
 /// Opens one direct connection and closes it: an unreachable server or a bad password is then
 /// reported as the driver says it (connection refused, …), at once, rather than as a pool
 /// timeout later.
+#[cfg(feature = "mysql")]
 pub(crate) async fn probe<C: sqlx::Connection>(options: &SqlOptions, server: &str) -> Result<()> {
     let connected = tokio::time::timeout(options.acquire_timeout, C::connect(&options.driver_url))
         .await
@@ -203,11 +204,11 @@ macro_rules! delete_in_batches {
             loop {
                 match $batch.await {
                     Ok(n) if n < $crate::common::CLEANUP_BATCH.unsigned_abs() => {
-                        break Ok::<u64, sqlx::Error>(total + n);
+                        break Ok(total + n);
                     }
                     Ok(n) => total += n,
                     Err(err)
-                        if $crate::common::is_transient(&err)
+                        if $crate::common::DriverError::is_transient(&err)
                             && aborts < $crate::common::TRANSIENT_ATTEMPTS =>
                     {
                         aborts += 1;
@@ -440,6 +441,7 @@ pub(crate) fn attach_values(
 pub(crate) type Sql = Arc<str>;
 
 /// Wraps SQL built from a validated table name for sqlx (which refuses unchecked strings).
+#[cfg(feature = "mysql")]
 pub(crate) fn checked(sql: &Sql) -> sqlx::AssertSqlSafe<Sql> {
     sqlx::AssertSqlSafe(Arc::clone(sql))
 }

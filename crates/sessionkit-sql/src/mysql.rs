@@ -406,7 +406,8 @@ impl Store for MySqlStore {
         let has_large = !placed.large_names.is_empty();
         // A merge patch: the inline values, and `null` for the names leaving the document.
         let patch = inline_doc(&change.set, placed.leaving_doc.iter().copied());
-        let doc = inline_doc(&change.set, []);
+        // A cleared change replaces the whole document.
+        let doc = change.cleared.then(|| inline_doc(&change.set, []));
         let version: Option<u64> = retry_transient("applying a change", || {
             with_conn!(self.pool, |c| async {
                 if !change.cleared && !has_large {
@@ -429,7 +430,7 @@ impl Store for MySqlStore {
                         .bind(expires)
                         .bind(owner_changes)
                         .bind(owner.as_deref())
-                        .bind(&doc)
+                        .bind(doc.as_deref())
                 } else {
                     sqlx::query(checked(&self.sql.patch))
                         .bind(expires)

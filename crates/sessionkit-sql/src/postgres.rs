@@ -10,10 +10,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
+use crate::common::delete_in_batches;
 use crate::common::{
-    CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, TRANSIENT_ATTEMPTS,
-    attach_values, fold_joined, inline_doc, listed_sessions, lock_id, now_ms, place,
-    retry_transient, version_param,
+    CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, attach_values, fold_joined,
+    inline_doc, listed_sessions, lock_id, now_ms, place, retry_transient, version_param,
 };
 use crate::pg_conn::{PgConnections, PgFailure};
 
@@ -642,19 +642,12 @@ impl Store for PostgresStore {
         if !mine {
             return Ok(0); // another app server is cleaning right now
         }
-        let (mut total, mut aborts) = (0u64, 0);
-        let result = loop {
-            match delete_expired_on(&self.sql, &*client, CLEANUP_BATCH).await {
-                Ok(n) if n < CLEANUP_BATCH.unsigned_abs() => break Ok(total + n),
-                Ok(n) => total += n,
-                Err(err) if err.is_transient() && aborts < TRANSIENT_ATTEMPTS => aborts += 1,
-                Err(err) => break Err(err.into_store_error("deleting expired sessions")),
-            }
-        };
+        let result: Result<u64, PgFailure> =
+            delete_in_batches!(delete_expired_on(&self.sql, &*client, CLEANUP_BATCH)).await;
         let _ = client
             .execute("SELECT pg_advisory_unlock($1)", &[&lock])
             .await;
-        result
+        result.map_err(failed("deleting expired sessions"))
     }
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {

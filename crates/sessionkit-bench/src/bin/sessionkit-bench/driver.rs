@@ -164,6 +164,13 @@ struct Row {
     runs: Vec<Sample>,
 }
 
+/// The median sample of one library on one store's route, if it ran.
+fn median_of(rows: &[Row], store: &str, route: &str, lib: &str) -> Option<Sample> {
+    rows.iter()
+        .find(|r| r.store == store && r.route == route && r.lib == lib)
+        .map(|r| r.median)
+}
+
 /// Stores the `raw` floor serves (`raw.rs`).
 const FLOOR_STORES: [&str; 4] = ["memory", "postgres", "mysql", "redis"];
 
@@ -211,11 +218,7 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     );
     for store in stores.split(',') {
         for route in ROUTES {
-            let find = |lib: &str| {
-                rows.iter()
-                    .find(|r| r.store == store && r.route == route && r.lib == lib)
-                    .map(|r| r.median)
-            };
+            let find = |lib: &str| median_of(&rows, store, route, lib);
             if let (Some(a), Some(b)) = (find("sessionkit"), find("tower-sessions")) {
                 let _ = writeln!(
                     table,
@@ -238,11 +241,7 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
         );
         for store in stores.split(',') {
             for route in ROUTES {
-                let find = |lib: &str| {
-                    rows.iter()
-                        .find(|r| r.store == store && r.route == route && r.lib == lib)
-                        .map(|r| r.median)
-                };
+                let find = |lib: &str| median_of(&rows, store, route, lib);
                 if let (Some(raw), Some(a), Some(b)) =
                     (find("raw"), find("sessionkit"), find("tower-sessions"))
                 {
@@ -334,16 +333,10 @@ fn chart(rows: &[Row], path: &Path) {
             .into_iter()
             .enumerate()
             {
-                if let Some(row) = rows
-                    .iter()
-                    .find(|r| r.store == *store && r.route == route && r.lib == lib)
-                {
+                if let Some(median) = median_of(rows, store, route, lib) {
                     let x = (i * 3 + j) as f64 + 0.5;
                     let _ = chart.draw_series(std::iter::once(Rectangle::new(
-                        [
-                            (x, 250.0),
-                            (x + 0.9, row.median.requests_per_second.max(250.0)),
-                        ],
+                        [(x, 250.0), (x + 0.9, median.requests_per_second.max(250.0))],
                         color.filled(),
                     )));
                 }

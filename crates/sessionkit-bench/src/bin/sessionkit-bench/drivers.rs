@@ -71,6 +71,71 @@ where
     );
 }
 
+/// The sqlx variants, the same on both servers: its `Pool` with and without the ping before
+/// each acquire, and 10 plain connections each behind its own async mutex.
+async fn sqlx_variants<DB>(server: &str, url: &str, keys: Arc<Vec<Vec<u8>>>, sql: Arc<str>)
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for ping in [true, false] {
+        let pool = sqlx::pool::PoolOptions::<DB>::new()
+            .max_connections(10)
+            .min_connections(10)
+            .test_before_acquire(ping)
+            .connect(url)
+            .await
+            .expect("connect");
+        let (keys, sql) = (Arc::clone(&keys), Arc::clone(&sql));
+        let name = if ping {
+            format!("{server:<9} sqlx Pool (default: ping on acquire)")
+        } else {
+            format!("{server:<9} sqlx Pool, test_before_acquire(false)")
+        };
+        measure(&name, move |_, i| {
+            let (pool, keys, sql) = (pool.clone(), Arc::clone(&keys), Arc::clone(&sql));
+            async move {
+                let row = sqlx::query::<DB>(AssertSqlSafe(sql))
+                    .bind(&keys[i % keys.len()])
+                    .bind(0i64)
+                    .fetch_optional(&pool)
+                    .await
+                    .expect("read");
+                assert!(row.is_some());
+            }
+        })
+        .await;
+    }
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        conns.push(tokio::sync::Mutex::new(
+            DB::Connection::connect(url).await.expect("connect"),
+        ));
+    }
+    let conns = Arc::new(conns);
+    measure(
+        &format!("{server:<9} 10 sqlx connections, a mutex each"),
+        move |task, i| {
+            let (conns, keys, sql) = (Arc::clone(&conns), Arc::clone(&keys), Arc::clone(&sql));
+            async move {
+                let mut conn = conns[task % conns.len()].lock().await;
+                let row = sqlx::query::<DB>(AssertSqlSafe(sql))
+                    .bind(&keys[i % keys.len()])
+                    .bind(0i64)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .expect("read");
+                assert!(row.is_some());
+            }
+        },
+    )
+    .await;
+}
+
 async fn postgres() {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(10)
@@ -100,60 +165,7 @@ async fn postgres() {
     let sql: Arc<str> =
         format!("SELECT expires_at, data FROM {TABLE} WHERE key = $1 AND expires_at > $2").into();
 
-    for ping in [true, false] {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(10)
-            .min_connections(10)
-            .test_before_acquire(ping)
-            .connect(PG_URL)
-            .await
-            .expect("PostgreSQL");
-        let (keys, sql) = (Arc::clone(&keys), Arc::clone(&sql));
-        let name = if ping {
-            "postgres  sqlx Pool (default: ping on acquire)"
-        } else {
-            "postgres  sqlx Pool, test_before_acquire(false)"
-        };
-        measure(name, move |_, i| {
-            let (pool, keys, sql) = (pool.clone(), Arc::clone(&keys), Arc::clone(&sql));
-            async move {
-                let row = sqlx::query(AssertSqlSafe(sql))
-                    .bind(&keys[i % keys.len()])
-                    .bind(0i64)
-                    .fetch_optional(&pool)
-                    .await
-                    .expect("read");
-                assert!(row.is_some());
-            }
-        })
-        .await;
-    }
-
-    let mut conns = Vec::new();
-    for _ in 0..10 {
-        conns.push(tokio::sync::Mutex::new(
-            sqlx::PgConnection::connect(PG_URL).await.expect("connect"),
-        ));
-    }
-    let conns = Arc::new(conns);
-    let (k, s) = (Arc::clone(&keys), Arc::clone(&sql));
-    measure(
-        "postgres  10 sqlx connections, a mutex each",
-        move |task, i| {
-            let (conns, keys, sql) = (Arc::clone(&conns), Arc::clone(&k), Arc::clone(&s));
-            async move {
-                let mut conn = conns[task % conns.len()].lock().await;
-                let row = sqlx::query(AssertSqlSafe(sql))
-                    .bind(&keys[i % keys.len()])
-                    .bind(0i64)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .expect("read");
-                assert!(row.is_some());
-            }
-        },
-    )
-    .await;
+    sqlx_variants::<sqlx::Postgres>("postgres", PG_URL, Arc::clone(&keys), Arc::clone(&sql)).await;
 
     for count in [10, 4, 2, 1] {
         let mut clients = Vec::new();
@@ -219,60 +231,7 @@ async fn mysql() {
     );
     let sql: Arc<str> =
         format!("SELECT expires_at, data FROM {TABLE} WHERE `key` = ? AND expires_at > ?").into();
-    for ping in [true, false] {
-        let pool = sqlx::mysql::MySqlPoolOptions::new()
-            .max_connections(10)
-            .min_connections(10)
-            .test_before_acquire(ping)
-            .connect(MY_URL)
-            .await
-            .expect("MariaDB");
-        let (keys, sql) = (Arc::clone(&keys), Arc::clone(&sql));
-        let name = if ping {
-            "mysql     sqlx Pool (default: ping on acquire)"
-        } else {
-            "mysql     sqlx Pool, test_before_acquire(false)"
-        };
-        measure(name, move |_, i| {
-            let (pool, keys, sql) = (pool.clone(), Arc::clone(&keys), Arc::clone(&sql));
-            async move {
-                let row = sqlx::query(AssertSqlSafe(sql))
-                    .bind(&keys[i % keys.len()])
-                    .bind(0i64)
-                    .fetch_optional(&pool)
-                    .await
-                    .expect("read");
-                assert!(row.is_some());
-            }
-        })
-        .await;
-    }
-    let mut conns = Vec::new();
-    for _ in 0..10 {
-        conns.push(tokio::sync::Mutex::new(
-            sqlx::MySqlConnection::connect(MY_URL)
-                .await
-                .expect("connect"),
-        ));
-    }
-    let conns = Arc::new(conns);
-    measure(
-        "mysql     10 sqlx connections, a mutex each",
-        move |task, i| {
-            let (conns, keys, sql) = (Arc::clone(&conns), Arc::clone(&keys), Arc::clone(&sql));
-            async move {
-                let mut conn = conns[task % conns.len()].lock().await;
-                let row = sqlx::query(AssertSqlSafe(sql))
-                    .bind(&keys[i % keys.len()])
-                    .bind(0i64)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .expect("read");
-                assert!(row.is_some());
-            }
-        },
-    )
-    .await;
+    sqlx_variants::<sqlx::MySql>("mysql", MY_URL, keys, sql).await;
     let _ = sqlx::query(AssertSqlSafe(format!("DROP TABLE {TABLE}")))
         .execute(&pool)
         .await;
