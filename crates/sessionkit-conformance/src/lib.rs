@@ -57,6 +57,7 @@ macro_rules! conformance_suite {
             applies_racing_a_cycle_are_moved_or_refused_never_lost,
             delete_expired_counts_and_spares_live_sessions,
             delete_expired_in_batches_reaches_zero,
+            extended_sessions_outlive_their_old_deadline,
             owner_index_lists_and_revokes,
             owner_index_follows_owner_changes,
             per_key_reads_return_only_the_asked_keys,
@@ -641,6 +642,33 @@ pub async fn delete_expired_counts_and_spares_live_sessions<S: Store>(store: Arc
             .expect("list");
         assert_eq!(all.sessions.len(), 3, "only the live sessions remain");
     }
+}
+
+/// A deadline moved by `apply` or `touch` is the one expiry and cleanup go by: past the old
+/// deadline, the session still loads and `delete_expired` leaves it (and its data) alone.
+pub async fn extended_sessions_outlive_their_old_deadline<S: Store>(store: Arc<S>) {
+    let by_apply = create(&*store, &short_lived(&[("a", b"1")])).await;
+    let by_touch = create(&*store, &short_lived(&[("t", b"1")])).await;
+    let later = now().saturating_add(HOUR);
+    let mut change = set(&[("b", b"2")]);
+    change.expires_at = Some(later);
+    assert!(matches!(
+        store.apply(&by_apply, &change).await.expect("apply"),
+        ApplyOutcome::Applied { .. }
+    ));
+    assert!(matches!(
+        store.touch(&by_touch, later).await.expect("touch"),
+        ApplyOutcome::Applied { .. }
+    ));
+    tokio::time::sleep(PAST_SHORT).await;
+    store.delete_expired().await.expect("delete_expired");
+    let applied = load(&*store, &by_apply).await.expect("extended by apply");
+    assert_eq!(
+        (keys_of(&applied), applied.expires_at),
+        (vec!["a", "b"], later)
+    );
+    let touched = load(&*store, &by_touch).await.expect("extended by touch");
+    assert_eq!((keys_of(&touched), touched.expires_at), (vec!["t"], later));
 }
 
 /// Cleanup in small steps (what the CLI's progress bar drives) deletes the same sessions and

@@ -46,6 +46,20 @@ struct State {
     by_owner: HashMap<String, BTreeSet<SessionKey>>,
 }
 
+/// Drops `key` from `owner`'s sessions (and the owner, once it has none).
+fn unindex_owner(
+    by_owner: &mut HashMap<String, BTreeSet<SessionKey>>,
+    owner: &str,
+    key: &SessionKey,
+) {
+    if let Some(keys) = by_owner.get_mut(owner) {
+        keys.remove(key);
+        if keys.is_empty() {
+            by_owner.remove(owner);
+        }
+    }
+}
+
 impl State {
     fn insert(&mut self, key: SessionKey, record: Record) {
         self.remove(&key);
@@ -59,13 +73,8 @@ impl State {
     fn remove(&mut self, key: &SessionKey) -> Option<Record> {
         let record = self.sessions.remove(key)?;
         self.by_expiry.remove(&(record.expires_at, *key));
-        if let Some(owner) = &record.owner
-            && let Some(keys) = self.by_owner.get_mut(owner)
-        {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_owner.remove(owner);
-            }
+        if let Some(owner) = &record.owner {
+            unindex_owner(&mut self.by_owner, owner, key);
         }
         Some(record)
     }
@@ -193,13 +202,39 @@ impl Store for MemoryStore {
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         let now = self.clock.now();
         let mut state = self.lock();
-        let Some(mut record) = state.live(key, now).cloned() else {
+        let State {
+            sessions,
+            by_expiry,
+            by_owner,
+        } = &mut *state;
+        let Some(record) = sessions
+            .get_mut(key)
+            .filter(|r| !r.is_expired(now) && r.moved_to.is_none())
+        else {
             return Ok(ApplyOutcome::Gone);
         };
-        change.apply_to(&mut record);
-        let version = record.version;
-        state.insert(*key, record);
-        Ok(ApplyOutcome::Applied { version })
+        // In place: only the keys the change names are touched (no copy of the session), and
+        // the indexes only when the deadline or the owner moved.
+        let old_expiry = record.expires_at;
+        let old_owner = change.owner.is_some().then(|| record.owner.clone());
+        change.apply_to(record);
+        if record.expires_at != old_expiry {
+            by_expiry.remove(&(old_expiry, *key));
+            by_expiry.insert((record.expires_at, *key));
+        }
+        if let Some(old_owner) = old_owner
+            && record.owner != old_owner
+        {
+            if let Some(old) = &old_owner {
+                unindex_owner(by_owner, old, key);
+            }
+            if let Some(new) = &record.owner {
+                by_owner.entry(new.clone()).or_default().insert(*key);
+            }
+        }
+        Ok(ApplyOutcome::Applied {
+            version: record.version,
+        })
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

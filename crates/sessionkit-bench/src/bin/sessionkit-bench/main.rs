@@ -10,6 +10,9 @@
 //! - `sessionkit-bench correctness [--stores …] [--trials 10]`: 100 concurrent `/add/{k}` on one
 //!   cookie (how many keys survive), and a slow request racing a logout (does the session come back).
 //! - `sessionkit-bench chart`: redraws the chart from the saved results.
+//! - `sessionkit-bench layer [--libs raw,sessionkit,tower-sessions] [--routes none,read,incr]`:
+//!   instructions (callgrind) and time per request of each session layer, in-process on the
+//!   memory store (needs `valgrind`).
 //! - `sessionkit-bench drivers`: point reads per second for each way of holding PostgreSQL and
 //!   MySQL connections (sqlx's pool with and without its ping, plain sqlx connections,
 //!   tokio-postgres pipelined).
@@ -27,6 +30,7 @@ use clap::{Parser, Subcommand};
 
 mod driver;
 mod drivers;
+mod layer;
 mod raw;
 
 #[derive(Parser)]
@@ -66,6 +70,26 @@ enum Command {
     Chart,
     /// Point reads per second and client CPU per read for each way of holding SQL connections.
     Drivers,
+    /// Instructions (callgrind) and time per request in each library's session layer,
+    /// in-process on the memory store.
+    Layer {
+        #[arg(long, default_value = "raw,sessionkit,tower-sessions")]
+        libs: String,
+        #[arg(long, default_value = "none,read,incr")]
+        routes: String,
+        #[arg(long, default_value_t = 5000)]
+        requests: usize,
+    },
+    /// One in-process run of `layer` (what it runs under valgrind).
+    #[command(hide = true)]
+    LayerWorker {
+        #[arg(long)]
+        lib: String,
+        #[arg(long)]
+        route: String,
+        #[arg(long)]
+        requests: usize,
+    },
 }
 
 const PROFILE: &str = "Alice Example <alice@example.com>; roles=customer,beta; locale=en-GB; theme=dark; \
@@ -255,9 +279,27 @@ mod ts {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     match Cli::parse().command {
+        // Each builds its own single-threaded runtime: instruction counts of one thread.
+        Command::Layer {
+            libs,
+            routes,
+            requests,
+        } => layer::run(&libs, &routes, requests),
+        Command::LayerWorker {
+            lib,
+            route,
+            requests,
+        } => layer::worker(&lib, &route, requests),
+        command => tokio::runtime::Runtime::new()
+            .expect("a runtime")
+            .block_on(serve_or_drive(command)),
+    }
+}
+
+async fn serve_or_drive(command: Command) {
+    match command {
         Command::Serve { lib, store, port } => {
             let app = match lib.as_str() {
                 "sessionkit" => sk::app(&store).await,
@@ -280,5 +322,8 @@ async fn main() {
         Command::Correctness { stores, trials } => driver::correctness(&stores, trials).await,
         Command::Chart => driver::redraw(),
         Command::Drivers => drivers::run().await,
+        Command::Layer { .. } | Command::LayerWorker { .. } => {
+            unreachable!("run without the multi-threaded runtime")
+        }
     }
 }
