@@ -34,7 +34,6 @@
 
 mod scripts;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,43 +126,91 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Parses the fields of a session hash (as HGETALL returns them) into a record.
-fn record_from_fields(fields: BTreeMap<String, Vec<u8>>) -> Result<Option<Record>> {
-    if fields.is_empty() {
+/// Builds a record from a session hash's fields (name, value), in any order, as HGETALL or a
+/// script returns them: the data keys are moved out of the reply, not copied. No fields: `None`.
+fn record_from_fields(
+    fields: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+) -> Result<Option<Record>> {
+    let (mut created, mut expires, mut owner, mut version, mut pointer) =
+        (None, None, None, None, None);
+    let mut data = Data::new();
+    let mut empty = true;
+    for (name, value) in fields {
+        empty = false;
+        match name.as_slice() {
+            b"__c" => created = Some(value),
+            b"__e" => expires = Some(value),
+            b"__o" => owner = Some(value),
+            b"__v" => version = Some(value),
+            b"__p" => pointer = Some(value),
+            _ => {
+                if let Some(data_key) = name.strip_prefix(b"d:") {
+                    let data_key = std::str::from_utf8(data_key)
+                        .map_err(|_| Error::corrupt("a session key is not UTF-8"))?;
+                    data.insert(data_key.to_owned(), value);
+                }
+            }
+        }
+    }
+    if empty {
         return Ok(None);
     }
-    let number = |name: &str| -> Result<i64> {
-        let raw = fields
-            .get(name)
-            .ok_or_else(|| Error::corrupt(format!("session hash without {name}")))?;
-        std::str::from_utf8(raw)
+    let number = |name: &str, raw: Option<Vec<u8>>| -> Result<i64> {
+        let raw = raw.ok_or_else(|| Error::corrupt(format!("session hash without {name}")))?;
+        std::str::from_utf8(&raw)
             .ok()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| Error::corrupt(format!("{name} is not a number")))
     };
-    let text = |name: &str| -> Result<Option<String>> {
-        fields
-            .get(name)
-            .map(|raw| {
-                String::from_utf8(raw.clone())
-                    .map_err(|_| Error::corrupt(format!("{name} is not UTF-8")))
-            })
-            .transpose()
+    let text = |name: &str, raw: Option<Vec<u8>>| -> Result<Option<String>> {
+        raw.map(|raw| {
+            String::from_utf8(raw).map_err(|_| Error::corrupt(format!("{name} is not UTF-8")))
+        })
+        .transpose()
     };
-    let mut record = Record {
-        data: Data::new(),
-        created_at: Timestamp::from_millis(number("__c")?),
-        expires_at: Timestamp::from_millis(number("__e")?),
-        owner: text("__o")?,
-        version: u64::try_from(number("__v")?).map_err(|_| Error::corrupt("a negative version"))?,
-        moved_to: text("__p")?.map(|h| SessionKey::from_hex(&h)).transpose()?,
+    Ok(Some(Record {
+        data,
+        created_at: Timestamp::from_millis(number("__c", created)?),
+        expires_at: Timestamp::from_millis(number("__e", expires)?),
+        owner: text("__o", owner)?,
+        version: u64::try_from(number("__v", version)?)
+            .map_err(|_| Error::corrupt("a negative version"))?,
+        moved_to: text("__p", pointer)?
+            .map(|h| SessionKey::from_hex(&h))
+            .transpose()?,
+    }))
+}
+
+/// The (name, value) pairs of an HGETALL reply (a flat array, or a map under RESP3).
+fn hash_pairs(reply: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bytes = |value: Value| match value {
+        Value::BulkString(bytes) => Ok(bytes),
+        Value::SimpleString(text) => Ok(text.into_bytes()),
+        other => Err(Error::corrupt(format!(
+            "a session hash holds a {other:?}, not a string"
+        ))),
     };
-    for (name, value) in fields {
-        if let Some(data_key) = name.strip_prefix("d:") {
-            record.data.insert(data_key.to_owned(), value);
+    match reply {
+        Value::Nil => Ok(Vec::new()),
+        Value::Array(items) => {
+            if items.len() % 2 != 0 {
+                return Err(Error::corrupt("a hash reply with an odd number of items"));
+            }
+            let mut items = items.into_iter();
+            let mut pairs = Vec::with_capacity(items.len() / 2);
+            while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                pairs.push((bytes(name)?, bytes(value)?));
+            }
+            Ok(pairs)
         }
+        Value::Map(entries) => entries
+            .into_iter()
+            .map(|(name, value)| Ok((bytes(name)?, bytes(value)?)))
+            .collect(),
+        other => Err(Error::corrupt(format!(
+            "a session hash reply was {other:?}"
+        ))),
     }
-    Ok(Some(record))
 }
 
 impl RedisStore {
@@ -258,12 +305,14 @@ impl RedisStore {
             .map_err(|e| redis_error("updating the owner index", e))
     }
 
-    async fn fields(&self, key: &SessionKey) -> Result<BTreeMap<String, Vec<u8>>> {
-        redis::cmd("HGETALL")
+    /// The session hash under `key` as a record (expired or not; pointers too).
+    async fn stored(&self, key: &SessionKey) -> Result<Option<Record>> {
+        let reply: Value = redis::cmd("HGETALL")
             .arg(self.session_key(key))
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| redis_error("loading a session", e))
+            .map_err(|e| redis_error("loading a session", e))?;
+        record_from_fields(hash_pairs(reply)?)
     }
 
     /// Inserts `record` under `key` unless a live session or pointer is there.
@@ -371,7 +420,7 @@ impl Store for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let record = record_from_fields(self.fields(key).await?)?;
+        let record = self.stored(key).await?;
         Ok(record.filter(|r| !r.is_expired(Timestamp::now())))
     }
 
@@ -386,19 +435,16 @@ impl Store for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| redis_error("loading a session", e))?;
-        let mut fields = BTreeMap::new();
+        if values.get(1).is_none_or(Option::is_none) {
+            return Ok(None); // no `__e`: no session
+        }
         let names = ["__c", "__e", "__o", "__v", "__p"]
             .into_iter()
-            .map(str::to_owned)
-            .chain(keys.iter().map(|k| format!("d:{k}")));
-        for (name, value) in names.zip(values) {
-            if let Some(value) = value {
-                fields.insert(name, value);
-            }
-        }
-        if !fields.contains_key("__e") {
-            return Ok(None);
-        }
+            .map(|name| name.as_bytes().to_vec())
+            .chain(keys.iter().map(|k| format!("d:{k}").into_bytes()));
+        let fields = names
+            .zip(values)
+            .filter_map(|(name, value)| Some((name, value?)));
         let record = record_from_fields(fields)?;
         Ok(record.filter(|r| !r.is_expired(Timestamp::now())))
     }
@@ -500,14 +546,12 @@ impl Store for RedisStore {
                 Some(fields) => break fields,
             }
         };
-        let mut map = BTreeMap::new();
-        for pair in fields.chunks_exact(2) {
-            map.insert(
-                String::from_utf8_lossy(&pair[0]).into_owned(),
-                pair[1].clone(),
-            );
+        let mut fields = fields.into_iter();
+        let mut pairs = Vec::with_capacity(fields.len() / 2);
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            pairs.push((name, value));
         }
-        let Some(mut record) = record_from_fields(map)? else {
+        let Some(mut record) = record_from_fields(pairs)? else {
             return Ok(CycleOutcome::Gone);
         };
         record.version += 1;
@@ -605,7 +649,7 @@ impl Store for RedisStore {
         let now = Timestamp::now();
         let mut found = Vec::new();
         for key in keys {
-            let Some(record) = record_from_fields(self.fields(&key).await?)? else {
+            let Some(record) = self.stored(&key).await? else {
                 continue;
             };
             if record.moved_to.is_none()
@@ -633,7 +677,7 @@ impl Store for RedisStore {
             let Ok(key) = SessionKey::from_hex(&member) else {
                 continue;
             };
-            match record_from_fields(self.fields(&key).await?)? {
+            match self.stored(&key).await? {
                 Some(record)
                     if record.owner.as_deref() == Some(owner) && record.moved_to.is_none() =>
                 {

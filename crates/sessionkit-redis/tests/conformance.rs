@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sessionkit_conformance::server_unavailable;
-use sessionkit_core::ErrorKind;
+use sessionkit_core::{ErrorKind, Store};
 use sessionkit_redis::RedisStore;
 
 /// The standalone test server (`SESSIONKIT_REDIS_URL`, default `redis://127.0.0.1:6379`).
@@ -28,9 +28,13 @@ fn namespace() -> String {
 }
 
 async fn open(server: &str, base: String) -> Option<RedisStore> {
-    match RedisStore::open(&format!("{base}?namespace={}", namespace())).await {
+    open_in(server, &base, &namespace()).await
+}
+
+async fn open_in(server: &str, base: &str, namespace: &str) -> Option<RedisStore> {
+    match RedisStore::open(&format!("{base}?namespace={namespace}")).await {
         Ok(store) => Some(store),
-        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable(server, &base, err),
+        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable(server, base, err),
         Err(err) => panic!("opening {server}: {err}"),
     }
 }
@@ -43,4 +47,69 @@ mod standalone {
 mod cluster {
     use super::*;
     sessionkit_conformance::conformance_suite!(open("Redis Cluster", cluster_url()));
+}
+
+/// Hashes no sessionkit version wrote (edited by hand, or by another program sharing the
+/// namespace) load as typed `Codec` errors, never as a panic or an empty session; a key
+/// holding another type fails as a backend error.
+#[tokio::test]
+async fn corrupt_session_hashes_are_typed_errors() {
+    let namespace = namespace();
+    let url = redis_url();
+    let Some(store) = open_in("Redis", &url, &namespace).await else {
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let far = (sessionkit_core::Timestamp::now().as_millis() + 3_600_000).to_string();
+    type Fields<'a> = Vec<(&'a [u8], &'a [u8])>;
+    let cases: [(&str, Fields); 4] = [
+        (
+            "a deadline that is not a number",
+            vec![(b"__c", b"1"), (b"__e", b"soon"), (b"__v", b"1")],
+        ),
+        (
+            "no creation time",
+            vec![(b"__e", far.as_bytes()), (b"__v", b"1")],
+        ),
+        (
+            "a data key that is not UTF-8",
+            vec![
+                (b"__c", b"1"),
+                (b"__e", far.as_bytes()),
+                (b"__v", b"1"),
+                (b"d:\xff\xfe", b"x"),
+            ],
+        ),
+        (
+            "a negative version",
+            vec![(b"__c", b"1"), (b"__e", far.as_bytes()), (b"__v", b"-3")],
+        ),
+    ];
+    for (what, fields) in cases {
+        let key = sessionkit_conformance::fresh_key();
+        let mut hset = redis::cmd("HSET");
+        hset.arg(format!("{namespace}:s:{{{}}}", key.to_hex()));
+        for (name, value) in fields {
+            hset.arg(name).arg(value);
+        }
+        let _: i64 = hset.query_async(&mut conn).await.expect("HSET");
+        let err = store.load(&key).await.expect_err(what);
+        assert_eq!(err.kind(), ErrorKind::Codec, "{what}: {err}");
+    }
+    let key = sessionkit_conformance::fresh_key();
+    let () = redis::cmd("SET")
+        .arg(format!("{namespace}:s:{{{}}}", key.to_hex()))
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    let err = store
+        .load(&key)
+        .await
+        .expect_err("a string under a session key");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
 }

@@ -1,11 +1,17 @@
 //! `sessionkit-bench layer`: the CPU one request costs in each library's session layer, measured
 //! in-process (no sockets, no kernel, no wrk): the bench app's router is called directly with
-//! the same rotating cookies the HTTP run uses, on the memory store.
+//! the same rotating cookies the HTTP run uses, on the memory store (or, with `--store redis`,
+//! on Redis: then the counts are the client's side, and the Redis server's own CPU per request
+//! is read from its `INFO commandstats`).
 //!
-//! Two measurements per library and route:
+//! Measurements per library and route:
 //! - instructions per request, counted by `valgrind --tool=callgrind` on this same binary
 //!   (`layer-worker`) at two request counts, so set-up cancels out: deterministic, and so
 //!   comparable across machines and runs, unlike a clock on a shared 2-core machine;
+//! - of those, the instructions inside SHA-256 (`sessionkit` hashes every id into its store
+//!   key): valgrind does not emulate the SHA-NI instructions, so under it `sha2` falls back to
+//!   software (~3,500 instructions per hash); natively a hash takes ~60 ns (`cargo bench -p
+//!   sessionkit-core`, `id/hash`). The table shows the count without them beside the total;
 //! - wall-clock nanoseconds per request on one thread (noisy; printed beside the count).
 
 use std::process::Command;
@@ -19,11 +25,11 @@ use tower::ServiceExt;
 /// Sessions created before the measured requests (their cookies rotate, as in the HTTP run).
 const SESSIONS: usize = 100;
 
-async fn app(lib: &str) -> Router {
+async fn app(lib: &str, store: &str) -> Router {
     let app = match lib {
-        "sessionkit" => super::sk::app("memory").await,
-        "tower-sessions" => super::ts::app("memory").await,
-        "raw" => super::raw::app("memory").await,
+        "sessionkit" => super::sk::app(store).await,
+        "tower-sessions" => super::ts::app(store).await,
+        "raw" => super::raw::app(store).await,
         other => panic!("unknown library {other}"),
     };
     app.route("/none", axum::routing::get(|| async { "none" }))
@@ -44,9 +50,50 @@ async fn call(app: &Router, path: &str, cookie: Option<&str>) -> axum::response:
     response
 }
 
-/// Runs `requests` requests of `route` in-process; returns the wall time per request.
-async fn drive(lib: &str, route: &str, requests: usize) -> f64 {
-    let app = app(lib).await;
+/// What one in-process run measured, per request.
+struct Measured {
+    nanoseconds: f64,
+    /// Redis only: the server's CPU (µs) and commands, from `INFO commandstats`.
+    redis: Option<(f64, f64)>,
+}
+
+async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open("redis://127.0.0.1:6379")
+        .expect("a valid URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis at 127.0.0.1:6379")
+}
+
+/// Total calls and microseconds over every command but the measurement's own.
+fn command_totals(commandstats: &str) -> (f64, f64) {
+    let mut totals = (0.0, 0.0);
+    for line in commandstats.lines() {
+        let Some((name, stats)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|l| l.split_once(':'))
+        else {
+            continue;
+        };
+        if name.starts_with("config") || name == "info" {
+            continue;
+        }
+        let field = |key: &str| {
+            stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        totals.0 += field("calls");
+        totals.1 += field("usec");
+    }
+    totals
+}
+
+/// Runs `requests` requests of `route` in-process.
+async fn drive(lib: &str, store: &str, route: &str, requests: usize) -> Measured {
+    let app = app(lib, store).await;
     let mut cookies = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
         let response = call(&app, "/incr", None).await;
@@ -60,6 +107,17 @@ async fn drive(lib: &str, route: &str, requests: usize) -> f64 {
         cookies.push(cookie);
     }
     let path = format!("/{route}");
+    let mut redis = if store == "redis" {
+        let mut conn = redis_connection().await;
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .expect("CONFIG RESETSTAT");
+        Some(conn)
+    } else {
+        None
+    };
     let started = Instant::now();
     for i in 0..requests {
         let response = call(&app, &path, Some(&cookies[i % SESSIONS])).await;
@@ -68,27 +126,57 @@ async fn drive(lib: &str, route: &str, requests: usize) -> f64 {
             .expect("a body");
         std::hint::black_box(body);
     }
-    started.elapsed().as_nanos() as f64 / requests.max(1) as f64
+    let nanoseconds = started.elapsed().as_nanos() as f64 / requests.max(1) as f64;
+    let redis = match &mut redis {
+        Some(conn) => {
+            let stats: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(conn)
+                .await
+                .expect("INFO commandstats");
+            let (calls, usec) = command_totals(&stats);
+            let n = requests.max(1) as f64;
+            Some((usec / n, calls / n))
+        }
+        None => None,
+    };
+    Measured { nanoseconds, redis }
 }
 
 /// `layer-worker`: what the valgrind runs execute.
-pub(crate) fn worker(lib: &str, route: &str, requests: usize) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let ns = runtime.block_on(drive(lib, route, requests));
-    println!("{ns:.0} ns/request");
+pub(crate) fn worker(lib: &str, store: &str, route: &str, requests: usize) {
+    let measured = runtime().block_on(drive(lib, store, route, requests));
+    println!("{:.0} ns/request", measured.nanoseconds);
 }
 
-/// Instructions the worker executes for `requests` requests, as callgrind counts them.
-fn instructions(lib: &str, route: &str, requests: usize) -> u64 {
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+}
+
+/// Instructions the worker executes for `requests` requests, as callgrind counts them: all of
+/// them, or (`only`) those inside the functions matching that pattern.
+fn instructions(lib: &str, store: &str, route: &str, requests: usize, only: Option<&str>) -> u64 {
     let exe = std::env::current_exe().expect("the bench binary's path");
-    let output = Command::new("valgrind")
-        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+    let mut valgrind = Command::new("valgrind");
+    valgrind.args(["--tool=callgrind", "--callgrind-out-file=/dev/null"]);
+    if let Some(pattern) = only {
+        valgrind.arg(format!("--toggle-collect={pattern}"));
+    }
+    let output = valgrind
         .arg(exe)
-        .args(["layer-worker", "--lib", lib, "--route", route, "--requests"])
-        .arg(requests.to_string())
+        .args([
+            "layer-worker",
+            "--lib",
+            lib,
+            "--store",
+            store,
+            "--route",
+            route,
+        ])
+        .args(["--requests", &requests.to_string()])
         .output()
         .expect("valgrind (apt-get install valgrind)");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -101,26 +189,48 @@ fn instructions(lib: &str, route: &str, requests: usize) -> u64 {
 }
 
 /// `layer`: instructions and wall time per request for each library and route.
-pub(crate) fn run(libs: &str, routes: &str, requests: usize) {
+pub(crate) fn run(libs: &str, store: &str, routes: &str, requests: usize) {
     let (few, many) = (requests / 5, requests);
-    println!("| route | library | instructions / request | vs raw | ns / request (1 thread) |");
-    println!("|---|---|---|---|---|");
+    let per_request = |lib: &str, route: &str, only: Option<&str>| {
+        let difference = instructions(lib, store, route, many, only)
+            .saturating_sub(instructions(lib, store, route, few, only));
+        difference as f64 / (many - few) as f64
+    };
+    println!("Store: {store}. Instructions per request (callgrind), without SHA-256 and in all;");
+    println!("the ratio is to the raw floor, without SHA-256.");
+    println!();
+    print!(
+        "| route | library | instructions / request | SHA-256 | in all | vs raw | ns / request |"
+    );
+    println!(
+        "{}",
+        if store == "redis" {
+            " Redis µs / request | Redis commands / request |"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "|---|---|---|---|---|---|---|{}",
+        if store == "redis" { "---|---|" } else { "" }
+    );
     for route in routes.split(',') {
         let mut raw = None;
         for lib in libs.split(',') {
-            let per_request = (instructions(lib, route, many) - instructions(lib, route, few))
-                as f64
-                / (many - few) as f64;
+            let all = per_request(lib, route, None);
+            let sha = per_request(lib, route, Some("*sha256*compress*"));
+            let own = all - sha;
             if lib == "raw" {
-                raw = Some(per_request);
+                raw = Some(own);
             }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let ns = runtime.block_on(drive(lib, route, many * 10));
-            let ratio = raw.map_or("–".to_owned(), |raw| format!("{:.2}", per_request / raw));
-            println!("| /{route} | {lib} | {per_request:.0} | {ratio} | {ns:.0} |");
+            let measured = runtime().block_on(drive(lib, store, route, many * 10));
+            let ratio = raw.map_or("–".to_owned(), |raw| format!("{:.2}", own / raw));
+            let ns = measured.nanoseconds;
+            print!("| /{route} | {lib} | {own:.0} | {sha:.0} | {all:.0} | {ratio} | {ns:.0} |");
+            match measured.redis {
+                Some((usec, calls)) => println!(" {usec:.2} | {calls:.2} |"),
+                None => println!(),
+            }
         }
     }
 }

@@ -10,9 +10,9 @@
 //! - `sessionkit-bench correctness [--stores …] [--trials 10]`: 100 concurrent `/add/{k}` on one
 //!   cookie (how many keys survive), and a slow request racing a logout (does the session come back).
 //! - `sessionkit-bench chart`: redraws the chart from the saved results.
-//! - `sessionkit-bench layer [--libs raw,sessionkit,tower-sessions] [--routes none,read,incr]`:
-//!   instructions (callgrind) and time per request of each session layer, in-process on the
-//!   memory store (needs `valgrind`).
+//! - `sessionkit-bench layer [--libs raw,sessionkit,tower-sessions] [--store memory|redis]
+//!   [--routes none,read,incr]`: instructions (callgrind) and time per request of each session
+//!   layer, in-process (needs `valgrind`); on Redis also the server's CPU per request.
 //! - `sessionkit-bench drivers`: point reads per second for each way of holding PostgreSQL and
 //!   MySQL connections (sqlx's pool with and without its ping, plain sqlx connections,
 //!   tokio-postgres pipelined).
@@ -75,6 +75,9 @@ enum Command {
     Layer {
         #[arg(long, default_value = "raw,sessionkit,tower-sessions")]
         libs: String,
+        /// memory, or redis (127.0.0.1:6379).
+        #[arg(long, default_value = "memory")]
+        store: String,
         #[arg(long, default_value = "none,read,incr")]
         routes: String,
         #[arg(long, default_value_t = 5000)]
@@ -85,6 +88,8 @@ enum Command {
     LayerWorker {
         #[arg(long)]
         lib: String,
+        #[arg(long)]
+        store: String,
         #[arg(long)]
         route: String,
         #[arg(long)]
@@ -284,14 +289,16 @@ fn main() {
         // Each builds its own single-threaded runtime: instruction counts of one thread.
         Command::Layer {
             libs,
+            store,
             routes,
             requests,
-        } => layer::run(&libs, &routes, requests),
+        } => layer::run(&libs, &store, &routes, requests),
         Command::LayerWorker {
             lib,
+            store,
             route,
             requests,
-        } => layer::worker(&lib, &route, requests),
+        } => layer::worker(&lib, &store, &route, requests),
         command => tokio::runtime::Runtime::new()
             .expect("a runtime")
             .block_on(serve_or_drive(command)),
