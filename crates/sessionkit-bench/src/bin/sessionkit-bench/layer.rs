@@ -25,16 +25,6 @@ use tower::ServiceExt;
 /// Sessions created before the measured requests (their cookies rotate, as in the HTTP run).
 const SESSIONS: usize = 100;
 
-async fn app(lib: &str, store: &str) -> Router {
-    let app = match lib {
-        "sessionkit" => super::sk::app(store).await,
-        "tower-sessions" => super::ts::app(store).await,
-        "raw" => super::raw::app(store).await,
-        other => panic!("unknown library {other}"),
-    };
-    app.route("/none", axum::routing::get(|| async { "none" }))
-}
-
 async fn call(app: &Router, path: &str, cookie: Option<&str>) -> axum::response::Response {
     let mut request = Request::get(path);
     if let Some(cookie) = cookie {
@@ -93,7 +83,7 @@ fn command_totals(commandstats: &str) -> (f64, f64) {
 
 /// Runs `requests` requests of `route` in-process.
 async fn drive(lib: &str, store: &str, route: &str, requests: usize) -> Measured {
-    let app = app(lib, store).await;
+    let app = super::app(lib, store).await;
     let mut cookies = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
         let response = call(&app, "/incr", None).await;

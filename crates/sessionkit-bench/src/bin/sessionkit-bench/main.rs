@@ -284,6 +284,17 @@ mod ts {
     }
 }
 
+/// The bench app on `lib` and `store`, with `/none` (outside the session layer).
+async fn app(lib: &str, store: &str) -> Router {
+    let app = match lib {
+        "sessionkit" => sk::app(store).await,
+        "tower-sessions" => ts::app(store).await,
+        "raw" => raw::app(store).await,
+        other => panic!("unknown library {other}"),
+    };
+    app.route("/none", get(|| async { "none" }))
+}
+
 fn main() {
     match Cli::parse().command {
         // Each builds its own single-threaded runtime: instruction counts of one thread.
@@ -308,13 +319,7 @@ fn main() {
 async fn serve_or_drive(command: Command) {
     match command {
         Command::Serve { lib, store, port } => {
-            let app = match lib.as_str() {
-                "sessionkit" => sk::app(&store).await,
-                "tower-sessions" => ts::app(&store).await,
-                "raw" => raw::app(&store).await,
-                other => panic!("unknown library {other}"),
-            };
-            let app = app.route("/none", get(|| async { "none" }));
+            let app = app(&lib, &store).await;
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
                 .expect("bind");
