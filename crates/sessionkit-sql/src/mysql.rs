@@ -227,6 +227,18 @@ async fn upsert<'e, E: Executor<'e, Database = MySql>>(
     query.execute(executor).await.map(|_| ())
 }
 
+/// Releases a named lock this connection took with `GET_LOCK`.
+async fn release_lock(
+    conn: &mut MySqlConnection,
+    lock: &str,
+) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(lock)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 /// Deletes up to `limit` expired sessions. A plain read picks the batch; the delete locks
 /// only those rows by primary key and re-checks the deadline, so a session extended meanwhile
 /// survives.
@@ -608,10 +620,7 @@ impl Store for MySqlStore {
                 .await
             }
             .await;
-            sqlx::query("SELECT RELEASE_LOCK(?)")
-                .bind(&lock)
-                .execute(&mut *c)
-                .await?;
+            release_lock(&mut *c, &lock).await?;
             result
         })
         .await
@@ -642,10 +651,7 @@ impl Store for MySqlStore {
             }
             let result =
                 delete_in_batches!(delete_expired_on(&self.sql, &mut *c, CLEANUP_BATCH)).await;
-            sqlx::query("SELECT RELEASE_LOCK(?)")
-                .bind(&lock)
-                .execute(&mut *c)
-                .await?;
+            release_lock(&mut *c, &lock).await?;
             result
         })
         .await

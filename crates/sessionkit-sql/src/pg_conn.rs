@@ -295,6 +295,23 @@ mod tests {
         }
     }
 
+    /// A scratch table of (id, n) counters holding `rows` (an SQL `VALUES` list); its name.
+    async fn counters(client: &super::PgClient, rows: &str) -> String {
+        let table = crate::testing::scratch_table();
+        client
+            .query_unprepared(
+                &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)"),
+                &[],
+            )
+            .await
+            .expect("table");
+        client
+            .query_unprepared(&format!("INSERT INTO {table} VALUES {rows}"), &[])
+            .await
+            .expect("rows");
+        table
+    }
+
     async fn pid_of(client: &super::PgClient) -> i32 {
         client
             .query_unprepared("SELECT pg_backend_pid()", &[])
@@ -402,19 +419,8 @@ mod tests {
         let Some(conns) = connections(2).await else {
             return;
         };
-        let table = crate::testing::scratch_table();
         let shared = conns.shared().await.expect("shared");
-        shared
-            .query_unprepared(
-                &format!("CREATE TABLE {table} (id INT PRIMARY KEY, n INT)"),
-                &[],
-            )
-            .await
-            .expect("table");
-        shared
-            .query_unprepared(&format!("INSERT INTO {table} VALUES (1, 0)"), &[])
-            .await
-            .expect("row");
+        let table = counters(&shared, "(1, 0)").await;
         let update = format!("UPDATE {table} SET n = n + 1 WHERE id = 1");
         {
             let mut conn = conns.exclusive().await.expect("exclusive");
@@ -445,19 +451,8 @@ mod tests {
         let Some(conns) = connections(8).await else {
             return;
         };
-        let table = crate::testing::scratch_table();
         let shared = conns.shared().await.expect("shared");
-        shared
-            .query_unprepared(
-                &format!("CREATE TABLE {table} (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)"),
-                &[],
-            )
-            .await
-            .expect("table");
-        shared
-            .query_unprepared(&format!("INSERT INTO {table} VALUES (1, 0), (2, 0)"), &[])
-            .await
-            .expect("rows");
+        let table = counters(&shared, "(1, 0), (2, 0)").await;
         let attempts = Arc::new(AtomicU32::new(0));
         let run = |first: i64, second: i64| {
             let (conns, attempts, table) = (conns.clone(), Arc::clone(&attempts), table.clone());
