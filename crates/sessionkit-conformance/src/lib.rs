@@ -42,6 +42,7 @@ macro_rules! conformance_suite {
             load_of_a_missing_key_is_none,
             expired_sessions_are_never_loaded,
             apply_sets_removes_and_clears_in_order,
+            a_change_of_thousands_of_keys_applies_whole,
             apply_bumps_the_version_and_moves_deadline_and_owner,
             apply_to_a_missing_session_creates_nothing,
             apply_after_delete_resurrects_nothing,
@@ -255,6 +256,49 @@ pub async fn apply_sets_removes_and_clears_in_order<S: Store>(store: Arc<S>) {
             .data
             .is_empty()
     );
+}
+
+/// One change that sets and removes thousands of keys applies whole (stores that pass keys as
+/// arguments must not hit a limit on how many one statement or script call takes).
+pub async fn a_change_of_thousands_of_keys_applies_whole<S: Store>(store: Arc<S>) {
+    const KEYS: usize = 5000;
+    let key = create(&*store, &record_with(&[("keep", b"1")])).await;
+    let mut first = Change::default();
+    for i in 0..KEYS {
+        first.set(format!("old{i}"), i.to_string().into_bytes());
+    }
+    assert!(matches!(
+        store
+            .apply(&key, &first)
+            .await
+            .expect("apply thousands of sets"),
+        ApplyOutcome::Applied { .. }
+    ));
+    let mut second = Change::default();
+    for i in 0..KEYS {
+        second.remove(&format!("old{i}"));
+        second.set(format!("new{i}"), vec![b'n'; 8]);
+    }
+    assert!(matches!(
+        store
+            .apply(&key, &second)
+            .await
+            .expect("apply thousands of changes"),
+        ApplyOutcome::Applied { .. }
+    ));
+    let loaded = load(&*store, &key).await.expect("live");
+    assert_eq!(
+        loaded.data.len(),
+        KEYS + 1,
+        "keep + every new key, no old one"
+    );
+    assert!(
+        loaded
+            .data
+            .keys()
+            .all(|k| k == "keep" || k.starts_with("new"))
+    );
+    assert_eq!(loaded.data["new4999"], vec![b'n'; 8]);
 }
 
 /// `apply` bumps the version and sets deadline and owner when the change says so.

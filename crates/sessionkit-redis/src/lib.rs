@@ -28,16 +28,22 @@
 //! for admin tools, not request paths.
 //!
 //! ## Driver
-//! redis-rs, with a multiplexed, auto-reconnecting connection (`ConnectionManager`; the cluster
-//! client multiplexes per node): one connection carries every concurrent request, which on a
-//! 2-core machine beats a pool (see `docs/BENCHMARKS.md`).
+//! Commands and scripts are built with redis-rs. A standalone server is reached through the
+//! store's own multiplexed, reconnecting connection (`connection.rs`, with a hand-written RESP2
+//! reply parser in `resp.rs`: redis-rs's parser was a third of the client's CPU per request);
+//! a cluster through redis-rs's cluster client, which multiplexes per node. Either way one
+//! connection per server carries every concurrent request, which on a 2-core machine beats a
+//! pool (see `docs/BENCHMARKS.md`). Only `redis://` over TCP is supported for standalone
+//! servers: no TLS, no Unix sockets.
 
+mod connection;
+mod resp;
 mod scripts;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use sessionkit_core::registry::split_options;
@@ -46,6 +52,7 @@ use sessionkit_core::{
     Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
 
+use crate::connection::Multiplexed;
 use crate::scripts::{ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DELETE, DELETE_IF_OWNER, FINISH_MOVE};
 
 /// How long a cycle may keep a session marked as moving.
@@ -56,7 +63,7 @@ const SCAN_COUNT: usize = 1000;
 /// Either connection kind, so every operation is written once.
 #[derive(Clone)]
 enum Connection {
-    Single(ConnectionManager),
+    Single(Multiplexed),
     Cluster(ClusterConnection),
 }
 
@@ -120,6 +127,14 @@ fn redis_error(context: &str, err: RedisError) -> Error {
 
 fn now_ms() -> i64 {
     Timestamp::now().as_millis()
+}
+
+/// The hash field of data key `name`: `d:<name>`, so data keys never collide with metadata.
+fn data_field(name: &str) -> Vec<u8> {
+    let mut field = Vec::with_capacity(2 + name.len());
+    field.extend_from_slice(b"d:");
+    field.extend_from_slice(name.as_bytes());
+    field
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -259,11 +274,9 @@ impl RedisStore {
         } else {
             let client = redis::Client::open(base)
                 .map_err(|e| Error::config_with(format!("invalid Redis URL {url:?}"), e))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(5)))
-                .set_response_timeout(Some(Duration::from_secs(5)))
-                .set_number_of_retries(2);
-            let conn = ConnectionManager::new_with_config(client, config)
+            let conn = Multiplexed::new(client.get_connection_info())
+                .map_err(|e| Error::config_with(format!("unsupported Redis URL {url:?}"), e))?;
+            conn.connect()
                 .await
                 .map_err(|e| redis_error("connecting to Redis", e))?;
             (Connection::Single(conn), vec![base.to_owned()])
@@ -276,7 +289,13 @@ impl RedisStore {
     }
 
     fn session_key(&self, key: &SessionKey) -> String {
-        format!("{}:s:{{{}}}", self.namespace, key.to_hex())
+        // Built by hand: `format!` cost ~2,400 instructions here, on every request.
+        let mut name = String::with_capacity(self.namespace.len() + 5 + 64);
+        name.push_str(&self.namespace);
+        name.push_str(":s:{");
+        name.push_str(&key.to_hex());
+        name.push('}');
+        name
     }
 
     fn owner_key(&self, owner: &str) -> String {
@@ -325,7 +344,7 @@ impl RedisStore {
             .arg(record.version)
             .arg(record.owner.as_deref().unwrap_or(""));
         for (name, value) in &record.data {
-            invocation.arg(format!("d:{name}")).arg(value.as_slice());
+            invocation.arg(data_field(name)).arg(value.as_slice());
         }
         let created: i64 = invocation
             .invoke_async(&mut self.conn())
@@ -429,7 +448,7 @@ impl Store for RedisStore {
         cmd.arg(self.session_key(key))
             .arg(&["__c", "__e", "__o", "__v", "__p"]);
         for name in keys {
-            cmd.arg(format!("d:{name}"));
+            cmd.arg(data_field(name));
         }
         let values: Vec<Option<Vec<u8>>> = cmd
             .query_async(&mut self.conn())
@@ -441,7 +460,7 @@ impl Store for RedisStore {
         let names = ["__c", "__e", "__o", "__v", "__p"]
             .into_iter()
             .map(|name| name.as_bytes().to_vec())
-            .chain(keys.iter().map(|k| format!("d:{k}").into_bytes()));
+            .chain(keys.iter().map(|k| data_field(k)));
         let fields = names
             .zip(values)
             .filter_map(|(name, value)| Some((name, value?)));
@@ -456,27 +475,35 @@ impl Store for RedisStore {
         let started = std::time::Instant::now();
         loop {
             let mut invocation = APPLY.key(self.session_key(key));
-            invocation
-                .arg(now_ms())
-                .arg(
-                    change
-                        .expires_at
-                        .map(|t| t.as_millis().to_string())
-                        .unwrap_or_default(),
-                )
-                .arg(match &change.owner {
-                    None => "",
-                    Some(Some(_)) => "+",
-                    Some(None) => "-",
-                })
-                .arg(change.owner.clone().flatten().unwrap_or_default())
-                .arg(if change.cleared { "1" } else { "0" })
-                .arg(change.removed.len());
-            for name in &change.removed {
-                invocation.arg(format!("d:{name}"));
+            invocation.arg(now_ms());
+            let only_sets = change.expires_at.is_none()
+                && change.owner.is_none()
+                && !change.cleared
+                && change.removed.is_empty();
+            if only_sets {
+                invocation.arg(0);
+            } else {
+                invocation
+                    .arg(4 + change.removed.len())
+                    .arg(
+                        change
+                            .expires_at
+                            .map(|t| t.as_millis().to_string())
+                            .unwrap_or_default(),
+                    )
+                    .arg(match &change.owner {
+                        None => "",
+                        Some(Some(_)) => "+",
+                        Some(None) => "-",
+                    })
+                    .arg(change.owner.clone().flatten().unwrap_or_default())
+                    .arg(if change.cleared { "1" } else { "0" });
+                for name in &change.removed {
+                    invocation.arg(data_field(name));
+                }
             }
             for (name, value) in &change.set {
-                invocation.arg(format!("d:{name}")).arg(value.as_slice());
+                invocation.arg(data_field(name)).arg(value.as_slice());
             }
             let reply: (i64, u64, String) = invocation
                 .invoke_async(&mut self.conn())
