@@ -7,8 +7,8 @@
 //! hands each to the waiter at the front of the queue. Under load, many requests share each
 //! system call on both sides, which on a 2-core machine beats a pool of connections.
 //!
-//! Failures: when the socket fails, closes, or a reply does not come within
-//! [`RESPONSE_TIMEOUT`], the connection is marked broken, every waiting request gets an I/O
+//! Failures: when the socket fails, closes, sends bytes that are not RESP2, or a reply does not
+//! come within the timeout (the store's `timeout_ms`), the connection is marked broken, every waiting request gets an I/O
 //! error (which the store reports as `Unavailable`), and the next request opens a new
 //! connection. A request is never re-sent: a write whose reply was lost may or may not have
 //! happened, and only the caller can tell whether repeating it is safe.
@@ -31,10 +31,6 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 
-/// How long a request waits for its reply before the connection is declared broken.
-pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long opening a connection (TCP and handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The reader's buffer grows by at least this much per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -50,6 +46,8 @@ struct Shared {
     db: i64,
     username: Option<String>,
     password: Option<String>,
+    /// How long opening a connection, and each reply, may take.
+    timeout: Duration,
     /// The connection in use, if one was opened and has not broken.
     current: Mutex<Option<Arc<Pipe>>>,
     /// Held while a new connection is opened, so concurrent requests open one, not many.
@@ -240,12 +238,12 @@ async fn write_commands(pipe: Arc<Pipe>, mut socket: OwnedWriteHalf) {
 }
 
 impl Multiplexed {
-    /// A connection to the server `info` names (TCP only); nothing is opened until first use
-    /// or [`Multiplexed::connect`].
+    /// A connection to the server `info` names (TCP only), waiting at most `timeout` to connect
+    /// and for each reply; nothing is opened until first use or [`Multiplexed::connect`].
     ///
     /// # Errors
     /// [`ErrorKind::InvalidClientConfig`] for a TLS or Unix-socket address.
-    pub(crate) fn new(info: &ConnectionInfo) -> RedisResult<Self> {
+    pub(crate) fn new(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Self> {
         let ConnectionAddr::Tcp(host, port) = info.addr() else {
             return Err(RedisError::from((
                 ErrorKind::InvalidClientConfig,
@@ -260,6 +258,7 @@ impl Multiplexed {
                 db: settings.db(),
                 username: settings.username().map(str::to_owned),
                 password: settings.password().map(str::to_owned),
+                timeout,
                 current: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
             }),
@@ -281,7 +280,7 @@ impl Multiplexed {
         if let Some(pipe) = healthy(&lock(&self.shared.current)) {
             return Ok(pipe); // another request opened it meanwhile
         }
-        let pipe = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
+        let pipe = tokio::time::timeout(self.shared.timeout, self.open())
             .await
             .map_err(|_| {
                 RedisError::from(std::io::Error::new(
@@ -312,16 +311,18 @@ impl Multiplexed {
                 auth.arg(username);
             }
             auth.arg(password);
-            Self::exchange(&pipe, &auth).await?;
+            self.exchange(&pipe, &auth).await?;
         }
         if shared.db != 0 {
-            Self::exchange(&pipe, redis::cmd("SELECT").arg(shared.db)).await?;
+            self.exchange(&pipe, redis::cmd("SELECT").arg(shared.db))
+                .await?;
         }
         Ok(pipe)
     }
 
     /// Sends through `pipe` and waits for `want` replies after skipping `skip`.
     async fn request(
+        &self,
         pipe: &Pipe,
         encode: impl FnOnce(&mut Vec<u8>),
         skip: usize,
@@ -331,7 +332,7 @@ impl Multiplexed {
             return Ok(Vec::new()); // an empty pipeline: nothing to send, nothing to wait for
         }
         let receiver = pipe.send(encode, skip, want)?;
-        match tokio::time::timeout(RESPONSE_TIMEOUT, receiver).await {
+        match tokio::time::timeout(self.shared.timeout, receiver).await {
             Ok(Ok(replies)) => replies,
             Ok(Err(_)) => Err(broken_pipe("the Redis connection closed")),
             Err(_) => {
@@ -347,8 +348,9 @@ impl Multiplexed {
         }
     }
 
-    async fn exchange(pipe: &Pipe, cmd: &Cmd) -> RedisResult<Value> {
-        let mut replies = Self::request(pipe, |out| cmd.write_packed_command(out), 0, 1).await?;
+    async fn exchange(&self, pipe: &Pipe, cmd: &Cmd) -> RedisResult<Value> {
+        let encode = |out: &mut Vec<u8>| cmd.write_packed_command(out);
+        let mut replies = self.request(pipe, encode, 0, 1).await?;
         replies
             .pop()
             .ok_or_else(|| broken_pipe("a request got no reply"))
@@ -366,7 +368,7 @@ impl Drop for Shared {
 
 impl ConnectionLike for Multiplexed {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { Self::exchange(&*self.pipe().await?, cmd).await })
+        Box::pin(async move { self.exchange(&*self.pipe().await?, cmd).await })
     }
 
     fn req_packed_commands<'a>(
@@ -378,7 +380,7 @@ impl ConnectionLike for Multiplexed {
         Box::pin(async move {
             let pipe = self.pipe().await?;
             let encode = |out: &mut Vec<u8>| out.extend_from_slice(&pipeline.get_packed_pipeline());
-            Self::request(&pipe, encode, offset, count).await
+            self.request(&pipe, encode, offset, count).await
         })
     }
 

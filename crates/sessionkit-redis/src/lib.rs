@@ -2,7 +2,9 @@
 //!
 //! A [`Store`] on Redis, standalone (`redis://host:6379/0`) or Redis Cluster
 //! (`redis+cluster://h1:p1,h2:p2,…`), with options `namespace` (key prefix, default
-//! `sessionkit`) so sessions can share a Redis with other data.
+//! `sessionkit`) so sessions can share a Redis with other data, and `timeout_ms` (default
+//! 5000): how long connecting, and each reply, may take before the server counts as
+//! unreachable (`ErrorKind::Unavailable`).
 //!
 //! ## Layout
 //! - One hash per session, `<ns>:s:{<key hex>}`: metadata fields (`__c` created, `__e` expires,
@@ -57,6 +59,8 @@ use crate::scripts::{ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DELETE, DELETE_IF_OW
 
 /// How long a cycle may keep a session marked as moving.
 const MOVE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long connecting, and each reply, may take unless the URL says (`timeout_ms`).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many keys one SCAN step asks for.
 const SCAN_COUNT: usize = 1000;
 
@@ -237,9 +241,11 @@ impl RedisStore {
     pub async fn open(url: &str) -> Result<Self> {
         let (_, options) = split_options(url);
         let mut namespace = "sessionkit".to_owned();
+        let mut timeout = DEFAULT_TIMEOUT;
         for (name, value) in options {
-            match name.as_str() {
-                "namespace"
+            match (name.as_str(), value.parse::<u64>()) {
+                ("timeout_ms", Ok(ms)) if ms > 0 => timeout = Duration::from_millis(ms),
+                ("namespace", _)
                     if !value.is_empty()
                         && value
                             .bytes()
@@ -249,7 +255,7 @@ impl RedisStore {
                 }
                 _ => {
                     return Err(Error::config(format!(
-                        "unknown or invalid redis option {name}={value} (namespace=…)"
+                        "unknown or invalid redis option {name}={value} (namespace=…, timeout_ms=…)"
                     )));
                 }
             }
@@ -262,8 +268,8 @@ impl RedisStore {
                 .map(|h| format!("redis://{h}"))
                 .collect();
             let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                .connection_timeout(Duration::from_secs(5))
-                .response_timeout(Duration::from_secs(5))
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
                 .build()
                 .map_err(|e| Error::config_with(format!("invalid Redis Cluster URL {url:?}"), e))?;
             let conn = client
@@ -274,7 +280,7 @@ impl RedisStore {
         } else {
             let client = redis::Client::open(base)
                 .map_err(|e| Error::config_with(format!("invalid Redis URL {url:?}"), e))?;
-            let conn = Multiplexed::new(client.get_connection_info())
+            let conn = Multiplexed::new(client.get_connection_info(), timeout)
                 .map_err(|e| Error::config_with(format!("unsupported Redis URL {url:?}"), e))?;
             conn.connect()
                 .await

@@ -110,6 +110,28 @@ pub async fn postgres_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
     Some((store, proxy))
 }
 
+/// A Redis store (standalone) reached through a [`CutProxy`], for outage tests.
+///
+/// # Panics
+/// As [`redis`].
+pub async fn redis_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
+    let url =
+        std::env::var("SESSIONKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let target = host_port(&url).unwrap_or_else(|| "127.0.0.1:6379".into());
+    let proxy = CutProxy::start(&target).await;
+    let proxied = url.replacen(&target, &proxy.address, 1);
+    let namespace = scratch_table();
+    match sessionkit_redis::RedisStore::open(&format!(
+        "{proxied}?namespace={namespace}&timeout_ms=1000"
+    ))
+    .await
+    {
+        Ok(store) => Some((Arc::new(store), proxy)),
+        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable("Redis", &url, err),
+        Err(err) => panic!("opening Redis: {err}"),
+    }
+}
+
 fn host_port(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;

@@ -1,0 +1,142 @@
+//! The standalone connection's failure paths, against a loopback server whose first connection
+//! misbehaves and whose later ones are passed through to the real test Redis: a silent server
+//! times out as `Unavailable`, a reply that is not RESP2 is a typed error, and either way the
+//! next request opens a new connection and works. Required under CI=true; skipped loudly
+//! elsewhere.
+
+use std::time::{Duration, Instant};
+
+use sessionkit_conformance::{fresh_key, record_with, server_unavailable};
+use sessionkit_core::{ErrorKind, Store};
+use sessionkit_redis::RedisStore;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const REDIS: &str = "127.0.0.1:6379";
+
+/// A loopback address whose first connection `first` serves; later ones reach the real Redis.
+async fn misbehaving_then_real<F, Fut>(first: F) -> Option<String>
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if let Err(err) = TcpStream::connect(REDIS).await {
+        return server_unavailable("Redis", REDIS, err);
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        let Ok((socket, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(first(socket));
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut server) = TcpStream::connect(REDIS).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    Some(address)
+}
+
+async fn open(address: &str) -> RedisStore {
+    let namespace = format!("sktest_conn_{}", std::process::id());
+    RedisStore::open(&format!(
+        "redis://{address}?namespace={namespace}&timeout_ms=300"
+    ))
+    .await
+    .expect("the first connection opens (no handshake without a password)")
+}
+
+/// The next request after a failure reconnects, and the store works as before.
+async fn works_again(store: &RedisStore) {
+    let key = fresh_key();
+    store
+        .create(&key, &record_with(&[("a", b"1")]))
+        .await
+        .expect("create after reconnecting");
+    let loaded = store.load(&key).await.expect("load").expect("live");
+    assert_eq!(loaded.data["a"], b"1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_unavailable_after_the_timeout_then_replaced() {
+    let Some(address) = misbehaving_then_real(|mut socket| async move {
+        let mut sink = [0u8; 1024];
+        while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {} // never answers
+    })
+    .await
+    else {
+        return;
+    };
+    let store = open(&address).await;
+    let started = Instant::now();
+    let err = store
+        .load(&fresh_key())
+        .await
+        .expect_err("no reply within the timeout");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "failed after {waited:?}, not after its 300 ms timeout"
+    );
+    works_again(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_is_not_resp_is_a_typed_error_then_replaced() {
+    let Some(address) = misbehaving_then_real(|mut socket| async move {
+        let mut request = [0u8; 1024];
+        if socket.read(&mut request).await.is_ok() {
+            use tokio::io::AsyncWriteExt;
+            let _ = socket.write_all(b"?this is not RESP\r\n").await;
+        }
+        let mut sink = [0u8; 1024];
+        while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    })
+    .await
+    else {
+        return;
+    };
+    let store = open(&address).await;
+    let err = store
+        .load(&fresh_key())
+        .await
+        .expect_err("garbage is not a session");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    works_again(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_fails_its_requests_then_is_replaced() {
+    let Some(address) = misbehaving_then_real(|mut socket| async move {
+        let mut request = [0u8; 1024];
+        let _ = socket.read(&mut request).await; // then drop: the connection closes
+    })
+    .await
+    else {
+        return;
+    };
+    let store = open(&address).await;
+    let err = store
+        .load(&fresh_key())
+        .await
+        .expect_err("the connection closed under the request");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    works_again(&store).await;
+}
+
+#[tokio::test]
+async fn bad_timeouts_and_unsupported_addresses_are_config_errors() {
+    for url in [
+        "redis://127.0.0.1:6379?timeout_ms=0",
+        "redis://127.0.0.1:6379?timeout_ms=soon",
+        "redis+unix:///tmp/redis.sock",
+    ] {
+        let err = RedisStore::open(url).await.expect_err(url);
+        assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
+    }
+}
