@@ -51,11 +51,20 @@ fn malformed(what: &'static str) -> RedisError {
 
 impl Cursor<'_> {
     /// The line at the cursor without its CRLF, moving past it; `None` if it is incomplete.
-    fn line(&mut self) -> Option<&[u8]> {
+    fn line(&mut self) -> RedisResult<Option<&[u8]>> {
         let rest = &self.buf[self.pos..];
-        let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        self.pos += end + 2;
-        Some(&rest[..end])
+        // RESP2 lines (types, lengths, simple strings, errors) hold no CR but their last.
+        let Some(end) = rest.iter().position(|&b| b == b'\r') else {
+            return Ok(None);
+        };
+        match rest.get(end + 1) {
+            None => Ok(None),
+            Some(b'\n') => {
+                self.pos += end + 2;
+                Ok(Some(&rest[..end]))
+            }
+            Some(_) => Err(malformed("a line with a CR inside")),
+        }
     }
 
     fn integer(line: &[u8]) -> RedisResult<i64> {
@@ -85,7 +94,7 @@ impl Cursor<'_> {
             return Ok(None);
         };
         self.pos += 1;
-        let Some(line) = self.line() else {
+        let Some(line) = self.line()? else {
             return Ok(None);
         };
         match kind {
@@ -212,6 +221,7 @@ mod tests {
             b"$3\r\nabcd\r\n",
             b"*1\r\n!\r\n",
             b"%1\r\n",
+            b"+a\rb\r\n",
         ] {
             let err = parse(bad).expect_err("not RESP2");
             assert_eq!(err.kind(), ErrorKind::Parse, "{bad:?}");
