@@ -11,6 +11,10 @@ const LIBS: [&str; 2] = ["sessionkit", "tower-sessions"];
 const ROUTES: [&str; 3] = ["none", "read", "incr"];
 /// The floor's read-then-write increment (`serve --lib raw` only).
 const TWO_CALL_INCR: &str = "incr2";
+/// The same with a write that cannot create the record (`serve --lib raw` only).
+const GUARDED_INCR: &str = "incr2g";
+/// The floor's increments, each compared with the libraries' `/incr`.
+const FLOOR_INCRS: [&str; 2] = [TWO_CALL_INCR, GUARDED_INCR];
 const PORT: u16 = 38123;
 const COOKIES: usize = 1000;
 
@@ -197,8 +201,8 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
             std::fs::write(&cookies_file, cookies.join("\n")).expect("write cookies");
             // The floor also serves `/incr2`: the increment as a read then a write, the two
             // calls a session library makes around its handler.
-            let two_calls = (lib == "raw").then_some(TWO_CALL_INCR);
-            for route in ROUTES.into_iter().chain(two_calls) {
+            let floor_incrs = if lib == "raw" { &FLOOR_INCRS[..] } else { &[] };
+            for route in ROUTES.into_iter().chain(floor_incrs.iter().copied()) {
                 let samples: Vec<Sample> = (0..runs.max(1))
                     .map(|_| wrk(route, seconds, &lua, &cookies_file))
                     .collect();
@@ -242,12 +246,12 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     println!("{table}");
     if floor {
         let mut floors = String::from(
-            "`/incr2` is the floor's increment as two calls (a read, then a write); its ratios are each library's `/incr` to it.\n\n| store | route | raw driver req/s | p50 | p99 | sessionkit / raw | tower-sessions / raw |\n|---|---|---|---|---|---|---|\n",
+            "`/incr2` is the floor's increment as two calls (a read, then a write), `/incr2g` the same with a write that cannot create the record; their ratios are each library's `/incr` to them.\n\n| store | route | raw driver req/s | p50 | p99 | sessionkit / raw | tower-sessions / raw |\n|---|---|---|---|---|---|---|\n",
         );
         for store in stores.split(',') {
-            for route in ROUTES.into_iter().chain([TWO_CALL_INCR]) {
-                // `/incr2` is the floor for both libraries' `/incr`.
-                let library_route = if route == TWO_CALL_INCR {
+            for route in ROUTES.into_iter().chain(FLOOR_INCRS) {
+                // `/incr2` and `/incr2g` are floors for both libraries' `/incr`.
+                let library_route = if FLOOR_INCRS.contains(&route) {
                     "incr"
                 } else {
                     route

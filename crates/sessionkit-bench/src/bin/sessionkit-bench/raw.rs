@@ -1,7 +1,8 @@
 //! `serve --lib raw`: the floor. The same `/read` and `/incr` routes with no session layer: the
 //! cookie is the row's key, and each route is the one driver call a session library could at
 //! best make (a keyed read; an atomic increment), and `/incr2`, the same increment as a read
-//! then a write (two calls). No expiry, no id hashing, no concurrency
+//! then a write (two calls), and `/incr2g`, the same with a write that cannot create the record
+//! (on Redis a minimal script). No expiry, no id hashing, no concurrency
 //! control beyond the driver's own: a floor, not a session store.
 
 use std::collections::HashMap;
@@ -107,6 +108,30 @@ impl Backend {
                 .await
                 .map_err(fail)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Writes `n` as the counter only if the record exists: the write a session store must make
+    /// so that a save racing a logout cannot bring the session back. SQL's `UPDATE` already
+    /// is one; Redis 7.0 has no command that sets a hash field only if the hash exists, so it
+    /// takes the smallest script that does (one `EXISTS`, one `HSET`).
+    async fn write_guarded(&self, id: &str, n: i64) -> Result<(), Response> {
+        match self {
+            Self::Memory(map) => {
+                if let Some(counter) = map.lock().map_err(fail)?.get_mut(id) {
+                    *counter = n;
+                }
+            }
+            Self::Redis(conn) => {
+                let _: i64 = GUARDED_HSET
+                    .key(format!("raw:{id}"))
+                    .arg(n)
+                    .invoke_async(&mut conn.clone())
+                    .await
+                    .map_err(fail)?;
+            }
+            Self::Postgres(_) | Self::Mysql(_) => self.write(id, n).await?,
         }
         Ok(())
     }
@@ -219,6 +244,23 @@ async fn incr(State(backend): State<Backend>, headers: HeaderMap) -> Response {
 /// `/incr2`: a read, then a write of the new value: two driver calls, as a session library
 /// makes when the handler runs between its read and its write (no atomicity between them).
 async fn incr_in_two(State(backend): State<Backend>, headers: HeaderMap) -> Response {
+    read_then_write(backend, headers, false).await
+}
+
+static GUARDED_HSET: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then \
+         return redis.call('HSET', KEYS[1], 'counter', ARGV[1]) end return -1",
+    )
+});
+
+/// `/incr2g`: as `/incr2`, but the write cannot create the record (`write_guarded`): the floor
+/// for a session library that never resurrects a deleted session.
+async fn incr_in_two_guarded(State(backend): State<Backend>, headers: HeaderMap) -> Response {
+    read_then_write(backend, headers, true).await
+}
+
+async fn read_then_write(backend: Backend, headers: HeaderMap, guarded: bool) -> Response {
     let Some(id) = cookie_id(&headers) else {
         return incr(State(backend), headers).await;
     };
@@ -226,7 +268,12 @@ async fn incr_in_two(State(backend): State<Backend>, headers: HeaderMap) -> Resp
         Ok(n) => n + 1,
         Err(response) => return response,
     };
-    match backend.write(&id, n).await {
+    let written = if guarded {
+        backend.write_guarded(&id, n).await
+    } else {
+        backend.write(&id, n).await
+    };
+    match written {
         Ok(()) => n.to_string().into_response(),
         Err(response) => response,
     }
@@ -312,5 +359,6 @@ pub(crate) async fn app(store: &str) -> Router {
         .route("/read", get(read))
         .route("/incr", get(incr))
         .route("/incr2", get(incr_in_two))
+        .route("/incr2g", get(incr_in_two_guarded))
         .with_state(backend)
 }
