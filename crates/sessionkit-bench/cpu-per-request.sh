@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# CPU time per request of the bench app and of the Redis server under wrk load: a steadier
+# measure than req/s on a shared 2-core machine, where the clock moves between runs but the
+# CPU a request costs moves much less. Binaries are run in turn, round after round, so a slow
+# minute of the machine hits every binary alike.
+#
+# usage: crates/sessionkit-bench/cpu-per-request.sh ROUTE SECONDS ROUNDS BINARY...
+#   LIB=sessionkit|tower-sessions|raw (default sessionkit), STORE=redis|memory|… (default redis)
+# e.g. (two builds of the bench binary, side by side):
+#   LIB=sessionkit crates/sessionkit-bench/cpu-per-request.sh incr 5 3 /tmp/before ./target/release/sessionkit-bench
+# Prints per run: req/s, the app's CPU µs per request (user + system, from /proc), the Redis
+# server's (127.0.0.1:6379) and wrk's p99. Needs wrk and curl.
+set -euo pipefail
+route=$1 seconds=$2 rounds=$3
+shift 3
+lib=${LIB:-sessionkit} store=${STORE:-redis} port=38200
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cat > "$work/rotate.lua" <<'EOF'
+local cookies = {}
+for line in io.lines(os.getenv("COOKIES_FILE")) do cookies[#cookies + 1] = line end
+local i = math.random(#cookies)
+request = function()
+  i = i % #cookies + 1
+  return wrk.format("GET", nil, { ["Cookie"] = cookies[i] })
+end
+EOF
+redis_pid=$(redis-cli -h 127.0.0.1 -p 6379 info server | tr -d '\r' | sed -n 's/^process_id://p')
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+for _ in $(seq 1 "$rounds"); do
+  for binary in "$@"; do
+    "$binary" serve --lib "$lib" --store "$store" --port "$port" > /dev/null 2>&1 &
+    app=$!
+    for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/none" && break; sleep 0.1; done
+    : > "$work/cookies"
+    for _ in $(seq 1 1000); do
+      curl -s -D - -o /dev/null "http://127.0.0.1:$port/incr" \
+        | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' >> "$work/cookies"
+    done
+    app0=$(cpu_ticks "$app") redis0=$(cpu_ticks "$redis_pid")
+    out=$(COOKIES_FILE="$work/cookies" wrk -t2 -c64 -d"${seconds}s" --latency -s "$work/rotate.lua" \
+      "http://127.0.0.1:$port/$route")
+    app1=$(cpu_ticks "$app") redis1=$(cpu_ticks "$redis_pid")
+    kill "$app"; wait "$app" 2> /dev/null || true
+    requests=$(awk '/requests in/ { print $1 }' <<< "$out")
+    rate=$(awk '/Requests\/sec/ { print $2 }' <<< "$out")
+    p99=$(awk '$1 == "99%" { print $2 }' <<< "$out")
+    awk -v b="$(basename "$binary")" -v r="$route" -v rate="$rate" -v p99="$p99" -v n="$requests" \
+      -v a=$((app1 - app0)) -v s=$((redis1 - redis0)) -v t="$ticks" \
+      'BEGIN { printf "%-24s /%-6s %9.0f req/s  app %6.1f µs/req  redis %6.1f µs/req  p99 %s\n",
+               b, r, rate, a * 1e6 / t / n, s * 1e6 / t / n, p99 }'
+  done
+done
