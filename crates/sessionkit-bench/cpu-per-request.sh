@@ -16,15 +16,6 @@ shift 3
 lib=${LIB:-sessionkit} store=${STORE:-redis} port=38200
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cat > "$work/rotate.lua" <<'EOF'
-local cookies = {}
-for line in io.lines(os.getenv("COOKIES_FILE")) do cookies[#cookies + 1] = line end
-local i = math.random(#cookies)
-request = function()
-  i = i % #cookies + 1
-  return wrk.format("GET", nil, { ["Cookie"] = cookies[i] })
-end
-EOF
 redis_pid=$(redis-cli -h 127.0.0.1 -p 6379 info server | tr -d '\r' | sed -n 's/^process_id://p')
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
@@ -39,7 +30,7 @@ for _ in $(seq 1 "$rounds"); do
         | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' >> "$work/cookies"
     done
     app0=$(cpu_ticks "$app") redis0=$(cpu_ticks "$redis_pid")
-    out=$(COOKIES_FILE="$work/cookies" wrk -t2 -c64 -d"${seconds}s" --latency -s "$work/rotate.lua" \
+    out=$(COOKIES_FILE="$work/cookies" wrk -t2 -c64 -d"${seconds}s" --latency -s "$(dirname "$0")/rotate.lua" \
       "http://127.0.0.1:$port/$route")
     app1=$(cpu_ticks "$app") redis1=$(cpu_ticks "$redis_pid")
     kill "$app"; wait "$app" 2> /dev/null || true

@@ -82,12 +82,6 @@ sessionkit_conformance::http_suite!(actix_redis, serve, redis());
 /// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn actix_store_outage_gives_503_then_recovers() {
-    let stores = [
-        sessionkit_testkit::postgres_through_proxy().await,
-        sessionkit_testkit::redis_through_proxy().await,
-    ];
-    for (store, proxy) in stores.into_iter().flatten() {
-        let server = serve(sessionkit_conformance::http::test_manager(store)).await;
-        sessionkit_conformance::http::store_outage_gives_503_then_recovers(&server, &proxy).await;
-    }
+    let stores = sessionkit_testkit::stores_through_proxy().await;
+    sessionkit_conformance::http::outages_give_503_then_recover(serve, stores).await;
 }

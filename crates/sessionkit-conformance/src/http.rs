@@ -94,6 +94,19 @@ pub trait Outage: Send + Sync {
     fn set_down(&self, down: bool);
 }
 
+/// Runs [`store_outage_gives_503_then_recovers`] on each store an app built by `serve` uses.
+pub async fn outages_give_503_then_recover<F, Fut, O>(serve: F, stores: Vec<(Arc<dyn Store>, O)>)
+where
+    F: Fn(SessionManager) -> Fut,
+    Fut: Future<Output = TestServer>,
+    O: Outage,
+{
+    for (store, outage) in stores {
+        let server = serve(test_manager(store)).await;
+        store_outage_gives_503_then_recovers(&server, &outage).await;
+    }
+}
+
 /// A store outage answers 503 (never a silently fresh session) and loses nothing; when the
 /// store is back, so is the session.
 pub async fn store_outage_gives_503_then_recovers(server: &TestServer, outage: &dyn Outage) {

@@ -263,29 +263,19 @@ pub async fn apply_sets_removes_and_clears_in_order<S: Store>(store: Arc<S>) {
 pub async fn a_change_of_thousands_of_keys_applies_whole<S: Store>(store: Arc<S>) {
     const KEYS: usize = 5000;
     let key = create(&*store, &record_with(&[("keep", b"1")])).await;
-    let mut first = Change::default();
+    let (mut sets, mut swaps) = (Change::default(), Change::default());
     for i in 0..KEYS {
-        first.set(format!("old{i}"), i.to_string().into_bytes());
+        sets.set(format!("old{i}"), i.to_string().into_bytes());
+        swaps.remove(&format!("old{i}"));
+        swaps.set(format!("new{i}"), vec![b'n'; 8]);
     }
-    assert!(matches!(
-        store
-            .apply(&key, &first)
+    for change in [&sets, &swaps] {
+        let outcome = store
+            .apply(&key, change)
             .await
-            .expect("apply thousands of sets"),
-        ApplyOutcome::Applied { .. }
-    ));
-    let mut second = Change::default();
-    for i in 0..KEYS {
-        second.remove(&format!("old{i}"));
-        second.set(format!("new{i}"), vec![b'n'; 8]);
+            .expect("apply thousands of keys");
+        assert!(matches!(outcome, ApplyOutcome::Applied { .. }));
     }
-    assert!(matches!(
-        store
-            .apply(&key, &second)
-            .await
-            .expect("apply thousands of changes"),
-        ApplyOutcome::Applied { .. }
-    ));
     let loaded = load(&*store, &key).await.expect("live");
     assert_eq!(
         loaded.data.len(),

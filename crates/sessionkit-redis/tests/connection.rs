@@ -50,6 +50,21 @@ async fn open(address: &str) -> RedisStore {
     .expect("the first connection opens (no handshake without a password)")
 }
 
+/// The first request through `address` fails with `kind`; the next one reconnects and the
+/// store works as before. Returns how long the failing request took.
+async fn fails_then_recovers(address: &str, kind: ErrorKind) -> Duration {
+    let store = open(address).await;
+    let started = Instant::now();
+    let err = store
+        .load(&fresh_key())
+        .await
+        .expect_err("the misbehaving connection fails the request");
+    let took = started.elapsed();
+    assert_eq!(err.kind(), kind, "{err}");
+    works_again(&store).await;
+    took
+}
+
 /// The next request after a failure reconnects, and the store works as before.
 async fn works_again(store: &RedisStore) {
     let key = fresh_key();
@@ -71,19 +86,11 @@ async fn a_silent_server_is_unavailable_after_the_timeout_then_replaced() {
     else {
         return;
     };
-    let store = open(&address).await;
-    let started = Instant::now();
-    let err = store
-        .load(&fresh_key())
-        .await
-        .expect_err("no reply within the timeout");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    let waited = started.elapsed();
+    let waited = fails_then_recovers(&address, ErrorKind::Unavailable).await;
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
         "failed after {waited:?}, not after its 300 ms timeout"
     );
-    works_again(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,13 +108,7 @@ async fn a_reply_that_is_not_resp_is_a_typed_error_then_replaced() {
     else {
         return;
     };
-    let store = open(&address).await;
-    let err = store
-        .load(&fresh_key())
-        .await
-        .expect_err("garbage is not a session");
-    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
-    works_again(&store).await;
+    fails_then_recovers(&address, ErrorKind::Backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,13 +121,7 @@ async fn a_closed_connection_fails_its_requests_then_is_replaced() {
     else {
         return;
     };
-    let store = open(&address).await;
-    let err = store
-        .load(&fresh_key())
-        .await
-        .expect_err("the connection closed under the request");
-    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
-    works_again(&store).await;
+    fails_then_recovers(&address, ErrorKind::Unavailable).await;
 }
 
 #[tokio::test]

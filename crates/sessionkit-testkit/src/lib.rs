@@ -132,6 +132,15 @@ pub async fn redis_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
     }
 }
 
+/// Every server-backed store the outage tests cut: PostgreSQL and Redis, each behind its own
+/// [`CutProxy`] (a store whose server is unreachable is skipped as [`postgres`] says).
+pub async fn stores_through_proxy() -> Vec<(Arc<dyn Store>, CutProxy)> {
+    [postgres_through_proxy().await, redis_through_proxy().await]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 fn host_port(url: &str) -> Option<String> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;

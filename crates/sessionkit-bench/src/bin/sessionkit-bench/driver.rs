@@ -18,16 +18,9 @@ const FLOOR_INCRS: [&str; 2] = [TWO_CALL_INCR, GUARDED_INCR];
 const PORT: u16 = 38123;
 const COOKIES: usize = 1000;
 
-/// wrk's Lua: each request carries the next of the pre-created cookies.
-const ROTATE_LUA: &str = r#"
-local cookies = {}
-for line in io.lines(os.getenv("COOKIES_FILE")) do cookies[#cookies + 1] = line end
-local i = math.random(#cookies)
-request = function()
-  i = i % #cookies + 1
-  return wrk.format("GET", nil, { ["Cookie"] = cookies[i] })
-end
-"#;
+/// wrk's Lua: each request carries the next of the pre-created cookies (also used by
+/// `cpu-per-request.sh`).
+const ROTATE_LUA: &str = include_str!("../../../rotate.lua");
 
 struct Server(Child);
 
