@@ -113,3 +113,45 @@ async fn corrupt_session_hashes_are_typed_errors() {
         .expect_err("a string under a session key");
     assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
 }
+
+/// A server that lost the store's scripts (a restart, `SCRIPT FLUSH`) is given them again by
+/// the next call that needs one, which then succeeds.
+#[tokio::test]
+async fn scripts_the_server_lost_are_loaded_again() {
+    let url = redis_url();
+    let Some(store) = open_in("Redis", &url, &namespace()).await else {
+        return;
+    };
+    let key = sessionkit_conformance::fresh_key();
+    let record = sessionkit_conformance::record_with(&[("a", b"1")]);
+    let flush = async || {
+        let client = redis::Client::open(url.as_str()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .expect("SCRIPT FLUSH");
+    };
+    flush().await;
+    store
+        .create(&key, &record)
+        .await
+        .expect("create after a flush");
+    flush().await;
+    let mut change = sessionkit_core::Change::default();
+    change.set("b".into(), b"2".to_vec());
+    let outcome = store
+        .apply(&key, &change)
+        .await
+        .expect("apply after a flush");
+    assert!(matches!(
+        outcome,
+        sessionkit_core::ApplyOutcome::Applied { .. }
+    ));
+    let loaded = store.load(&key).await.expect("load").expect("live");
+    assert_eq!(loaded.data["b"], b"2");
+}
