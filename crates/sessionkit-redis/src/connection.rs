@@ -60,6 +60,9 @@ struct Pipe {
     broken: AtomicBool,
     /// Wakes the writer when bytes are waiting (or the pipe broke).
     wake_writer: Notify,
+    /// Stops the reader when the pipe broke elsewhere (a timeout, the store dropped), so a
+    /// server that never answers again does not keep it and its socket forever.
+    stop_reader: Notify,
 }
 
 #[derive(Default)]
@@ -104,6 +107,7 @@ impl Pipe {
             std::mem::take(&mut state.waiters)
         };
         self.wake_writer.notify_one();
+        self.stop_reader.notify_one();
         for waiter in waiters {
             let _ = waiter.reply.send(Err(error.clone()));
         }
@@ -184,7 +188,11 @@ async fn read_replies(pipe: Arc<Pipe>, mut socket: OwnedReadHalf) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let error = loop {
         buf.reserve(READ_CHUNK);
-        match socket.read_buf(&mut buf).await {
+        let read = tokio::select! {
+            read = socket.read_buf(&mut buf) => read,
+            () = pipe.stop_reader.notified() => return,
+        };
+        match read {
             Ok(0) => break broken_pipe("Redis closed the connection"),
             Ok(_) => {}
             Err(err) => break RedisError::from(err),
@@ -302,6 +310,7 @@ impl Multiplexed {
             state: Mutex::new(PipeState::default()),
             broken: AtomicBool::new(false),
             wake_writer: Notify::new(),
+            stop_reader: Notify::new(),
         });
         tokio::spawn(read_replies(Arc::clone(&pipe), read));
         tokio::spawn(write_commands(Arc::clone(&pipe), write));
