@@ -95,6 +95,10 @@ fn broken_pipe(what: &'static str) -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::BrokenPipe, what))
 }
 
+fn timed_out(what: &'static str) -> RedisError {
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, what))
+}
+
 impl Pipe {
     fn is_broken(&self) -> bool {
         self.broken.load(Ordering::Acquire)
@@ -290,12 +294,7 @@ impl Multiplexed {
         }
         let pipe = tokio::time::timeout(self.shared.timeout, self.open())
             .await
-            .map_err(|_| {
-                RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "connecting to Redis timed out",
-                ))
-            })??;
+            .map_err(|_| timed_out("connecting to Redis timed out"))??;
         *lock(&self.shared.current) = Some(Arc::clone(&pipe));
         Ok(pipe)
     }
@@ -346,10 +345,7 @@ impl Multiplexed {
             Ok(Ok(replies)) => replies,
             Ok(Err(_)) => Err(broken_pipe("the Redis connection closed")),
             Err(_) => {
-                let err = RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "Redis did not answer in time",
-                ));
+                let err = timed_out("Redis did not answer in time");
                 // The reply may still come, but every later one on this pipe would wait
                 // behind it: start afresh.
                 pipe.fail(&err);
@@ -396,5 +392,61 @@ impl ConnectionLike for Multiplexed {
 
     fn get_db(&self) -> i64 {
         self.shared.db
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test server, or `None` (a loud skip; a failure under CI=true).
+    async fn test_server() -> Option<Multiplexed> {
+        let url = "redis://127.0.0.1:6379";
+        let info = redis::Client::open(url).ok()?.get_connection_info().clone();
+        let conn = Multiplexed::new(&info, Duration::from_secs(5)).ok()?;
+        match conn.connect().await {
+            Ok(()) => Some(conn),
+            Err(err) => sessionkit_conformance::server_unavailable("Redis", url, err),
+        }
+    }
+
+    /// Pipelines (not used by the store, but part of `ConnectionLike`) get their replies in
+    /// order, a transaction's `OK`/`QUEUED` are skipped, an error reply fails the whole
+    /// request, and the replies after it still reach the right requests.
+    #[tokio::test]
+    async fn pipelines_and_transactions_get_their_own_replies() {
+        let Some(mut conn) = test_server().await else {
+            return;
+        };
+        let key = format!("sktest_pipe_{}", std::process::id());
+        let got: (String, i64) = redis::pipe()
+            .set(&key, "v")
+            .ignore()
+            .get(&key)
+            .strlen(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("plain pipeline");
+        assert_eq!(got, ("v".to_owned(), 1));
+        let (n,): (i64,) = redis::pipe()
+            .atomic()
+            .set(&key, 1)
+            .ignore()
+            .del(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("MULTI/EXEC");
+        assert_eq!(n, 1, "the DEL's reply, after OK, QUEUED, QUEUED");
+        let failed: RedisResult<(i64, i64)> = redis::pipe()
+            .cmd("PING")
+            .cmd("NO-SUCH-COMMAND")
+            .query_async(&mut conn)
+            .await;
+        assert!(failed.is_err(), "an error reply fails the pipeline");
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("later requests get their own replies");
+        assert_eq!(pong, "PONG");
     }
 }

@@ -31,8 +31,8 @@ return 1
 /// keys, the common save): expires ('' keep), owner mode ('' keep, '+' set, '-' remove), owner,
 /// cleared ('1'/'0'), removed fields…; then field/value pairs.
 ///
-/// Written for the Redis server's CPU, which every save pays: each `redis.call` costs ~5,000
-/// instructions and each argument ~500 (callgrind on redis-server 7.0), so a plain save is two
+/// Written for the Redis server's CPU, which every save pays: each `redis.call` costs 5,000 to
+/// 12,000 instructions and each argument ~500 (callgrind on redis-server 7.0), so a plain save is two
 /// calls (`HMGET`, one `HSET` that carries the new version with the data) and four arguments.
 /// Fields go 1,000 at a time through `unpack`, which Lua limits to ~8,000 values.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {

@@ -82,19 +82,26 @@ pub async fn mysql() -> Option<Arc<dyn Store>> {
     }
 }
 
-/// A Redis store in a fresh namespace of the test server (`SESSIONKIT_REDIS_URL`).
+fn redis_url() -> String {
+    std::env::var("SESSIONKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A Redis store at `base` in a fresh namespace, `extra` appended to its options.
 ///
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
-pub async fn redis() -> Option<Arc<dyn Store>> {
-    let base =
-        std::env::var("SESSIONKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    match sessionkit_redis::RedisStore::open(&format!("{base}?namespace={}", scratch_table())).await
-    {
+pub async fn redis_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
+    let url = format!("{base}?namespace={}{extra}", scratch_table());
+    match sessionkit_redis::RedisStore::open(&url).await {
         Ok(store) => Some(Arc::new(store)),
-        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable("Redis", &base, err),
+        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable("Redis", base, err),
         Err(err) => panic!("opening Redis: {err}"),
     }
+}
+
+/// A Redis store in a fresh namespace of the test server (`SESSIONKIT_REDIS_URL`).
+pub async fn redis() -> Option<Arc<dyn Store>> {
+    redis_with(&redis_url(), "").await
 }
 
 /// A PostgreSQL store reached through a [`CutProxy`], for outage tests.
@@ -113,23 +120,14 @@ pub async fn postgres_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
 /// A Redis store (standalone) reached through a [`CutProxy`], for outage tests.
 ///
 /// # Panics
-/// As [`redis`].
+/// As [`redis_with`].
 pub async fn redis_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
-    let url =
-        std::env::var("SESSIONKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = redis_url();
     let target = host_port(&url).unwrap_or_else(|| "127.0.0.1:6379".into());
     let proxy = CutProxy::start(&target).await;
     let proxied = url.replacen(&target, &proxy.address, 1);
-    let namespace = scratch_table();
-    match sessionkit_redis::RedisStore::open(&format!(
-        "{proxied}?namespace={namespace}&timeout_ms=1000"
-    ))
-    .await
-    {
-        Ok(store) => Some((Arc::new(store), proxy)),
-        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable("Redis", &url, err),
-        Err(err) => panic!("opening Redis: {err}"),
-    }
+    let store = redis_with(&proxied, "&timeout_ms=1000").await?;
+    Some((store, proxy))
 }
 
 /// Every server-backed store the outage tests cut: PostgreSQL and Redis, each behind its own
