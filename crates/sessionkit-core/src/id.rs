@@ -116,13 +116,23 @@ impl SessionKey {
 
     /// Lower-case hex, 64 characters: the form text-keyed stores use.
     pub fn to_hex(&self) -> String {
-        // Bytes first, then one UTF-8 check: pushing chars one by one cost ~12 instructions
-        // each, and text-keyed stores build this on every request.
-        let mut out = Vec::with_capacity(KEY_BYTES * 2);
-        for b in self.0 {
-            out.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0x0f)]]);
+        let mut out = String::with_capacity(KEY_BYTES * 2);
+        self.push_hex(&mut out);
+        out
+    }
+
+    /// Appends the [`to_hex`](Self::to_hex) form to `out`, for callers that build a longer
+    /// name around it (a store's key) without a second allocation.
+    pub fn push_hex(&self, out: &mut String) {
+        // Into a stack array, then one (ASCII fast path) UTF-8 check: text-keyed stores build
+        // this on every request, and pushing char by char or growing a Vec per byte cost
+        // 12–20 instructions a digit.
+        let mut digits = [0u8; KEY_BYTES * 2];
+        for (pair, b) in digits.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0x0f)];
         }
-        String::from_utf8(out).unwrap_or_default() // only ASCII digits were written
+        out.push_str(std::str::from_utf8(&digits).unwrap_or_default()); // only ASCII digits
     }
 
     /// Parses the 64-character hex form (either case).
@@ -268,6 +278,12 @@ mod tests {
         assert_eq!(
             id.key().to_hex(),
             "9d908ecfb6b256def8b49a7c504e6c889c4b0e41fe6ce3e01863dd7b61a20aa0"
+        );
+        let mut name = String::from("sk:s:{");
+        id.key().push_hex(&mut name);
+        assert_eq!(
+            name,
+            "sk:s:{9d908ecfb6b256def8b49a7c504e6c889c4b0e41fe6ce3e01863dd7b61a20aa0"
         );
     }
 }

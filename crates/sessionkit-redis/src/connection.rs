@@ -7,10 +7,13 @@
 //! hands each to the waiter at the front of the queue. Under load, many requests share each
 //! system call on both sides, which on a 2-core machine beats a pool of connections.
 //!
-//! Failures: when the socket fails, closes, sends bytes that are not RESP2, or a reply does not
-//! come within the timeout (the store's `timeout_ms`), the connection is marked broken, every waiting request gets an I/O
-//! error (which the store reports as `Unavailable`), and the next request opens a new
-//! connection. A request is never re-sent: a write whose reply was lost may or may not have
+//! Failures: when the socket fails, closes, sends bytes that are not RESP2, or requests wait
+//! and no reply has come for the timeout (the store's `timeout_ms`), the connection is marked
+//! broken, every waiting request gets an I/O error (which the store reports as
+//! `Unavailable`), and the next request opens a new connection. The timeout is watched per
+//! connection, not per request: replies come in order, so while they keep coming every request
+//! is moving towards its own, and one watchdog that checks ten times per timeout replaces a
+//! timer per request (registering and cancelling one cost ~2,000 instructions a command). A request is never re-sent: a write whose reply was lost may or may not have
 //! happened, and only the caller can tell whether repeating it is safe.
 //!
 //! This replaces redis-rs's `ConnectionManager` for standalone servers (the cluster client is
@@ -19,7 +22,7 @@
 //! parser and its sink/stream plumbing: about a third of the client's instructions per request.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -47,7 +50,7 @@ struct Shared {
     db: i64,
     username: Option<String>,
     password: Option<String>,
-    /// How long opening a connection, and each reply, may take.
+    /// How long opening a connection may take, and waiting requests may go without a reply.
     timeout: Duration,
     /// The connection in use, if one was opened and has not broken.
     current: Mutex<Option<Arc<Pipe>>>,
@@ -59,6 +62,9 @@ struct Shared {
 struct Pipe {
     state: Mutex<PipeState>,
     broken: AtomicBool,
+    /// Counts the reads that delivered replies, so the watchdog can tell a slow queue from a
+    /// stalled one.
+    progress: AtomicU64,
     /// Wakes the writer when bytes are waiting (or the pipe broke).
     wake_writer: Notify,
     /// The reader, stopped when the pipe breaks elsewhere (a timeout, the store dropped), so a
@@ -214,6 +220,7 @@ async fn read_replies(pipe: Arc<Pipe>, mut socket: OwnedReadHalf) {
             }
         };
         if !replies.is_empty() {
+            pipe.progress.fetch_add(1, Ordering::Relaxed);
             pipe.deliver(replies);
         }
         if let Err(err) = parsed {
@@ -246,6 +253,35 @@ async fn write_commands(pipe: Arc<Pipe>, mut socket: OwnedWriteHalf) {
             return;
         }
         sending.clear();
+    }
+}
+
+/// Breaks the pipe when requests have waited `timeout` without any reply arriving; ends when
+/// the pipe breaks for any reason.
+async fn watch_replies(pipe: Arc<Pipe>, timeout: Duration) {
+    let mut seen = pipe.progress.load(Ordering::Relaxed);
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(timeout / 10);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let now = tick.tick().await;
+        if pipe.is_broken() {
+            return;
+        }
+        let progress = pipe.progress.load(Ordering::Relaxed);
+        let waiting = !lock(&pipe.state).waiters.is_empty();
+        if !waiting || progress != seen {
+            seen = progress;
+            stalled_since = None;
+            continue;
+        }
+        // Waiting, and nothing delivered since the previous tick.
+        let since = *stalled_since.get_or_insert(now);
+        if now.duration_since(since) >= timeout {
+            // A reply may still come, but every later one would wait behind it: start afresh.
+            pipe.fail(&timed_out("Redis did not answer in time"));
+            return;
+        }
     }
 }
 
@@ -308,12 +344,14 @@ impl Multiplexed {
         let pipe = Arc::new(Pipe {
             state: Mutex::new(PipeState::default()),
             broken: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
             wake_writer: Notify::new(),
             reader: Mutex::new(None),
         });
         let reader = tokio::spawn(read_replies(Arc::clone(&pipe), read));
         *lock(&pipe.reader) = Some(reader.abort_handle());
         tokio::spawn(write_commands(Arc::clone(&pipe), write));
+        tokio::spawn(watch_replies(Arc::clone(&pipe), shared.timeout));
         if let Some(password) = &shared.password {
             let mut auth = redis::cmd("AUTH");
             if let Some(username) = &shared.username {
@@ -340,17 +378,10 @@ impl Multiplexed {
         if skip + want == 0 {
             return Ok(Vec::new()); // an empty pipeline: nothing to send, nothing to wait for
         }
-        let receiver = pipe.send(encode, skip, want)?;
-        match tokio::time::timeout(self.shared.timeout, receiver).await {
-            Ok(Ok(replies)) => replies,
-            Ok(Err(_)) => Err(broken_pipe("the Redis connection closed")),
-            Err(_) => {
-                let err = timed_out("Redis did not answer in time");
-                // The reply may still come, but every later one on this pipe would wait
-                // behind it: start afresh.
-                pipe.fail(&err);
-                Err(err)
-            }
+        // No timer here: the pipe's watchdog fails every waiter if replies stop coming.
+        match pipe.send(encode, skip, want)?.await {
+            Ok(replies) => replies,
+            Err(_) => Err(broken_pipe("the Redis connection closed")),
         }
     }
 
@@ -401,13 +432,49 @@ mod tests {
 
     /// The test server, or `None` (a loud skip; a failure under CI=true).
     async fn test_server() -> Option<Multiplexed> {
+        test_server_with(Duration::from_secs(5)).await
+    }
+
+    async fn test_server_with(timeout: Duration) -> Option<Multiplexed> {
         let url = "redis://127.0.0.1:6379";
         let info = redis::Client::open(url).ok()?.get_connection_info().clone();
-        let conn = Multiplexed::new(&info, Duration::from_secs(5)).ok()?;
+        let conn = Multiplexed::new(&info, timeout).ok()?;
         match conn.connect().await {
             Ok(()) => Some(conn),
             Err(err) => sessionkit_conformance::server_unavailable("Redis", url, err),
         }
+    }
+
+    /// The watchdog breaks a connection whose requests wait without replies, not one that
+    /// merely has nothing to do, nor one whose single request is slow but shorter than the
+    /// timeout.
+    #[tokio::test]
+    async fn an_idle_connection_or_a_slow_reply_within_the_timeout_is_kept() {
+        let Some(mut conn) = test_server_with(Duration::from_millis(300)).await else {
+            return;
+        };
+        let client_id = |conn: &mut Multiplexed| {
+            let mut conn = conn.clone();
+            async move {
+                redis::cmd("CLIENT")
+                    .arg("ID")
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .expect("CLIENT ID")
+            }
+        };
+        let first = client_id(&mut conn).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(client_id(&mut conn).await, first, "idle for 3 timeouts");
+        let key = format!("sktest_slow_{}", std::process::id());
+        let nothing: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&key)
+            .arg(0.15)
+            .query_async(&mut conn)
+            .await
+            .expect("a 150 ms BLPOP under a 300 ms timeout");
+        assert_eq!(nothing, None);
+        assert_eq!(client_id(&mut conn).await, first, "after a slow reply");
     }
 
     /// Pipelines (not used by the store, but part of `ConnectionLike`) get their replies in

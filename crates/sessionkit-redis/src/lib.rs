@@ -3,8 +3,8 @@
 //! A [`Store`] on Redis, standalone (`redis://host:6379/0`) or Redis Cluster
 //! (`redis+cluster://h1:p1,h2:p2,…`), with options `namespace` (key prefix, default
 //! `sessionkit`) so sessions can share a Redis with other data, and `timeout_ms` (default
-//! 5000): how long connecting, and each reply, may take before the server counts as
-//! unreachable (`ErrorKind::Unavailable`).
+//! 5000, at most a day): how long connecting may take, and waiting requests may go without a
+//! reply, before the server counts as unreachable (`ErrorKind::Unavailable`).
 //!
 //! ## Layout
 //! - One hash per session, `<ns>:s:{<key hex>}`: metadata fields (`__c` created, `__e` expires,
@@ -59,8 +59,11 @@ use crate::scripts::{ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DELETE, DELETE_IF_OW
 
 /// How long a cycle may keep a session marked as moving.
 const MOVE_DEADLINE: Duration = Duration::from_secs(5);
-/// How long connecting, and each reply, may take unless the URL says (`timeout_ms`).
+/// How long connecting may take, and waiting requests may go without a reply, unless the URL
+/// says (`timeout_ms`).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest `timeout_ms` accepted (a day): longer is surely a typo.
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// How many keys one SCAN step asks for.
 const SCAN_COUNT: usize = 1000;
 
@@ -244,7 +247,9 @@ impl RedisStore {
         let mut timeout = DEFAULT_TIMEOUT;
         for (name, value) in options {
             match (name.as_str(), value.parse::<u64>()) {
-                ("timeout_ms", Ok(ms)) if ms > 0 => timeout = Duration::from_millis(ms),
+                ("timeout_ms", Ok(ms)) if (1..=MAX_TIMEOUT_MS).contains(&ms) => {
+                    timeout = Duration::from_millis(ms);
+                }
                 ("namespace", _)
                     if !value.is_empty()
                         && value
@@ -299,7 +304,7 @@ impl RedisStore {
         let mut name = String::with_capacity(self.namespace.len() + 5 + 64);
         name.push_str(&self.namespace);
         name.push_str(":s:{");
-        name.push_str(&key.to_hex());
+        key.push_hex(&mut name);
         name.push('}');
         name
     }

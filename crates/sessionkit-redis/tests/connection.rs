@@ -129,6 +129,7 @@ async fn bad_timeouts_and_unsupported_addresses_are_config_errors() {
     for url in [
         "redis://127.0.0.1:6379?timeout_ms=0",
         "redis://127.0.0.1:6379?timeout_ms=soon",
+        "redis://127.0.0.1:6379?timeout_ms=18446744073709551615",
         "redis+unix:///tmp/redis.sock",
     ] {
         let err = RedisStore::open(url).await.expect_err(url);
