@@ -10,11 +10,15 @@
 //! Failures: when the socket fails, closes, sends bytes that are not RESP2, or requests wait
 //! and no reply has come for the timeout (the store's `timeout_ms`), the connection is marked
 //! broken, every waiting request gets an I/O error (which the store reports as
-//! `Unavailable`), and the next request opens a new connection. The timeout is watched per
-//! connection, not per request: replies come in order, so while they keep coming every request
-//! is moving towards its own, and one watchdog that checks ten times per timeout replaces a
-//! timer per request (registering and cancelling one cost ~2,000 instructions a command). A request is never re-sent: a write whose reply was lost may or may not have
-//! happened, and only the caller can tell whether repeating it is safe.
+//! `Unavailable`), and the next request opens a new connection. A request is never re-sent: a
+//! write whose reply was lost may or may not have happened, and only the caller can tell
+//! whether repeating it is safe.
+//!
+//! The timeout is watched per connection, not per request: replies come in order, so while
+//! they keep coming every waiting request is moving towards its own. One watchdog that checks
+//! ten times per timeout replaces a timer per request (registering and cancelling one cost
+//! ~1,600 instructions a command). A request fails between one and 1.2 timeouts after the
+//! last reply that came while it waited (or after it was sent, on a quiet connection).
 //!
 //! This replaces redis-rs's `ConnectionManager` for standalone servers (the cluster client is
 //! still redis-rs's): it implements redis-rs's [`ConnectionLike`], so commands and scripts are
@@ -287,7 +291,8 @@ async fn watch_replies(pipe: Arc<Pipe>, timeout: Duration) {
 
 impl Multiplexed {
     /// A connection to the server `info` names (TCP only), waiting at most `timeout` to connect
-    /// and for each reply; nothing is opened until first use or [`Multiplexed::connect`].
+    /// and, while requests wait, for the next reply; nothing is opened until first use or
+    /// [`Multiplexed::connect`].
     ///
     /// # Errors
     /// [`ErrorKind::InvalidClientConfig`] for a TLS or Unix-socket address.

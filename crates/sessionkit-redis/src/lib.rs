@@ -4,7 +4,8 @@
 //! (`redis+cluster://h1:p1,h2:p2,…`), with options `namespace` (key prefix, default
 //! `sessionkit`) so sessions can share a Redis with other data, and `timeout_ms` (default
 //! 5000, at most a day): how long connecting may take, and waiting requests may go without a
-//! reply, before the server counts as unreachable (`ErrorKind::Unavailable`).
+//! reply (on a cluster, each reply may take), before the server counts as unreachable
+//! (`ErrorKind::Unavailable`).
 //!
 //! ## Layout
 //! - One hash per session, `<ns>:s:{<key hex>}`: metadata fields (`__c` created, `__e` expires,
