@@ -109,10 +109,7 @@ pub async fn redis() -> Option<Arc<dyn Store>> {
 /// # Panics
 /// As [`postgres`].
 pub async fn postgres_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
-    let url = postgres_url();
-    let target = host_port(&url).unwrap_or_else(|| "127.0.0.1:5432".into());
-    let proxy = CutProxy::start(&target).await;
-    let proxied = url.replacen(&target, &proxy.address, 1);
+    let (proxied, proxy) = proxied(&postgres_url(), "127.0.0.1:5432").await;
     let store = postgres_with(&proxied, "&acquire_timeout_ms=1000").await?;
     Some((store, proxy))
 }
@@ -122,12 +119,17 @@ pub async fn postgres_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
 /// # Panics
 /// As [`redis_with`].
 pub async fn redis_through_proxy() -> Option<(Arc<dyn Store>, CutProxy)> {
-    let url = redis_url();
-    let target = host_port(&url).unwrap_or_else(|| "127.0.0.1:6379".into());
-    let proxy = CutProxy::start(&target).await;
-    let proxied = url.replacen(&target, &proxy.address, 1);
+    let (proxied, proxy) = proxied(&redis_url(), "127.0.0.1:6379").await;
     let store = redis_with(&proxied, "&timeout_ms=1000").await?;
     Some((store, proxy))
+}
+
+/// A [`CutProxy`] in front of the server `url` names (`default` if it names none), and `url`
+/// rewritten to go through it.
+async fn proxied(url: &str, default: &str) -> (String, CutProxy) {
+    let target = host_port(url).unwrap_or_else(|| default.into());
+    let proxy = CutProxy::start(&target).await;
+    (url.replacen(&target, &proxy.address, 1), proxy)
 }
 
 /// Every server-backed store the outage tests cut: PostgreSQL and Redis, each behind its own
