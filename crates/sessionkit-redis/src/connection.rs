@@ -21,9 +21,11 @@
 //! last reply that came while it waited (or after it was sent, on a quiet connection).
 //!
 //! This replaces redis-rs's `ConnectionManager` for standalone servers (the cluster client is
-//! still redis-rs's): it implements redis-rs's [`ConnectionLike`], so commands and scripts are
-//! built and their replies converted by redis-rs as before. What it saves is redis-rs's reply
-//! parser and its sink/stream plumbing: about a third of the client's instructions per request.
+//! still redis-rs's). The store's own commands are encoded by [`crate::command`] straight into
+//! the output buffer ([`Multiplexed::query`]); it also implements redis-rs's
+//! [`ConnectionLike`], for the rest (maintenance commands, loading scripts). What it saves is
+//! redis-rs's reply parser and its sink/stream plumbing: about a third of the client's
+//! instructions per request.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -363,10 +365,12 @@ impl Multiplexed {
                 auth.arg(username);
             }
             auth.arg(password);
-            self.exchange(&pipe, &auth).await?;
+            self.exchange(&pipe, |out| auth.write_packed_command(out))
+                .await?;
         }
         if shared.db != 0 {
-            self.exchange(&pipe, redis::cmd("SELECT").arg(shared.db))
+            let select = redis::cmd("SELECT").arg(shared.db).get_packed_command();
+            self.exchange(&pipe, |out| out.extend_from_slice(&select))
                 .await?;
         }
         Ok(pipe)
@@ -390,12 +394,18 @@ impl Multiplexed {
         }
     }
 
-    async fn exchange(&self, pipe: &Pipe, cmd: &Cmd) -> RedisResult<Value> {
-        let encode = |out: &mut Vec<u8>| cmd.write_packed_command(out);
+    /// Sends one command through `pipe` and waits for its reply.
+    async fn exchange(&self, pipe: &Pipe, encode: impl FnOnce(&mut Vec<u8>)) -> RedisResult<Value> {
         let mut replies = self.request(pipe, encode, 0, 1).await?;
         replies
             .pop()
             .ok_or_else(|| broken_pipe("a request got no reply"))
+    }
+
+    /// Sends the one command `encode` appends (RESP) and waits for its reply: the store's own
+    /// commands, without a redis-rs `Cmd` or a boxed future.
+    pub(crate) async fn query(&self, encode: impl FnOnce(&mut Vec<u8>)) -> RedisResult<Value> {
+        self.exchange(&*self.pipe().await?, encode).await
     }
 }
 
@@ -410,7 +420,7 @@ impl Drop for Shared {
 
 impl ConnectionLike for Multiplexed {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { self.exchange(&*self.pipe().await?, cmd).await })
+        Box::pin(self.query(|out| cmd.write_packed_command(out)))
     }
 
     fn req_packed_commands<'a>(

@@ -39,6 +39,7 @@
 //! pool (see `docs/BENCHMARKS.md`). Only `redis://` over TCP is supported for standalone
 //! servers: no TLS, no Unix sockets.
 
+mod command;
 mod connection;
 mod resp;
 mod scripts;
@@ -48,13 +49,17 @@ use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind,
+    Value,
+};
 use sessionkit_core::registry::split_options;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
     Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
 
+use crate::command::Arg;
 use crate::connection::Multiplexed;
 use crate::scripts::{ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DELETE, DELETE_IF_OWNER, FINISH_MOVE};
 
@@ -100,6 +105,34 @@ impl ConnectionLike for Connection {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
         }
+    }
+}
+
+impl Connection {
+    /// Sends one command (its name first) and waits for its reply.
+    async fn query(&self, args: &[Arg<'_>]) -> RedisResult<Value> {
+        match self {
+            Self::Single(conn) => conn.query(|out| command::write(out, args)).await,
+            // The cluster client hands error replies back as values.
+            Self::Cluster(conn) => conn
+                .clone()
+                .req_packed_command(&command::to_cmd(args))
+                .await?
+                .extract_error(),
+        }
+    }
+
+    /// Runs a script call built by [`command::script_call`], loading the script first if the
+    /// server does not have it (after a restart, a failover or a `SCRIPT FLUSH`).
+    async fn eval<T: FromRedisValue>(&self, script: &Script, call: &[Arg<'_>]) -> RedisResult<T> {
+        let reply = match self.query(call).await {
+            Err(err) if err.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) => {
+                script.load_async(&mut self.clone()).await?;
+                self.query(call).await
+            }
+            other => other,
+        }?;
+        Ok(T::from_redis_value(reply)?)
     }
 }
 
@@ -321,47 +354,62 @@ impl RedisStore {
     }
 
     async fn add_owner(&self, owner: &str, key: &SessionKey) -> Result<()> {
-        redis::cmd("SADD")
-            .arg(self.owner_key(owner))
-            .arg(key.to_hex())
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(|e| redis_error("updating the owner index", e))
+        self.change_owner_index("SADD", owner, key).await
     }
 
     async fn remove_owner(&self, owner: &str, key: &SessionKey) -> Result<()> {
-        redis::cmd("SREM")
-            .arg(self.owner_key(owner))
-            .arg(key.to_hex())
-            .query_async::<()>(&mut self.conn())
+        self.change_owner_index("SREM", owner, key).await
+    }
+
+    /// `SADD` or `SREM` of `key` in the index of `owner`'s sessions.
+    async fn change_owner_index(&self, verb: &str, owner: &str, key: &SessionKey) -> Result<()> {
+        let (set, member) = (self.owner_key(owner), key.to_hex());
+        self.conn
+            .query(&[verb, &set, &member].map(Arg::from))
             .await
+            .map(drop)
             .map_err(|e| redis_error("updating the owner index", e))
     }
 
     /// The session hash under `key` as a record (expired or not; pointers too).
     async fn stored(&self, key: &SessionKey) -> Result<Option<Record>> {
-        let reply: Value = redis::cmd("HGETALL")
-            .arg(self.session_key(key))
-            .query_async(&mut self.conn())
+        let name = self.session_key(key);
+        let reply = self
+            .conn
+            .query(&[Arg::from("HGETALL"), Arg::from(name.as_str())])
             .await
             .map_err(|e| redis_error("loading a session", e))?;
         record_from_fields(hash_pairs(reply)?)
     }
 
+    /// Runs `script` on the session hash of `key` with `args` (after the key).
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &SessionKey,
+        args: &[Arg<'_>],
+    ) -> RedisResult<T> {
+        let name = self.session_key(key);
+        let mut call = command::script_call(script, &name, args.len());
+        call.extend_from_slice(args);
+        self.conn.eval(script, &call).await
+    }
+
     /// Inserts `record` under `key` unless a live session or pointer is there.
     async fn insert(&self, key: &SessionKey, record: &Record) -> Result<bool> {
-        let mut invocation = CREATE.key(self.session_key(key));
-        invocation
-            .arg(now_ms())
-            .arg(record.created_at.as_millis())
-            .arg(record.expires_at.as_millis())
-            .arg(record.version)
-            .arg(record.owner.as_deref().unwrap_or(""));
+        let mut args = Vec::with_capacity(5 + 2 * record.data.len());
+        args.extend([
+            Arg::Int(now_ms()),
+            Arg::Int(record.created_at.as_millis()),
+            Arg::Int(record.expires_at.as_millis()),
+            Arg::Unsigned(record.version),
+            Arg::from(record.owner.as_deref().unwrap_or("")),
+        ]);
         for (name, value) in &record.data {
-            invocation.arg(data_field(name)).arg(value.as_slice());
+            args.extend([Arg::DataField(name), Arg::Bytes(value.as_slice())]);
         }
-        let created: i64 = invocation
-            .invoke_async(&mut self.conn())
+        let created: i64 = self
+            .run_script(&CREATE, key, &args)
             .await
             .map_err(|e| redis_error("creating a session", e))?;
         Ok(created == 1)
@@ -458,15 +506,13 @@ impl Store for RedisStore {
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.session_key(key))
-            .arg(&["__c", "__e", "__o", "__v", "__p"]);
-        for name in keys {
-            cmd.arg(data_field(name));
-        }
-        let values: Vec<Option<Vec<u8>>> = cmd
-            .query_async(&mut self.conn())
-            .await
+        let name = self.session_key(key);
+        let mut args = Vec::with_capacity(7 + keys.len());
+        args.extend(["HMGET", &name, "__c", "__e", "__o", "__v", "__p"].map(Arg::from));
+        args.extend(keys.iter().map(|k| Arg::DataField(k)));
+        let reply = self.conn.query(&args).await;
+        let values: Vec<Option<Vec<u8>>> = reply
+            .and_then(|v| Ok(FromRedisValue::from_redis_value(v)?))
             .map_err(|e| redis_error("loading a session", e))?;
         if values.get(1).is_none_or(Option::is_none) {
             return Ok(None); // no `__e`: no session
@@ -487,40 +533,44 @@ impl Store for RedisStore {
             self.add_owner(owner, key).await?;
         }
         let started = std::time::Instant::now();
+        let only_sets = change.expires_at.is_none()
+            && change.owner.is_none()
+            && !change.cleared
+            && change.removed.is_empty();
+        let expires = change.expires_at.map(|t| t.as_millis().to_string());
+        let mut args = Vec::with_capacity(6 + change.removed.len() + 2 * change.set.len());
+        args.push(Arg::Int(0)); // `now`, written below on each attempt
+        if only_sets {
+            args.push(Arg::Int(0));
+        } else {
+            // The count of control arguments: 4, and the removed fields.
+            let control = i64::try_from(4 + change.removed.len()).unwrap_or(i64::MAX);
+            args.extend([
+                Arg::Int(control),
+                Arg::from(expires.as_deref().unwrap_or_default()),
+                Arg::from(match &change.owner {
+                    None => "",
+                    Some(Some(_)) => "+",
+                    Some(None) => "-",
+                }),
+                Arg::from(
+                    change
+                        .owner
+                        .as_ref()
+                        .and_then(Option::as_deref)
+                        .unwrap_or_default(),
+                ),
+                Arg::from(if change.cleared { "1" } else { "0" }),
+            ]);
+            args.extend(change.removed.iter().map(|name| Arg::DataField(name)));
+        }
+        for (name, value) in &change.set {
+            args.extend([Arg::DataField(name), Arg::Bytes(value.as_slice())]);
+        }
         loop {
-            let mut invocation = APPLY.key(self.session_key(key));
-            invocation.arg(now_ms());
-            let only_sets = change.expires_at.is_none()
-                && change.owner.is_none()
-                && !change.cleared
-                && change.removed.is_empty();
-            if only_sets {
-                invocation.arg(0);
-            } else {
-                invocation
-                    .arg(4 + change.removed.len())
-                    .arg(
-                        change
-                            .expires_at
-                            .map(|t| t.as_millis().to_string())
-                            .unwrap_or_default(),
-                    )
-                    .arg(match &change.owner {
-                        None => "",
-                        Some(Some(_)) => "+",
-                        Some(None) => "-",
-                    })
-                    .arg(change.owner.clone().flatten().unwrap_or_default())
-                    .arg(if change.cleared { "1" } else { "0" });
-                for name in &change.removed {
-                    invocation.arg(data_field(name));
-                }
-            }
-            for (name, value) in &change.set {
-                invocation.arg(data_field(name)).arg(value.as_slice());
-            }
-            let reply: (i64, u64, String) = invocation
-                .invoke_async(&mut self.conn())
+            args[0] = Arg::Int(now_ms());
+            let reply: (i64, u64, String) = self
+                .run_script(&APPLY, key, &args)
                 .await
                 .map_err(|e| redis_error("applying a change", e))?;
             match reply {
@@ -545,9 +595,8 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
-        let (deleted, owner): (i64, String) = DELETE
-            .key(self.session_key(key))
-            .invoke_async(&mut self.conn())
+        let (deleted, owner): (i64, String) = self
+            .run_script(&DELETE, key, &[])
             .await
             .map_err(|e| redis_error("deleting a session", e))?;
         if !owner.is_empty() {
@@ -565,12 +614,14 @@ impl Store for RedisStore {
         let started = std::time::Instant::now();
         let fields: Vec<Vec<u8>> = loop {
             let now = Timestamp::now();
-            let reply: Option<Vec<Vec<u8>>> = BEGIN_MOVE
-                .key(self.session_key(old))
-                .arg(now.as_millis())
-                .arg(new.to_hex())
-                .arg(now.saturating_add(MOVE_DEADLINE).as_millis())
-                .invoke_async(&mut self.conn())
+            let new_hex = new.to_hex();
+            let args = [
+                Arg::Int(now.as_millis()),
+                Arg::from(new_hex.as_str()),
+                Arg::Int(now.saturating_add(MOVE_DEADLINE).as_millis()),
+            ];
+            let reply: Option<Vec<Vec<u8>>> = self
+                .run_script(&BEGIN_MOVE, old, &args)
                 .await
                 .map_err(|e| redis_error("cycling a session id", e))?;
             match reply {
@@ -596,13 +647,11 @@ impl Store for RedisStore {
             return Ok(CycleOutcome::Gone);
         };
         record.version += 1;
+        let new_hex = new.to_hex();
         let abort = || async {
-            let _: Result<i64> = ABORT_MOVE
-                .key(self.session_key(old))
-                .arg(new.to_hex())
-                .invoke_async(&mut self.conn())
-                .await
-                .map_err(|e| redis_error("cycling a session id", e));
+            let _: RedisResult<i64> = self
+                .run_script(&ABORT_MOVE, old, &[Arg::from(new_hex.as_str())])
+                .await;
         };
         if let Some(owner) = &record.owner {
             self.add_owner(owner, new).await?;
@@ -618,16 +667,14 @@ impl Store for RedisStore {
                 return Err(err);
             }
         }
-        let finished: i64 = FINISH_MOVE
-            .key(self.session_key(old))
-            .arg(new.to_hex())
-            .arg(now_ms())
-            .arg(
-                grace_until
-                    .map(|t| t.as_millis().to_string())
-                    .unwrap_or_default(),
-            )
-            .invoke_async(&mut self.conn())
+        let grace = grace_until.map(|t| t.as_millis().to_string());
+        let args = [
+            Arg::from(new_hex.as_str()),
+            Arg::Int(now_ms()),
+            Arg::from(grace.as_deref().unwrap_or_default()),
+        ];
+        let finished: i64 = self
+            .run_script(&FINISH_MOVE, old, &args)
             .await
             .map_err(|e| redis_error("cycling a session id", e))?;
         if finished != 1 {
@@ -744,11 +791,12 @@ impl Store for RedisStore {
             let Ok(key) = SessionKey::from_hex(&member) else {
                 continue;
             };
-            let outcome: i64 = DELETE_IF_OWNER
-                .key(self.session_key(&key))
-                .arg(owner)
-                .arg(now_ms())
-                .invoke_async(&mut self.conn())
+            let outcome: i64 = self
+                .run_script(
+                    &DELETE_IF_OWNER,
+                    &key,
+                    &[Arg::from(owner), Arg::Int(now_ms())],
+                )
                 .await
                 .map_err(|e| redis_error("revoking an owner's sessions", e))?;
             if outcome == 1 {
