@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Insert only: a live session or pointer under the key wins (returns 0).
-/// KEYS[1] session; ARGV now, created, expires, version, owner ('' none), then field/value pairs.
+/// `KEYS[1]` session; ARGV now, created, expires, version, owner ('' none), then field/value pairs.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -27,7 +27,7 @@ return 1
 
 /// Update only. Returns {0, 0, ''} gone, {2, 0, ''} a cycle is moving the session (retry), or
 /// {1, version, previous owner}.
-/// KEYS[1] session; ARGV now, k, then k control arguments (none for a change that only sets
+/// `KEYS[1]` session; ARGV now, k, then k control arguments (none for a change that only sets
 /// keys, the common save): expires ('' keep), owner mode ('' keep, '+' set, '-' remove), owner,
 /// cleared ('1'/'0'), removed fields…; then field/value pairs.
 ///
@@ -72,7 +72,7 @@ return {1, v, m[4] or ''}
 
 /// Step 1 of a cycle: marks a live session as moving (applies wait) and returns its fields;
 /// `false` if gone; {'__busy'} if another cycle is moving it.
-/// KEYS[1] old session; ARGV now, new key (hex), move deadline.
+/// `KEYS[1]` old session; ARGV now, new key (hex), move deadline.
 pub(crate) static BEGIN_MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -88,7 +88,7 @@ return redis.call('HGETALL', KEYS[1])
 });
 
 /// Step 3 of a cycle: the old key becomes a pointer (or goes), if this move still owns it.
-/// KEYS[1] old session; ARGV new key (hex), now, grace deadline ('' for none).
+/// `KEYS[1]` old session; ARGV new key (hex), now, grace deadline ('' for none).
 pub(crate) static FINISH_MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -103,7 +103,7 @@ return 1
     )
 });
 
-/// Undoes step 1 when the copy could not be made. KEYS[1] old session; ARGV new key (hex).
+/// Undoes step 1 when the copy could not be made. `KEYS[1]` old session; ARGV new key (hex).
 pub(crate) static ABORT_MOVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -113,7 +113,7 @@ return 1
     )
 });
 
-/// Deletes a session; returns {deleted (0/1), owner ('' none)}. KEYS[1] session.
+/// Deletes a session; returns {deleted (0/1), owner ('' none)}. `KEYS[1]` session.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -124,7 +124,7 @@ return {redis.call('DEL', KEYS[1]), o}
 });
 
 /// Deletes a session if it belongs to the owner: 1 deleted live, 0 deleted expired (or gone),
-/// -1 other owner. KEYS[1] session; ARGV owner, now.
+/// -1 other owner. `KEYS[1]` session; ARGV owner, now.
 pub(crate) static DELETE_IF_OWNER: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
