@@ -1,4 +1,5 @@
-//! Runs both libraries in turn and measures them with wrk; checks their correctness side by side.
+//! Runs both libraries (and the raw floor) side by side, each run of a route going to each in
+//! turn, and measures them with wrk; checks their correctness side by side.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,20 +23,26 @@ const COOKIES: usize = 1000;
 /// `cpu-per-request.sh`).
 const ROTATE_LUA: &str = include_str!("../../../rotate.lua");
 
-struct Server(Child);
+/// A `serve` process of this binary, killed when dropped.
+struct Server {
+    process: Child,
+    port: u16,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
-fn base() -> String {
-    format!("http://127.0.0.1:{PORT}")
+impl Server {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
-async fn start(lib: &str, store: &str, workdir: &Path) -> Server {
+async fn start(lib: &str, store: &str, workdir: &Path, port: u16) -> Server {
     let exe = std::env::current_exe().expect("own path");
     let child = Command::new(exe)
         .args([
@@ -45,15 +52,21 @@ async fn start(lib: &str, store: &str, workdir: &Path) -> Server {
             "--store",
             store,
             "--port",
-            &PORT.to_string(),
+            &port.to_string(),
         ])
         .current_dir(workdir)
         .stdout(Stdio::null())
         .spawn()
         .expect("start the server");
-    let server = Server(child);
+    let server = Server {
+        process: child,
+        port,
+    };
     let started = Instant::now();
-    while reqwest::get(format!("{}/none", base())).await.is_err() {
+    while reqwest::get(format!("{}/none", server.base()))
+        .await
+        .is_err()
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "{lib} on {store} did not start"
@@ -64,9 +77,9 @@ async fn start(lib: &str, store: &str, workdir: &Path) -> Server {
 }
 
 /// A new session per call (GET /incr without a cookie); returns its `id=…` cookie.
-async fn new_session(client: &reqwest::Client) -> String {
+async fn new_session(client: &reqwest::Client, server: &Server) -> String {
     let response = client
-        .get(format!("{}/incr", base()))
+        .get(format!("{}/incr", server.base()))
         .send()
         .await
         .expect("GET /incr");
@@ -78,9 +91,10 @@ async fn new_session(client: &reqwest::Client) -> String {
     header.split(';').next().unwrap_or_default().to_owned()
 }
 
-async fn get(client: &reqwest::Client, path: &str, cookie: &str) -> String {
+/// `GET {base}{path}` with the cookie; the body.
+async fn get(client: &reqwest::Client, base: &str, path: &str, cookie: &str) -> String {
     let response = client
-        .get(format!("{}{path}", base()))
+        .get(format!("{base}{path}"))
         .header("cookie", cookie)
         .send()
         .await
@@ -113,11 +127,11 @@ fn duration_ms(text: &str) -> f64 {
     }
 }
 
-fn wrk(route: &str, seconds: u32, lua: &Path, cookies: &Path) -> Sample {
+fn wrk(server: &Server, route: &str, seconds: u32, lua: &Path, cookies: &Path) -> Sample {
     let output = Command::new("wrk")
         .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(lua)
-        .arg(format!("{}/{route}", base()))
+        .arg(format!("{}/{route}", server.base()))
         .env("COOKIES_FILE", cookies)
         .output()
         .expect("run wrk (apt-get install wrk)");
@@ -177,7 +191,6 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     let workdir = tempdir();
     let lua = workdir.join("rotate.lua");
     std::fs::write(&lua, ROTATE_LUA).expect("write rotate.lua");
-    let cookies_file = workdir.join("cookies.txt");
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
@@ -185,20 +198,44 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     let mut rows: Vec<Row> = Vec::new();
     for store in stores.split(',') {
         let with_floor = floor && FLOOR_STORES.contains(&store);
-        for lib in LIBS.into_iter().chain(with_floor.then_some("raw")) {
-            let server = start(lib, store, &workdir).await;
+        // Every library's server runs at once (an idle one costs nothing), and each run of a
+        // route goes to each library in turn: a slow minute of a shared machine then falls on
+        // all of them, not on whichever library's runs it happened to meet.
+        let mut servers = Vec::new();
+        for (lib, port) in LIBS
+            .into_iter()
+            .chain(with_floor.then_some("raw"))
+            .zip(PORT..)
+        {
+            let server = start(lib, store, &workdir, port).await;
             let mut cookies = Vec::with_capacity(COOKIES);
             for _ in 0..COOKIES {
-                cookies.push(new_session(&client).await);
+                cookies.push(new_session(&client, &server).await);
             }
+            let cookies_file = workdir.join(format!("cookies-{lib}.txt"));
             std::fs::write(&cookies_file, cookies.join("\n")).expect("write cookies");
-            // The floor also serves `/incr2`: the increment as a read then a write, the two
-            // calls a session library makes around its handler.
-            let floor_incrs = if lib == "raw" { &FLOOR_INCRS[..] } else { &[] };
-            for route in ROUTES.into_iter().chain(floor_incrs.iter().copied()) {
-                let samples: Vec<Sample> = (0..runs.max(1))
-                    .map(|_| wrk(route, seconds, &lua, &cookies_file))
-                    .collect();
+            servers.push((lib, server, cookies_file));
+        }
+        // The floor also serves `/incr2` and `/incr2g`: the increment as a read then a write,
+        // the two calls a session library makes around its handler.
+        for route in ROUTES
+            .into_iter()
+            .chain(with_floor.then_some(FLOOR_INCRS).into_iter().flatten())
+        {
+            let serving = |lib: &str| lib == "raw" || !FLOOR_INCRS.contains(&route);
+            let mut samples: Vec<(&str, Vec<Sample>)> = servers
+                .iter()
+                .filter(|(lib, ..)| serving(lib))
+                .map(|(lib, ..)| (*lib, Vec::new()))
+                .collect();
+            for _ in 0..runs.max(1) {
+                for (lib, server, cookies_file) in &servers {
+                    if let Some((_, runs)) = samples.iter_mut().find(|(l, _)| l == lib) {
+                        runs.push(wrk(server, route, seconds, &lua, cookies_file));
+                    }
+                }
+            }
+            for (lib, samples) in samples {
                 let median = median(samples.clone());
                 eprintln!(
                     "{store:>8} /{route:<5} {lib:<15} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
@@ -212,7 +249,6 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
                     runs: samples,
                 });
             }
-            drop(server);
         }
     }
     let mut table = String::from(
@@ -409,23 +445,24 @@ pub(crate) async fn correctness(stores: &str, trials: usize) {
     println!("|---|---|---|---|");
     for store in stores.split(',') {
         for lib in LIBS {
-            let _server = start(lib, store, &workdir).await;
+            let server = start(lib, store, &workdir, PORT).await;
+            let base = server.base();
             let mut surviving = Vec::new();
             for _ in 0..trials {
-                let cookie = new_session(&client).await;
+                let cookie = new_session(&client, &server).await;
                 let adds: Vec<_> = (0..100)
                     .map(|i| {
-                        let (client, cookie) = (client.clone(), cookie.clone());
-                        tokio::spawn(
-                            async move { get(&client, &format!("/add/k{i}"), &cookie).await },
-                        )
+                        let (client, cookie, base) = (client.clone(), cookie.clone(), base.clone());
+                        tokio::spawn(async move {
+                            get(&client, &base, &format!("/add/k{i}"), &cookie).await
+                        })
                     })
                     .collect();
                 for add in adds {
                     let _ = add.await;
                 }
                 surviving.push(
-                    get(&client, "/count/100", &cookie)
+                    get(&client, &base, "/count/100", &cookie)
                         .await
                         .trim()
                         .parse::<usize>()
@@ -435,15 +472,17 @@ pub(crate) async fn correctness(stores: &str, trials: usize) {
             surviving.sort_unstable();
             let mut back = 0;
             for _ in 0..trials {
-                let cookie = new_session(&client).await;
+                let cookie = new_session(&client, &server).await;
                 let slow = {
-                    let (client, cookie) = (client.clone(), cookie.clone());
-                    tokio::spawn(async move { get(&client, "/slow-add/late/400", &cookie).await })
+                    let (client, cookie, base) = (client.clone(), cookie.clone(), base.clone());
+                    tokio::spawn(
+                        async move { get(&client, &base, "/slow-add/late/400", &cookie).await },
+                    )
                 };
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                get(&client, "/logout", &cookie).await;
+                get(&client, &base, "/logout", &cookie).await;
                 let _ = slow.await;
-                if get(&client, "/read", &cookie).await.trim() != "0" {
+                if get(&client, &base, "/read", &cookie).await.trim() != "0" {
                     back += 1;
                 }
             }
