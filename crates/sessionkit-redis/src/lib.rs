@@ -537,7 +537,6 @@ impl Store for RedisStore {
             && change.owner.is_none()
             && !change.cleared
             && change.removed.is_empty();
-        let expires = change.expires_at.map(|t| t.as_millis().to_string());
         let mut args = Vec::with_capacity(6 + change.removed.len() + 2 * change.set.len());
         args.push(Arg::Int(0)); // `now`, written below on each attempt
         if only_sets {
@@ -547,7 +546,9 @@ impl Store for RedisStore {
             let control = i64::try_from(4 + change.removed.len()).unwrap_or(i64::MAX);
             args.extend([
                 Arg::Int(control),
-                Arg::from(expires.as_deref().unwrap_or_default()),
+                change
+                    .expires_at
+                    .map_or(Arg::from(""), |t| Arg::Int(t.as_millis())),
                 Arg::from(match &change.owner {
                     None => "",
                     Some(Some(_)) => "+",
@@ -667,11 +668,10 @@ impl Store for RedisStore {
                 return Err(err);
             }
         }
-        let grace = grace_until.map(|t| t.as_millis().to_string());
         let args = [
             Arg::from(new_hex.as_str()),
             Arg::Int(now_ms()),
-            Arg::from(grace.as_deref().unwrap_or_default()),
+            grace_until.map_or(Arg::from(""), |t| Arg::Int(t.as_millis())),
         ];
         let finished: i64 = self
             .run_script(&FINISH_MOVE, old, &args)
