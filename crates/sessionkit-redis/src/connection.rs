@@ -41,6 +41,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 
+use crate::command::{self, Arg};
+
 /// The reader's buffer grows by at least this much per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -360,17 +362,17 @@ impl Multiplexed {
         tokio::spawn(write_commands(Arc::clone(&pipe), write));
         tokio::spawn(watch_replies(Arc::clone(&pipe), shared.timeout));
         if let Some(password) = &shared.password {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(username) = &shared.username {
-                auth.arg(username);
-            }
-            auth.arg(password);
-            self.exchange(&pipe, |out| auth.write_packed_command(out))
+            let auth: Vec<Arg<'_>> = std::iter::once("AUTH")
+                .chain(shared.username.as_deref())
+                .chain([password.as_str()])
+                .map(Arg::from)
+                .collect();
+            self.exchange(&pipe, |out| command::write(out, &auth))
                 .await?;
         }
         if shared.db != 0 {
-            let select = redis::cmd("SELECT").arg(shared.db).get_packed_command();
-            self.exchange(&pipe, |out| out.extend_from_slice(&select))
+            let select = [Arg::from("SELECT"), Arg::Int(shared.db)];
+            self.exchange(&pipe, |out| command::write(out, &select))
                 .await?;
         }
         Ok(pipe)

@@ -1,8 +1,8 @@
 //! The standalone connection's failure paths, against a loopback server whose first connection
 //! misbehaves and whose later ones are passed through to the real test Redis: a silent server
 //! times out as `Unavailable`, a reply that is not RESP2 is a typed error, and either way the
-//! next request opens a new connection and works. Required under CI=true; skipped loudly
-//! elsewhere.
+//! next request opens a new connection and works; and the handshake uses the URL's
+//! credentials and database. Required under CI=true; skipped loudly elsewhere.
 
 use std::time::{Duration, Instant};
 
@@ -135,4 +135,73 @@ async fn bad_timeouts_and_unsupported_addresses_are_config_errors() {
         let err = RedisStore::open(url).await.expect_err(url);
         assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
     }
+}
+
+/// The URL's user, password and database number reach the server: the handshake sends `AUTH`
+/// and `SELECT`, the sessions land in that database, and a wrong password fails the open.
+#[tokio::test]
+async fn the_urls_credentials_and_database_are_used() {
+    let admin = async |db: u8| {
+        let client = redis::Client::open(format!("redis://{REDIS}/{db}")).expect("url");
+        client.get_multiplexed_async_connection().await
+    };
+    let (mut db0, mut db5) = match (admin(0).await, admin(5).await) {
+        (Ok(db0), Ok(db5)) => (db0, db5),
+        (Err(err), _) | (_, Err(err)) => {
+            return server_unavailable("Redis", REDIS, err).unwrap_or(());
+        }
+    };
+    let user = format!("sktest_user_{}", std::process::id());
+    let () = redis::cmd("ACL")
+        .arg(&["SETUSER", &user, "on", ">s3cret", "~*", "&*", "+@all"])
+        .query_async(&mut db0)
+        .await
+        .expect("ACL SETUSER");
+    let namespace = format!("sktest_db_{}", std::process::id());
+    let opened = RedisStore::open(&format!(
+        "redis://{user}:s3cret@{REDIS}/5?namespace={namespace}"
+    ))
+    .await;
+    let wrong = RedisStore::open(&format!("redis://{user}:wrong@{REDIS}/5")).await;
+    let mut created = None;
+    if let Ok(store) = &opened {
+        created = Some(
+            store
+                .create(&fresh_key(), &record_with(&[("a", b"1")]))
+                .await,
+        );
+    }
+    let pattern = format!("{namespace}:*");
+    let keys = async |conn: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(conn)
+            .await
+            .expect("KEYS")
+    };
+    let (in_0, in_5) = (keys(&mut db0).await, keys(&mut db5).await);
+    // Clean up before asserting, so a failure leaves neither the user nor the keys behind.
+    for key in &in_5 {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query_async(&mut db5).await;
+    }
+    let _: redis::RedisResult<()> = redis::cmd("ACL")
+        .arg(&["DELUSER", &user])
+        .query_async(&mut db0)
+        .await;
+    opened.expect("open with a user, a password and database 5");
+    created.expect("opened").expect("create");
+    assert_eq!(
+        in_5.len(),
+        1,
+        "the session's hash is in database 5: {in_5:?}"
+    );
+    assert!(in_0.is_empty(), "and not in database 0: {in_0:?}");
+    // The server answered, with a refusal: a store error, with the server's reply as source.
+    let err = wrong.expect_err("a wrong password fails the open");
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        source.as_deref().is_some_and(|s| s.contains("WRONGPASS")),
+        "{source:?}"
+    );
 }
