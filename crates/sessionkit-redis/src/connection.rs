@@ -3,7 +3,9 @@
 //! Every request of every task goes down one TCP connection: a request appends its encoded
 //! command to a shared output buffer and joins the queue of waiters under one short lock (so
 //! the bytes on the wire and the queue are in the same order), and a writer task sends
-//! whatever has piled up in one `write`. A reader task parses the replies ([`crate::resp`]) and
+//! whatever has piled up in one `write`, or, once [`BATCH`] commands have piled up, the request
+//! that completes the batch writes it at once (without waiting for the socket: what it does
+//! not take is left to the writer task). A reader task parses the replies ([`crate::resp`]) and
 //! hands each to the waiter at the front of the queue. Under load, many requests share each
 //! system call on both sides, which on a 2-core machine beats a pool of connections.
 //!
@@ -35,13 +37,18 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisFuture};
 use redis::{RedisResult, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::command::{self, Arg};
+
+/// How many queued commands make a batch that the request completing it writes at once,
+/// without waiting for the writer task: Redis starts on it while more queue up. Chosen by
+/// measurement (4, 8, 16 and 32 against none: `docs/BENCHMARKS.md`, sixth round).
+const BATCH: usize = 16;
 
 /// The reader's buffer grows by at least this much per read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -69,6 +76,10 @@ struct Shared {
 /// One TCP connection: what its two tasks and the requests share.
 struct Pipe {
     state: Mutex<PipeState>,
+    /// The socket's sending half: written to (without waiting) only by whoever holds `sending`.
+    socket: OwnedWriteHalf,
+    /// Bytes taken from `out` and not yet all written; holding it is the right to write.
+    sending: Mutex<Sending>,
     broken: AtomicBool,
     /// Counts the reads that delivered replies, so the watchdog can tell a slow queue from a
     /// stalled one.
@@ -85,8 +96,25 @@ struct Pipe {
 struct PipeState {
     /// Encoded commands not yet handed to the socket.
     out: Vec<u8>,
+    /// How many commands `out` holds.
+    queued: usize,
     /// Who gets the next replies, in the order their commands were queued.
     waiters: VecDeque<Waiter>,
+}
+
+#[derive(Default)]
+struct Sending {
+    bytes: Vec<u8>,
+    /// How much of `bytes` went out.
+    written: usize,
+}
+
+/// What [`Pipe::write_queued`] left.
+enum Written {
+    /// Everything queued went out.
+    All,
+    /// The socket is full; the rest waits in `Sending`.
+    Blocked,
 }
 
 /// A request waiting for its reply (or, for a pipeline, its replies).
@@ -143,6 +171,7 @@ impl Pipe {
         want: usize,
     ) -> RedisResult<oneshot::Receiver<RedisResult<Vec<Value>>>> {
         let (reply, receiver) = oneshot::channel();
+        let full;
         let was_idle = {
             let mut state = lock(&self.state);
             if self.is_broken() {
@@ -150,6 +179,8 @@ impl Pipe {
             }
             let was_idle = state.out.is_empty();
             encode(&mut state.out);
+            state.queued += 1;
+            full = state.queued >= BATCH;
             state.waiters.push_back(Waiter {
                 skip,
                 want,
@@ -163,7 +194,40 @@ impl Pipe {
         if was_idle {
             self.wake_writer.notify_one();
         }
+        // A full batch goes now, so Redis starts on it while more queue up.
+        if full {
+            match self.write_queued() {
+                Ok(Written::All) => {}
+                Ok(Written::Blocked) => self.wake_writer.notify_one(),
+                Err(err) => self.fail(&RedisError::from(err)),
+            }
+        }
         Ok(receiver)
+    }
+
+    /// Writes what is queued, as far as the socket takes it without waiting.
+    fn write_queued(&self) -> std::io::Result<Written> {
+        let mut sending = lock(&self.sending);
+        loop {
+            if sending.written == sending.bytes.len() {
+                sending.bytes.clear();
+                sending.written = 0;
+                let mut state = lock(&self.state);
+                std::mem::swap(&mut sending.bytes, &mut state.out);
+                state.queued = 0;
+                if sending.bytes.is_empty() {
+                    return Ok(Written::All);
+                }
+            }
+            let at = sending.written;
+            match self.socket.try_write(&sending.bytes[at..]) {
+                Ok(n) => sending.written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Ok(Written::Blocked);
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Hands parsed replies to the waiters at the front of the queue, in order.
@@ -243,24 +307,25 @@ async fn read_replies(pipe: Arc<Pipe>, mut socket: OwnedReadHalf) {
 }
 
 /// Sends queued commands until the pipe breaks.
-async fn write_commands(pipe: Arc<Pipe>, mut socket: OwnedWriteHalf) {
-    let mut sending = Vec::new();
+async fn write_commands(pipe: Arc<Pipe>) {
     loop {
         pipe.wake_writer.notified().await;
         // Let the tasks that are ready now queue their commands too, so they share the write.
         tokio::task::yield_now().await;
-        if pipe.is_broken() {
-            return;
+        loop {
+            if pipe.is_broken() {
+                return;
+            }
+            let blocked = match pipe.write_queued() {
+                Ok(Written::All) => break,
+                Ok(Written::Blocked) => pipe.socket.writable().await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = blocked {
+                pipe.fail(&RedisError::from(err));
+                return;
+            }
         }
-        std::mem::swap(&mut sending, &mut lock(&pipe.state).out);
-        if sending.is_empty() {
-            continue;
-        }
-        if let Err(err) = socket.write_all(&sending).await {
-            pipe.fail(&RedisError::from(err));
-            return;
-        }
-        sending.clear();
     }
 }
 
@@ -352,6 +417,8 @@ impl Multiplexed {
         let (read, write) = socket.into_split();
         let pipe = Arc::new(Pipe {
             state: Mutex::new(PipeState::default()),
+            socket: write,
+            sending: Mutex::new(Sending::default()),
             broken: AtomicBool::new(false),
             progress: AtomicU64::new(0),
             wake_writer: Notify::new(),
@@ -359,7 +426,7 @@ impl Multiplexed {
         });
         let reader = tokio::spawn(read_replies(Arc::clone(&pipe), read));
         *lock(&pipe.reader) = Some(reader.abort_handle());
-        tokio::spawn(write_commands(Arc::clone(&pipe), write));
+        tokio::spawn(write_commands(Arc::clone(&pipe)));
         tokio::spawn(watch_replies(Arc::clone(&pipe), shared.timeout));
         if let Some(password) = &shared.password {
             let auth: Vec<Arg<'_>> = std::iter::once("AUTH")
@@ -492,6 +559,54 @@ mod tests {
             .expect("a 150 ms BLPOP under a 300 ms timeout");
         assert_eq!(nothing, None);
         assert_eq!(client_id(&mut conn).await, first, "after a slow reply");
+    }
+
+    /// Hundreds of concurrent requests (many full batches, written by the requests that fill
+    /// them) and large ones (writes the socket does not take whole, finished by the writer
+    /// task) each get their own reply.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_and_large_requests_get_their_own_replies() {
+        let Some(conn) = test_server().await else {
+            return;
+        };
+        let prefix = format!("sktest_many_{}", std::process::id());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let mut conn = conn.clone();
+            let message = format!("{prefix}_{i}");
+            tasks.spawn(async move {
+                let echoed: String = redis::cmd("ECHO")
+                    .arg(&message)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ECHO");
+                assert_eq!(echoed, message);
+            });
+        }
+        for i in 0..32_u8 {
+            let mut conn = conn.clone();
+            let key = format!("{prefix}_big_{i}");
+            tasks.spawn(async move {
+                let value = vec![i; 2 * 1024 * 1024];
+                let () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(&value)
+                    .arg("EX")
+                    .arg(60)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("SET 2 MiB");
+                let back: Vec<u8> = redis::cmd("GETDEL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("GETDEL");
+                assert!(back == value, "{key} came back whole");
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("every request got its own reply");
+        }
     }
 
     /// Pipelines (not used by the store, but part of `ConnectionLike`) get their replies in
