@@ -9,6 +9,8 @@
 
 use redis::{Cmd, Script};
 
+use crate::scripts::DATA_PREFIX;
+
 /// One argument of a command.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Arg<'a> {
@@ -48,7 +50,7 @@ impl Arg<'_> {
             Self::Bytes(bytes) => (b"", bytes),
             Self::Int(n) => (b"", digits.format(n).as_bytes()),
             Self::Unsigned(n) => (b"", digits.format(n).as_bytes()),
-            Self::DataField(name) => (b"d:", name.as_bytes()),
+            Self::DataField(name) => (DATA_PREFIX, name.as_bytes()),
         };
         let mut length = itoa::Buffer::new();
         out.push(b'$');
@@ -65,7 +67,7 @@ impl Arg<'_> {
             Self::Bytes(bytes) => bytes.to_vec(),
             Self::Int(n) => itoa::Buffer::new().format(n).as_bytes().to_vec(),
             Self::Unsigned(n) => itoa::Buffer::new().format(n).as_bytes().to_vec(),
-            Self::DataField(name) => [b"d:", name.as_bytes()].concat(),
+            Self::DataField(name) => crate::data_field(name),
         }
     }
 }

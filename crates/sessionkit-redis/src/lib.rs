@@ -61,7 +61,9 @@ use sessionkit_core::{
 
 use crate::command::Arg;
 use crate::connection::Multiplexed;
-use crate::scripts::{ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DELETE, DELETE_IF_OWNER, FINISH_MOVE};
+use crate::scripts::{
+    ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DATA_PREFIX, DELETE, DELETE_IF_OWNER, FINISH_MOVE,
+};
 
 /// How long a cycle may keep a session marked as moving.
 const MOVE_DEADLINE: Duration = Duration::from_secs(5);
@@ -172,8 +174,8 @@ fn now_ms() -> i64 {
 
 /// The hash field of data key `name`: `d:<name>`, so data keys never collide with metadata.
 fn data_field(name: &str) -> Vec<u8> {
-    let mut field = Vec::with_capacity(2 + name.len());
-    field.extend_from_slice(b"d:");
+    let mut field = Vec::with_capacity(DATA_PREFIX.len() + name.len());
+    field.extend_from_slice(DATA_PREFIX);
     field.extend_from_slice(name.as_bytes());
     field
 }
@@ -199,10 +201,10 @@ fn record_from_fields(
             b"__o" => owner = Some(value),
             b"__v" => version = Some(value),
             b"__p" => pointer = Some(value),
-            _ if name.starts_with(b"d:") => {
+            _ if name.starts_with(DATA_PREFIX) => {
                 // The field's own buffer becomes the key: one allocation less per data key.
                 let mut name = name;
-                name.drain(..2);
+                name.drain(..DATA_PREFIX.len());
                 let data_key = String::from_utf8(name)
                     .map_err(|_| Error::corrupt("a session key is not UTF-8"))?;
                 data.insert(data_key, value);

@@ -8,6 +8,9 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// What a data key's hash field starts with: `d:<name>`.
+pub(crate) const DATA_PREFIX: &[u8] = b"d:";
+
 /// Insert only: a live session or pointer under the key wins (returns 0).
 /// `KEYS[1]` session; ARGV now, created, expires, version, owner ('' none), then field/value pairs.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
