@@ -53,9 +53,27 @@ const BATCH: usize = 16;
 /// The reader's buffer grows by at least this much per read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A handle to the connection; clones share it.
+/// One multiplexed, reconnecting connection to a standalone Redis server: the one
+/// [`RedisStore`](crate::RedisStore) uses, for any redis-rs command (it implements
+/// [`ConnectionLike`]). Clones share it.
+///
+/// Every concurrent request goes down one TCP connection, many to a write. When the socket
+/// fails, the server sends something that is not RESP2, or requests wait `timeout` with no
+/// reply coming, every waiting request fails with an I/O error and the next one opens a new
+/// connection. A failed request is never re-sent: only the caller knows whether repeating it
+/// is safe. TCP only (no TLS, no Unix sockets); for Redis Cluster use redis-rs's client.
+///
+/// ```no_run
+/// # async fn demo() -> redis::RedisResult<()> {
+/// use std::time::Duration;
+/// let info = redis::Client::open("redis://127.0.0.1:6379")?.get_connection_info().clone();
+/// let mut conn = sessionkit_redis::Multiplexed::new(&info, Duration::from_secs(5))?;
+/// conn.connect().await?;
+/// let pong: String = redis::cmd("PING").query_async(&mut conn).await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
-pub(crate) struct Multiplexed {
+pub struct Multiplexed {
     shared: Arc<Shared>,
 }
 
@@ -365,7 +383,7 @@ impl Multiplexed {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidClientConfig`] for a TLS or Unix-socket address.
-    pub(crate) fn new(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Self> {
+    pub fn new(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Self> {
         let ConnectionAddr::Tcp(host, port) = info.addr() else {
             return Err(RedisError::from((
                 ErrorKind::InvalidClientConfig,
@@ -388,7 +406,10 @@ impl Multiplexed {
     }
 
     /// Opens the connection now (to report an unreachable server at start-up).
-    pub(crate) async fn connect(&self) -> RedisResult<()> {
+    ///
+    /// # Errors
+    /// The I/O error, timeout or refused handshake (`AUTH`, `SELECT`) that kept it from opening.
+    pub async fn connect(&self) -> RedisResult<()> {
         self.pipe().await.map(drop)
     }
 

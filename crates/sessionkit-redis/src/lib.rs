@@ -37,7 +37,8 @@
 //! a cluster through redis-rs's cluster client, which multiplexes per node. Either way one
 //! connection per server carries every concurrent request, which on a 2-core machine beats a
 //! pool (see `docs/BENCHMARKS.md`). Only `redis://` over TCP is supported for standalone
-//! servers: no TLS, no Unix sockets.
+//! servers: no TLS, no Unix sockets. That connection is public, [`Multiplexed`]: an application
+//! can send its own redis-rs commands down the same path.
 
 mod command;
 mod connection;
@@ -60,7 +61,7 @@ use sessionkit_core::{
 };
 
 use crate::command::Arg;
-use crate::connection::Multiplexed;
+pub use crate::connection::Multiplexed;
 use crate::scripts::{
     ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DATA_PREFIX, DELETE, DELETE_IF_OWNER, FINISH_MOVE,
 };

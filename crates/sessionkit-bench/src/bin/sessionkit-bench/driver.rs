@@ -202,9 +202,12 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
         // route goes to each library in turn: a slow minute of a shared machine then falls on
         // all of them, not on whichever library's runs it happened to meet.
         let mut servers = Vec::new();
+        // On Redis a second floor: the same bare commands on sessionkit's own connection.
+        let pipelined_floor = with_floor && store == "redis";
         for (lib, port) in LIBS
             .into_iter()
             .chain(with_floor.then_some("raw"))
+            .chain(pipelined_floor.then_some("raw-pipelined"))
             .zip(PORT..)
         {
             let server = start(lib, store, &workdir, port).await;
@@ -275,10 +278,16 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     println!("{table}");
     if floor {
         let mut floors = String::from(
-            "`/incr2` is the floor's increment as two calls (a read, then a write), `/incr2g` the same with a write that cannot create the record; their ratios are each library's `/incr` to them.\n\n| store | route | raw driver req/s | p50 | p99 | sessionkit / raw | tower-sessions / raw |\n|---|---|---|---|---|---|---|\n",
+            "`/incr2` is the floor's increment as two calls (a read, then a write), `/incr2g` the same with a write that cannot create the record; their ratios are each library's `/incr` to them. `raw-pipelined` (Redis) sends the floor's commands on sessionkit's own connection.\n\n| store | floor | route | floor req/s | p50 | p99 | sessionkit / floor | tower-sessions / floor |\n|---|---|---|---|---|---|---|---|\n",
         );
+        let floor_routes = ["raw", "raw-pipelined"].into_iter().flat_map(|floor| {
+            ROUTES
+                .into_iter()
+                .chain(FLOOR_INCRS)
+                .map(move |route| (floor, route))
+        });
         for store in stores.split(',') {
-            for route in ROUTES.into_iter().chain(FLOOR_INCRS) {
+            for (floor, route) in floor_routes.clone() {
                 // `/incr2` and `/incr2g` are floors for both libraries' `/incr`.
                 let library_route = if FLOOR_INCRS.contains(&route) {
                     "incr"
@@ -287,7 +296,7 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
                 };
                 let find = |lib: &str, route: &str| median_of(&rows, store, route, lib);
                 if let (Some(raw), Some(a), Some(b)) = (
-                    find("raw", route),
+                    find(floor, route),
                     find("sessionkit", library_route),
                     find("tower-sessions", library_route),
                 ) {
@@ -296,7 +305,7 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
                     };
                     let _ = writeln!(
                         floors,
-                        "| {store} | /{route} | {:.0} | {:.2} ms | {:.2} ms | {:.2} | {:.2} |",
+                        "| {store} | {floor} | /{route} | {:.0} | {:.2} ms | {:.2} ms | {:.2} | {:.2} |",
                         raw.requests_per_second,
                         raw.p50_ms,
                         raw.p99_ms,

@@ -1,8 +1,9 @@
 //! The side-by-side benchmark: the same axum app on sessionkit and on tower-sessions.
 //!
-//! - `sessionkit-bench serve --lib sessionkit|tower-sessions|raw --store memory|sqlite|postgres|mysql|redis --port N`
+//! - `sessionkit-bench serve --lib sessionkit|tower-sessions|raw|raw-pipelined --store memory|sqlite|postgres|mysql|redis --port N`
 //!   (`raw`: the floor, the same `/read` and `/incr` as one driver call each, no session layer;
-//!   memory, postgres, mysql and redis)
+//!   memory, postgres, mysql and redis; `raw-pipelined`: the same on Redis, on sessionkit's own
+//!   connection)
 //! - `sessionkit-bench run [--stores …] [--seconds 10] [--runs 3] [--floor]`: for each store, serves each
 //!   library in turn, pre-creates 1000 sessions, drives wrk (2 threads, 64 connections, cookies
 //!   rotated by `rotate.lua`) on `/none`, `/read` and `/incr`, and prints the medians and the
@@ -289,7 +290,8 @@ async fn app(lib: &str, store: &str) -> Router {
     let app = match lib {
         "sessionkit" => sk::app(store).await,
         "tower-sessions" => ts::app(store).await,
-        "raw" => raw::app(store).await,
+        "raw" => raw::app(store, false).await,
+        "raw-pipelined" => raw::app(store, true).await,
         other => panic!("unknown library {other}"),
     };
     app.route("/none", get(|| async { "none" }))

@@ -4,6 +4,11 @@
 //! then a write (two calls), and `/incr2g`, the same with a write that cannot create the record
 //! (on Redis a minimal script). No expiry, no id hashing, no concurrency
 //! control beyond the driver's own: a floor, not a session store.
+//!
+//! On Redis the commands are redis-rs's, sent either on redis-rs's multiplexed connection
+//! (`raw`) or on sessionkit's own ([`sessionkit_redis::Multiplexed`], `raw-pipelined`): the
+//! second floor is one bare command per request on the connection sessionkit's store uses,
+//! so the distance to it is what the session layer itself costs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,10 +36,45 @@ impl PgFloor {
     }
 }
 
+/// Which connection the Redis floor sends its commands on.
+#[derive(Clone)]
+enum RedisConn {
+    Driver(redis::aio::MultiplexedConnection),
+    Pipelined(sessionkit_redis::Multiplexed),
+}
+
+impl redis::aio::ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Driver(conn) => conn.req_packed_command(cmd),
+            Self::Pipelined(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Driver(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Pipelined(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
 #[derive(Clone)]
 enum Backend {
     Memory(Arc<Mutex<HashMap<String, i64>>>),
-    Redis(redis::aio::MultiplexedConnection),
+    Redis(RedisConn),
     Postgres(Arc<PgFloor>),
     Mysql(sqlx::MySqlPool),
 }
@@ -290,17 +330,31 @@ fn rand_id() -> u128 {
     u128::from(hasher.finish()) << 64 | u128::from(hasher.finish().rotate_left(17))
 }
 
-pub(crate) async fn app(store: &str) -> Router {
+/// The floor on `store`; `pipelined` (Redis only) sends on sessionkit's own connection.
+pub(crate) async fn app(store: &str, pipelined: bool) -> Router {
+    assert!(
+        !pipelined || store == "redis",
+        "raw-pipelined serves redis only"
+    );
     let backend = match store {
         "memory" => Backend::Memory(Arc::default()),
         "redis" => {
             let client = redis::Client::open("redis://127.0.0.1:6379").expect("redis URL");
-            Backend::Redis(
-                client
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("redis"),
-            )
+            Backend::Redis(if pipelined {
+                let info = client.get_connection_info();
+                let conn =
+                    sessionkit_redis::Multiplexed::new(info, std::time::Duration::from_secs(5))
+                        .expect("redis URL");
+                conn.connect().await.expect("redis");
+                RedisConn::Pipelined(conn)
+            } else {
+                RedisConn::Driver(
+                    client
+                        .get_multiplexed_async_connection()
+                        .await
+                        .expect("redis"),
+                )
+            })
         }
         "postgres" => {
             let mut conns = Vec::new();
