@@ -141,10 +141,49 @@ struct Waiter {
     skip: usize,
     /// How many replies the request wants.
     want: usize,
-    got: Vec<Value>,
+    got: Replies,
     /// The first error reply among the wanted ones: the request's result.
     error: Option<RedisError>,
-    reply: oneshot::Sender<RedisResult<Vec<Value>>>,
+    reply: oneshot::Sender<RedisResult<Replies>>,
+}
+
+/// The replies a request got: one, for all but pipelines, without a list of its own (an
+/// allocation less per command).
+#[derive(Default)]
+enum Replies {
+    #[default]
+    None,
+    One(Value),
+    Many(Vec<Value>),
+}
+
+impl Replies {
+    fn push(&mut self, value: Value) {
+        *self = match std::mem::take(self) {
+            Self::None => Self::One(value),
+            Self::One(first) => Self::Many(vec![first, value]),
+            Self::Many(mut all) => {
+                all.push(value);
+                Self::Many(all)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Self::None => 0,
+            Self::One(_) => 1,
+            Self::Many(all) => all.len(),
+        }
+    }
+
+    fn into_vec(self) -> Vec<Value> {
+        match self {
+            Self::None => Vec::new(),
+            Self::One(value) => vec![value],
+            Self::Many(all) => all,
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -187,7 +226,7 @@ impl Pipe {
         encode: impl FnOnce(&mut Vec<u8>),
         skip: usize,
         want: usize,
-    ) -> RedisResult<oneshot::Receiver<RedisResult<Vec<Value>>>> {
+    ) -> RedisResult<oneshot::Receiver<RedisResult<Replies>>> {
         let (reply, receiver) = oneshot::channel();
         let full;
         let was_idle = {
@@ -202,7 +241,7 @@ impl Pipe {
             state.waiters.push_back(Waiter {
                 skip,
                 want,
-                got: Vec::with_capacity(want),
+                got: Replies::None,
                 error: None,
                 reply,
             });
@@ -473,9 +512,9 @@ impl Multiplexed {
         encode: impl FnOnce(&mut Vec<u8>),
         skip: usize,
         want: usize,
-    ) -> RedisResult<Vec<Value>> {
+    ) -> RedisResult<Replies> {
         if skip + want == 0 {
-            return Ok(Vec::new()); // an empty pipeline: nothing to send, nothing to wait for
+            return Ok(Replies::None); // an empty pipeline: nothing to send, nothing to wait for
         }
         // No timer here: the pipe's watchdog fails every waiter if replies stop coming.
         match pipe.send(encode, skip, want)?.await {
@@ -486,10 +525,12 @@ impl Multiplexed {
 
     /// Sends one command through `pipe` and waits for its reply.
     async fn exchange(&self, pipe: &Pipe, encode: impl FnOnce(&mut Vec<u8>)) -> RedisResult<Value> {
-        let mut replies = self.request(pipe, encode, 0, 1).await?;
-        replies
-            .pop()
-            .ok_or_else(|| broken_pipe("a request got no reply"))
+        match self.request(pipe, encode, 0, 1).await? {
+            Replies::One(value) => Ok(value),
+            Replies::None | Replies::Many(_) => {
+                Err(broken_pipe("a request got one reply too many or none"))
+            }
+        }
     }
 
     /// Sends the one command `encode` appends (RESP) and waits for its reply: the store's own
@@ -522,7 +563,7 @@ impl ConnectionLike for Multiplexed {
         Box::pin(async move {
             let pipe = self.pipe().await?;
             let encode = |out: &mut Vec<u8>| out.extend_from_slice(&pipeline.get_packed_pipeline());
-            self.request(&pipe, encode, offset, count).await
+            Ok(self.request(&pipe, encode, offset, count).await?.into_vec())
         })
     }
 

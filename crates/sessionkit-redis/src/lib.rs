@@ -188,13 +188,14 @@ fn hex(bytes: &[u8]) -> String {
 /// Builds a record from a session hash's fields (name, value), in any order, as HGETALL or a
 /// script returns them: the data keys are moved out of the reply, not copied. No fields: `None`.
 fn record_from_fields(
-    fields: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+    fields: impl IntoIterator<Item = Result<(Vec<u8>, Vec<u8>)>>,
 ) -> Result<Option<Record>> {
     let (mut created, mut expires, mut owner, mut version, mut pointer) =
         (None, None, None, None, None);
     let mut data = Data::new();
     let mut empty = true;
-    for (name, value) in fields {
+    for field in fields {
+        let (name, value) = field?;
         empty = false;
         match name.as_slice() {
             b"__c" => created = Some(value),
@@ -218,10 +219,7 @@ fn record_from_fields(
     }
     let number = |name: &str, raw: Option<Vec<u8>>| -> Result<i64> {
         let raw = raw.ok_or_else(|| Error::corrupt(format!("session hash without {name}")))?;
-        std::str::from_utf8(&raw)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::corrupt(format!("{name} is not a number")))
+        crate::resp::decimal(&raw).ok_or_else(|| Error::corrupt(format!("{name} is not a number")))
     };
     let text = |name: &str, raw: Option<Vec<u8>>| -> Result<Option<String>> {
         raw.map(|raw| {
@@ -242,8 +240,9 @@ fn record_from_fields(
     }))
 }
 
-/// The (name, value) pairs of an HGETALL reply (a flat array, or a map under RESP3).
-fn hash_pairs(reply: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The (name, value) pairs of an HGETALL reply (a flat array, or a map under RESP3), taken
+/// from the reply as they are read (no list of pairs is built).
+fn hash_pairs(reply: Value) -> Result<impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>> {
     let bytes = |value: Value| match value {
         Value::BulkString(bytes) => Ok(bytes),
         Value::SimpleString(text) => Ok(text.into_bytes()),
@@ -251,27 +250,24 @@ fn hash_pairs(reply: Value) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
             "a session hash holds a {other:?}, not a string"
         ))),
     };
-    match reply {
-        Value::Nil => Ok(Vec::new()),
-        Value::Array(items) => {
-            if items.len() % 2 != 0 {
-                return Err(Error::corrupt("a hash reply with an odd number of items"));
-            }
-            let mut items = items.into_iter();
-            let mut pairs = Vec::with_capacity(items.len() / 2);
-            while let (Some(name), Some(value)) = (items.next(), items.next()) {
-                pairs.push((bytes(name)?, bytes(value)?));
-            }
-            Ok(pairs)
+    let (flat, map) = match reply {
+        Value::Nil => (Vec::new(), Vec::new()),
+        Value::Array(items) if items.len() % 2 != 0 => {
+            return Err(Error::corrupt("a hash reply with an odd number of items"));
         }
-        Value::Map(entries) => entries
-            .into_iter()
-            .map(|(name, value)| Ok((bytes(name)?, bytes(value)?)))
-            .collect(),
-        other => Err(Error::corrupt(format!(
-            "a session hash reply was {other:?}"
-        ))),
-    }
+        Value::Array(items) => (items, Vec::new()),
+        Value::Map(entries) => (Vec::new(), entries),
+        other => {
+            return Err(Error::corrupt(format!(
+                "a session hash reply was {other:?}"
+            )));
+        }
+    };
+    let mut flat = flat.into_iter();
+    let flat = std::iter::from_fn(move || Some((flat.next()?, flat.next()?)));
+    Ok(flat
+        .chain(map)
+        .map(move |(name, value)| Ok((bytes(name)?, bytes(value)?))))
 }
 
 impl RedisStore {
@@ -526,7 +522,7 @@ impl Store for RedisStore {
             .chain(keys.iter().map(|k| data_field(k)));
         let fields = names
             .zip(values)
-            .filter_map(|(name, value)| Some((name, value?)));
+            .filter_map(|(name, value)| Some(Ok((name, value?))));
         let record = record_from_fields(fields)?;
         Ok(record.filter(|r| !r.is_expired(Timestamp::now())))
     }
@@ -643,10 +639,7 @@ impl Store for RedisStore {
             }
         };
         let mut fields = fields.into_iter();
-        let mut pairs = Vec::with_capacity(fields.len() / 2);
-        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-            pairs.push((name, value));
-        }
+        let pairs = std::iter::from_fn(|| Some(Ok((fields.next()?, fields.next()?))));
         let Some(mut record) = record_from_fields(pairs)? else {
             return Ok(CycleOutcome::Gone);
         };

@@ -34,6 +34,27 @@ pub(crate) fn parse(buf: &[u8]) -> RedisResult<Option<(RedisResult<Value>, usize
     Ok(Some((reply, cursor.pos)))
 }
 
+/// The integer `digits` spell in decimal (an optional `-`, then 1 to 19 digits), as Redis
+/// writes lengths, integer replies and the numbers a session hash holds; `None` for anything
+/// else, or a number out of `i64`'s range.
+pub(crate) fn decimal(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(digit - b'0'))?;
+    }
+    Some(if negative { -n } else { n })
+}
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -68,24 +89,7 @@ impl Cursor<'_> {
     }
 
     fn integer(line: &[u8]) -> RedisResult<i64> {
-        let (negative, digits) = match line.split_first() {
-            Some((b'-', digits)) => (true, digits),
-            _ => (false, line),
-        };
-        if digits.is_empty() || digits.len() > 19 {
-            return Err(malformed("an integer of no or too many digits"));
-        }
-        let mut n: i64 = 0;
-        for &digit in digits {
-            if !digit.is_ascii_digit() {
-                return Err(malformed("an integer with a non-digit"));
-            }
-            n = n
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(i64::from(digit - b'0')))
-                .ok_or_else(|| malformed("an integer out of range"))?;
-        }
-        Ok(if negative { -n } else { n })
+        decimal(line).ok_or_else(|| malformed("not an integer"))
     }
 
     fn value(&mut self, depth: usize) -> RedisResult<Option<Value>> {
@@ -209,6 +213,26 @@ mod tests {
         two.extend_from_slice(b"+OK\r\n");
         let (_, used) = parse(&two).expect("valid").expect("complete");
         assert_eq!(used, reply.len(), "stops at the end of the first reply");
+    }
+
+    #[test]
+    fn decimals_are_what_redis_writes_and_nothing_else() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"-42"), Some(-42));
+        assert_eq!(decimal(b"1764513000000"), Some(1_764_513_000_000));
+        assert_eq!(decimal(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1.5",
+            b"1e3",
+            b"9223372036854775808",
+            b"12345678901234567890",
+        ] {
+            assert_eq!(decimal(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
