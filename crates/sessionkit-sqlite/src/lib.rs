@@ -190,6 +190,20 @@ fn connect(path: &Path, synchronous: Synchronous, writer: bool) -> Result<Connec
 }
 
 /// Maps a SQLite error to the sessionkit error kinds.
+/// Runs `work` in one read transaction, so the statements it makes see one snapshot.
+fn in_snapshot<T>(
+    conn: &mut Connection,
+    sql: &Sql,
+    work: impl FnOnce(&Connection, &Sql) -> Result<T>,
+) -> Result<T> {
+    let tx = conn
+        .transaction()
+        .map_err(|e| sql_error("starting a read", e))?;
+    let out = work(&tx, sql)?;
+    tx.finish().map_err(|e| sql_error("ending a read", e))?;
+    Ok(out)
+}
+
 fn sql_error(context: &str, err: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode as C;
     match err.sqlite_error_code() {
@@ -297,15 +311,8 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&Connection, &Sql) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.read_on_reader(move |conn, sql| {
-            let tx = conn
-                .transaction()
-                .map_err(|e| sql_error("starting a read", e))?;
-            let out = work(&tx, sql)?;
-            tx.finish().map_err(|e| sql_error("ending a read", e))?;
-            Ok(out)
-        })
-        .await
+        self.read_on_reader(move |conn, sql| in_snapshot(conn, sql, work))
+            .await
     }
 
     /// Runs a read on a pooled reader connection. A single statement is its own snapshot.
@@ -512,31 +519,34 @@ impl Store for SqliteStore {
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
         let key = *key;
         let names: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        self.read(move |conn, sql| {
-            let Some(mut record) = conn
-                .prepare_cached(&sql.load_meta)
-                .and_then(|mut stmt| {
-                    stmt.query_row(params![key.as_bytes(), now_ms()], |row| Ok(meta_of(row, 0)))
-                        .optional()
-                })
-                .map_err(|e| sql_error("loading a session", e))?
-                .transpose()?
-            else {
-                return Ok(None);
-            };
-            let mut stmt = conn
-                .prepare_cached(&format!("{} AND name = ?2", sql.load_values))
-                .map_err(|e| sql_error("loading values", e))?;
-            for name in names {
-                let value: Option<Vec<u8>> = stmt
-                    .query_row(params![key.as_bytes(), name], |row| row.get(1))
-                    .optional()
+        // A few indexed lookups in one snapshot: a point read, like `load`.
+        self.point_read(move |conn, sql| {
+            in_snapshot(conn, sql, move |conn, sql| {
+                let Some(mut record) = conn
+                    .prepare_cached(&sql.load_meta)
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![key.as_bytes(), now_ms()], |row| Ok(meta_of(row, 0)))
+                            .optional()
+                    })
+                    .map_err(|e| sql_error("loading a session", e))?
+                    .transpose()?
+                else {
+                    return Ok(None);
+                };
+                let mut stmt = conn
+                    .prepare_cached(&format!("{} AND name = ?2", sql.load_values))
                     .map_err(|e| sql_error("loading values", e))?;
-                if let Some(value) = value {
-                    record.data.insert(name, value);
+                for name in names {
+                    let value: Option<Vec<u8>> = stmt
+                        .query_row(params![key.as_bytes(), name], |row| row.get(1))
+                        .optional()
+                        .map_err(|e| sql_error("loading values", e))?;
+                    if let Some(value) = value {
+                        record.data.insert(name, value);
+                    }
                 }
-            }
-            Ok(Some(record))
+                Ok(Some(record))
+            })
         })
         .await
     }
