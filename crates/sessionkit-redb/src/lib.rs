@@ -61,7 +61,11 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
-/// Runs `work` on both tables in one read transaction.
+/// Runs `work` on both tables in one read transaction. A session's load calls it on the
+/// calling task (a point read): a read transaction never waits for a writer (redb keeps the
+/// last committed snapshot for it), and a point read of cached pages takes about a
+/// microsecond, against 20 µs or more for the hop to a blocking thread and back
+/// (docs/BENCHMARKS.md). Scans go through `RedbStore::read`, on the blocking pool.
 fn read_snapshot<T>(
     db: &Database,
     work: impl FnOnce(
@@ -303,21 +307,6 @@ impl RedbStore {
         let db = Arc::clone(&self.db);
         blocking("redb", move || read_snapshot(&db, work)).await
     }
-
-    /// Runs a point read (one session's rows) on the calling task. A read transaction never
-    /// waits for a writer (redb keeps the last committed snapshot for it), and a point read of
-    /// cached pages takes about a microsecond, against 20 µs or more for the hop to a blocking
-    /// thread and back (docs/BENCHMARKS.md).
-    fn point_read<T>(
-        &self,
-        work: impl FnOnce(
-            &redb::ReadOnlyTable<&'static KeyBytes, &'static [u8]>,
-            &redb::ReadOnlyTable<(&'static KeyBytes, &'static str), &'static [u8]>,
-            &redb::ReadTransaction,
-        ) -> Result<T>,
-    ) -> Result<T> {
-        read_snapshot(&self.db, work)
-    }
 }
 
 /// Registers the `redb:` scheme.
@@ -362,7 +351,7 @@ impl Store for RedbStore {
     }
 
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
-        self.point_read(|sessions, values, _| {
+        read_snapshot(&self.db, |sessions, values, _| {
             let Some(mut record) =
                 read_meta(sessions, key)?.filter(|r| !r.is_expired(Timestamp::now()))
             else {
@@ -374,7 +363,7 @@ impl Store for RedbStore {
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        self.point_read(|sessions, values, _| {
+        read_snapshot(&self.db, |sessions, values, _| {
             let Some(mut record) =
                 read_meta(sessions, key)?.filter(|r| !r.is_expired(Timestamp::now()))
             else {

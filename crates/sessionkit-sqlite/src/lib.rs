@@ -189,7 +189,6 @@ fn connect(path: &Path, synchronous: Synchronous, writer: bool) -> Result<Connec
     Ok(conn)
 }
 
-/// Maps a SQLite error to the sessionkit error kinds.
 /// Runs `work` in one read transaction, so the statements it makes see one snapshot.
 fn in_snapshot<T>(
     conn: &mut Connection,
@@ -204,6 +203,7 @@ fn in_snapshot<T>(
     Ok(out)
 }
 
+/// Maps a SQLite error to the sessionkit error kinds.
 fn sql_error(context: &str, err: rusqlite::Error) -> Error {
     use rusqlite::ErrorCode as C;
     match err.sqlite_error_code() {
