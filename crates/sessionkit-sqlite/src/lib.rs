@@ -534,11 +534,11 @@ impl Store for SqliteStore {
                     return Ok(None);
                 };
                 let mut stmt = conn
-                    .prepare_cached(&format!("{} AND name = ?2", sql.load_values))
+                    .prepare_cached(&sql.load_value)
                     .map_err(|e| sql_error("loading values", e))?;
                 for name in names {
                     let value: Option<Vec<u8>> = stmt
-                        .query_row(params![key.as_bytes(), name], |row| row.get(1))
+                        .query_row(params![key.as_bytes(), name], |row| row.get(0))
                         .optional()
                         .map_err(|e| sql_error("loading values", e))?;
                     if let Some(value) = value {

@@ -25,6 +25,8 @@ pub(crate) struct Sql {
     pub load: String,
     pub load_meta: String,
     pub load_values: String,
+    /// One value of a session, by name (`load_keys`).
+    pub load_value: String,
     pub bump: String,
     pub clear_values: String,
     pub remove_value: String,
@@ -85,6 +87,7 @@ impl Sql {
             ),
             load_meta: format!("SELECT {meta} FROM {t} WHERE key = ?1 AND expires_at > ?2"),
             load_values: format!("SELECT name, value FROM {v} WHERE session = ?1"),
+            load_value: format!("SELECT value FROM {v} WHERE session = ?1 AND name = ?2"),
             bump: format!(
                 "UPDATE {t} SET version = version + 1, expires_at = coalesce(?3, expires_at), \
                  owner = CASE WHEN ?4 THEN ?5 ELSE owner END \

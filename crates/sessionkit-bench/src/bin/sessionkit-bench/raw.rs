@@ -67,7 +67,10 @@ impl redis::aio::ConnectionLike for RedisConn {
     }
 
     fn get_db(&self) -> i64 {
-        0
+        match self {
+            Self::Driver(conn) => conn.get_db(),
+            Self::Pipelined(conn) => conn.get_db(),
+        }
     }
 }
 
