@@ -50,6 +50,22 @@ async fn keys(session: Session) -> Result<String, SessionError> {
     Ok(session.keys().await?.join(","))
 }
 
+async fn push(
+    session: Session,
+    path: web::Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    let (key, value) = path.into_inner();
+    session
+        .update(&key, move |list: &mut Vec<String>| list.push(value.clone()))
+        .await?;
+    Ok("ok")
+}
+
+async fn list(session: Session, key: web::Path<String>) -> Result<String, SessionError> {
+    let list: Vec<String> = session.get(&key).await?.unwrap_or_default();
+    Ok(list.join(","))
+}
+
 async fn serve(manager: SessionManager) -> TestServer {
     let app_manager = manager.clone();
     let server = HttpServer::new(move || {
@@ -62,6 +78,8 @@ async fn serve(manager: SessionManager) -> TestServer {
             .route("/login/{user}", web::get().to(login))
             .route("/logout", web::get().to(logout))
             .route("/keys", web::get().to(keys))
+            .route("/push/{key}/{value}", web::get().to(push))
+            .route("/list/{key}", web::get().to(list))
     })
     .workers(2)
     .disable_signals()

@@ -99,18 +99,46 @@ fn see_other(to: &str) -> Page {
     Ok(Redirect::to(to).into_response())
 }
 
+/// How many flash messages a session keeps: the oldest go first.
+const MAX_FLASHES: usize = 5;
+
+/// Queues a message for the next page. An `update`, so messages queued by concurrent
+/// requests are all kept.
 async fn flash(session: &Session, message: impl Into<String>) -> Result<(), SessionError> {
     let message = message.into();
     session
-        .update("flash", |flashes: &mut Vec<String>| flashes.push(message))
+        .update("flash", move |flashes: &mut Vec<String>| {
+            flashes.push(message.clone());
+            let over = flashes.len().saturating_sub(MAX_FLASHES);
+            flashes.drain(..over);
+        })
         .await?;
     Ok(())
+}
+
+/// Reads the queued flash messages and removes exactly those (one occurrence each), so a
+/// message a concurrent request queues meanwhile stays for the next page.
+async fn take_flashes(session: &Session) -> Result<Vec<String>, SessionError> {
+    let shown: Vec<String> = session.get("flash").await?.unwrap_or_default();
+    if !shown.is_empty() {
+        let seen = shown.clone();
+        session
+            .update("flash", move |flashes: &mut Vec<String>| {
+                for message in &seen {
+                    if let Some(at) = flashes.iter().position(|m| m == message) {
+                        flashes.remove(at);
+                    }
+                }
+            })
+            .await?;
+    }
+    Ok(shown)
 }
 
 /// The page frame: header with the user, the flash messages (shown once), then `body`.
 async fn layout(session: &Session, title: &str, body: &str) -> Page {
     let user: Option<String> = session.get("user").await?;
-    let flashes: Vec<String> = session.take("flash").await?.unwrap_or_default();
+    let flashes = take_flashes(session).await?;
     let who = match &user {
         Some(user) => format!(
             "Signed in as <b id=\"user\">{}</b> · <a href=\"/sessions\">your sessions</a> · \
@@ -249,7 +277,9 @@ struct ItemForm {
 async fn cart_add(session: Session, Form(form): Form<ItemForm>) -> Page {
     if let Some((id, name, _)) = CATALOG.iter().find(|(id, _, _)| *id == form.item) {
         session
-            .update("cart", |cart: &mut Vec<String>| cart.push((*id).to_owned()))
+            .update("cart", move |cart: &mut Vec<String>| {
+                cart.push((*id).to_owned())
+            })
             .await?;
         flash(&session, format!("Added {name} to your cart.")).await?;
     }
@@ -258,7 +288,7 @@ async fn cart_add(session: Session, Form(form): Form<ItemForm>) -> Page {
 
 async fn cart_remove(session: Session, Form(form): Form<ItemForm>) -> Page {
     session
-        .update("cart", |cart: &mut Vec<String>| {
+        .update("cart", move |cart: &mut Vec<String>| {
             if let Some(at) = cart.iter().position(|c| *c == form.item) {
                 cart.remove(at);
             }

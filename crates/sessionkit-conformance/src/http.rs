@@ -16,6 +16,8 @@
 //! | `/login/{user}` | `cycle_id()`, `set_owner(user)`, sets `user`; answers `ok` |
 //! | `/logout` | `destroy()`; answers `ok` |
 //! | `/keys` | the session's keys, comma-separated |
+//! | `/push/{key}/{value}` | `update`: appends `value` to the list of strings under `key`; answers `ok` |
+//! | `/list/{key}` | the list of strings under `key`, comma-separated |
 //!
 //! Handlers return session errors through the integration's `SessionError` (`?`).
 
@@ -68,6 +70,7 @@ macro_rules! http_suite {
             logout_clears_the_cookie_and_the_session,
             idle_sessions_expire,
             concurrent_requests_of_one_browser_keep_every_write,
+            concurrent_pushes_to_one_list_keep_every_item,
             a_slow_request_racing_a_logout_does_not_bring_the_session_back
         );
     };
@@ -401,6 +404,29 @@ pub async fn concurrent_requests_of_one_browser_keep_every_write(server: &TestSe
         .chain((0..20).map(|i| format!("k{i:02}")))
         .collect();
     assert_eq!(keys, expected.join(","), "every concurrent write survived");
+}
+
+/// A hundred requests of one browser, at once, each appending to the same list with `update`:
+/// every item is in the list afterwards, exactly once.
+pub async fn concurrent_pushes_to_one_list_keep_every_item(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let requests: Vec<_> = (0..100)
+        .map(|i| {
+            let (server, cookie) = (server.clone(), cookie.clone());
+            tokio::spawn(async move {
+                get(&server, &format!("/push/cart/i{i:03}"), Some(&cookie)).await
+            })
+        })
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("task");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let list = get(server, "/list/cart", Some(&cookie)).await.body;
+    let mut items: Vec<&str> = list.split(',').collect();
+    items.sort_unstable();
+    let expected: Vec<String> = (0..100).map(|i| format!("i{i:03}")).collect();
+    assert_eq!(items, expected, "every concurrent push survived, once");
 }
 
 /// A slow request that saves after a logout finds the session gone and does not re-create it.

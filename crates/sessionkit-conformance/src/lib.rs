@@ -15,9 +15,12 @@
 //! Deadlines are real wall-clock times a few hundred milliseconds out, because stores judge
 //! expiry by their own clock (for Redis and Memcached, the server's).
 
+mod conditions;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod multiprocess;
+
+pub use conditions::*;
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -49,6 +52,11 @@ macro_rules! conformance_suite {
             apply_after_expiry_resurrects_nothing,
             hundred_concurrent_applies_to_distinct_keys_all_survive,
             concurrent_applies_racing_a_delete_resurrect_nothing,
+            conditional_apply_writes_when_unchanged,
+            conditional_apply_conflicts_and_writes_nothing,
+            conditions_see_removes_and_clears,
+            conditional_apply_to_a_gone_session_is_gone,
+            concurrent_conditional_increments_lose_nothing,
             touch_moves_only_the_deadline,
             delete_is_idempotent,
             cycle_moves_the_session,

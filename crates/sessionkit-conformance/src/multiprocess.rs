@@ -182,7 +182,7 @@ where
                 change.set(name.clone(), name.into_bytes());
                 match store.apply(key, &change).await {
                     Ok(ApplyOutcome::Applied { .. }) => {}
-                    Ok(ApplyOutcome::Gone) => panic!("session {} reported gone", key.short()),
+                    Ok(other) => panic!("session {}: {other:?}", key.short()),
                     Err(err) => panic!(
                         "apply failed in child {role}: {err} ({:?})",
                         std::error::Error::source(&err)

@@ -103,6 +103,7 @@ pub use record::{Data, Record, StoredSession};
 pub use registry::Registry;
 pub use session::{
     Committed, CookieUpdate, Expiry, MAX_KEY_LEN, MAX_OWNER_LEN, RESERVED_PREFIX, Session,
+    UPDATE_ATTEMPTS,
 };
 pub use store::{
     Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,

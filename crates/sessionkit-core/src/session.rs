@@ -28,6 +28,17 @@ pub const MAX_OWNER_LEN: usize = 255;
 /// a second try already means something is wrong, e.g. a store that reports every insert as a
 /// conflict).
 const ID_ATTEMPTS: usize = 4;
+/// How many times a commit whose [`Session::update`]s conflicted is tried before it fails with
+/// [`ErrorKind::Conflict`]. Every round some request of the session wins, so a request meets
+/// this many conflicts only under sustained contention on one key by many requests; the
+/// growing, jittered pauses between rounds spread such requests out.
+pub const UPDATE_ATTEMPTS: u32 = 32;
+/// The longest pause between two rounds of a conflicting commit.
+const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
+
+/// An [`Session::update`] kept for commit time: runs the update closure on a value's bytes
+/// (`None`: absent) and returns the new bytes.
+type Replay = Box<dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>> + Send>;
 
 /// How a session's deadline moves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +88,10 @@ pub struct Committed {
 /// store round trip. Changes are collected as a [`Change`] and written by [`Session::commit`]
 /// (the web integrations call it after the handler): only what this request changed is written,
 /// so concurrent requests that change different keys all keep their writes. Two requests that
-/// write the *same* key: the later commit wins.
+/// [`update`](Session::update) the *same* key both land (the later one re-runs its closure on
+/// the earlier one's result); two blind writes of one key ([`insert`](Session::insert),
+/// [`remove`](Session::remove), [`take`](Session::take), [`clear`](Session::clear)): the later
+/// commit wins.
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<Shared>,
@@ -112,6 +126,9 @@ struct Loaded {
     data: Data,
     owner: Option<String>,
     change: Change,
+    /// The [`Session::update`] closures of each key written conditionally, in call order: run
+    /// again on the fresh value when the store reports a conflict.
+    updates: std::collections::BTreeMap<String, Vec<Replay>>,
     cycle: bool,
     /// Keys to delete at commit (`destroy()`), kept until the delete succeeded.
     destroy: Vec<SessionKey>,
@@ -126,6 +143,7 @@ impl Loaded {
             data: Data::new(),
             owner: None,
             change: Change::default(),
+            updates: std::collections::BTreeMap::new(),
             cycle: false,
             destroy: Vec::new(),
             adopt,
@@ -154,6 +172,87 @@ impl Loaded {
             self.change.remove(key);
         }
         existed
+    }
+
+    /// A blind write of `key` is coming: it replaces whatever updates made of the key, so
+    /// their condition and closures go.
+    fn blind(&mut self, key: &str) {
+        self.updates.remove(key);
+        self.change.expected.remove(key);
+    }
+
+    /// Records an update of `key` to `bytes`. The first update of a key this request has not
+    /// written blindly makes the write conditional on the value it read; later ones build on
+    /// it. After a blind write the key's value is this request's own, so no condition applies.
+    fn put_updated(&mut self, key: &str, bytes: Vec<u8>, replay: Replay) {
+        let written = self.change.cleared
+            || self.change.set.contains_key(key)
+            || self.change.removed.contains(key);
+        if !written || self.updates.contains_key(key) {
+            self.change
+                .expect(key, self.data.get(key).map(Vec::as_slice));
+            self.updates.entry(key.to_owned()).or_default().push(replay);
+        }
+        self.put(key, bytes);
+    }
+
+    /// Drops the conditions of keys this change does not write (their updates changed
+    /// nothing): a key not written needs no check.
+    fn prune_conditions(&mut self) {
+        let change = &mut self.change;
+        change
+            .expected
+            .retain(|key, _| change.set.contains_key(key) || change.removed.contains(key));
+        self.updates
+            .retain(|key, _| change.expected.contains_key(key));
+    }
+
+    /// After a conflict: reads the conditional keys again and re-runs their updates on the
+    /// fresh values, so the next apply expects what the store holds now. False if the
+    /// session is gone.
+    async fn rerun_updates(&mut self, manager: &ManagerInner) -> Result<bool> {
+        let Some(current) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        let keys: Vec<&str> = self.updates.keys().map(String::as_str).collect();
+        let mut record = manager.store.load_keys(&current.key, &keys).await?;
+        if let Some(target) = record.as_ref().and_then(|r| r.moved_to)
+            && current.via.is_none()
+        {
+            // Cycled by another request meanwhile: the session lives on under `target`.
+            record = manager.store.load_keys(&target, &keys).await?;
+            current.key = target;
+            current.id = None;
+        }
+        let Some(record) =
+            record.filter(|r| r.moved_to.is_none() && manager.is_live(r, manager.now()))
+        else {
+            return Ok(false);
+        };
+        for (key, replays) in &mut self.updates {
+            let fresh = record.data.get(key);
+            let mut value = fresh.cloned();
+            for replay in replays.iter_mut() {
+                value = Some(replay(value.as_deref())?);
+            }
+            self.change.expected.insert(key.clone(), fresh.cloned());
+            match value {
+                Some(bytes) if Some(&bytes) != fresh => {
+                    self.data.insert(key.clone(), bytes.clone());
+                    self.change.set(key.clone(), bytes);
+                }
+                _ => {
+                    // The fresh value already is the result: nothing to write for this key.
+                    match fresh {
+                        Some(bytes) => self.data.insert(key.clone(), bytes.clone()),
+                        None => self.data.remove(key),
+                    };
+                    self.change.set.remove(key);
+                }
+            }
+        }
+        self.prune_conditions();
+        Ok(true)
     }
 
     fn expiry(&self) -> Expiry {
@@ -211,6 +310,21 @@ impl ManagerInner {
         target > current
             && target.duration_since(current) >= window.mul_f64(self.config.touch_fraction)
     }
+}
+
+fn check_size(key: &str, bytes: &[u8], limit: usize) -> Result<()> {
+    if bytes.len() > limit {
+        return Err(Error::TooLarge {
+            what: format!("value {key:?}"),
+            size: bytes.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+fn decode_or_default<T: DeserializeOwned + Default>(key: &str, bytes: Option<&[u8]>) -> Result<T> {
+    bytes.map_or_else(|| Ok(T::default()), |bytes| decode_value(key, bytes))
 }
 
 fn check_key(key: &str) -> Result<()> {
@@ -323,46 +437,56 @@ impl Session {
     pub async fn insert<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<()> {
         check_key(key)?;
         let bytes = encode_value(key, value)?;
-        self.check_size(key, &bytes)?;
+        check_size(key, &bytes, self.shared.manager.config.max_value_bytes)?;
         self.with(|loaded| {
+            loaded.blind(key);
             loaded.put(key, bytes);
             Ok(())
         })
         .await
     }
 
-    fn check_size(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let limit = self.shared.manager.config.max_value_bytes;
-        if bytes.len() > limit {
-            return Err(Error::TooLarge {
-                what: format!("value {key:?}"),
-                size: bytes.len(),
-                limit,
-            });
-        }
-        Ok(())
-    }
-
     /// Reads `key` (or `T::default()` if absent), lets `f` change it in place, and stores the
     /// result: a nested mutation (push to a list inside a struct) persists. Returns what `f`
-    /// returns.
+    /// returns on this request's view of the value.
+    ///
+    /// **Concurrent updates of one key are never lost.** The write is conditional on the value
+    /// this request read: if another request changed the key before this one commits, the
+    /// store writes nothing of this commit, and [`Session::commit`] reads the key again, runs
+    /// `f` again on the fresh value (every `update` of the key, in order) and retries, up to
+    /// [`UPDATE_ATTEMPTS`] rounds; then it fails with [`ErrorKind::Conflict`] and writes
+    /// nothing. That is why `f` is `FnMut + 'static`: it is kept until commit and may run more
+    /// than once, so it should only compute the new value from the old one (clone what it
+    /// moves in), and what it returns on a re-run is discarded. With no conflict, the commit
+    /// is the same single store write as without conditions.
+    ///
+    /// An `update` after a blind write of the same key in this request ([`Session::insert`],
+    /// [`Session::remove`], [`Session::take`], [`Session::clear`]) builds on that write and is
+    /// as blind as it is.
     ///
     /// # Errors
     /// As [`Session::get`] and [`Session::insert`]; nothing is changed on error.
-    pub async fn update<T, R>(&self, key: &str, f: impl FnOnce(&mut T) -> R + Send) -> Result<R>
+    pub async fn update<T, R, F>(&self, key: &str, mut f: F) -> Result<R>
     where
-        T: Serialize + DeserializeOwned + Default,
+        T: Serialize + DeserializeOwned + Default + 'static,
+        F: FnMut(&mut T) -> R + Send + 'static,
     {
         check_key(key)?;
+        let limit = self.shared.manager.config.max_value_bytes;
         self.with(|loaded| {
-            let mut value: T = match loaded.data.get(key) {
-                Some(bytes) => decode_value(key, bytes)?,
-                None => T::default(),
-            };
+            let mut value: T = decode_or_default(key, loaded.data.get(key).map(Vec::as_slice))?;
             let out = f(&mut value);
             let bytes = encode_value(key, &value)?;
-            self.check_size(key, &bytes)?;
-            loaded.put(key, bytes);
+            check_size(key, &bytes, limit)?;
+            let name = key.to_owned();
+            let replay: Replay = Box::new(move |stored| {
+                let mut value: T = decode_or_default(&name, stored)?;
+                f(&mut value);
+                let bytes = encode_value(&name, &value)?;
+                check_size(&name, &bytes, limit)?;
+                Ok(bytes)
+            });
+            loaded.put_updated(key, bytes, replay);
             Ok(out)
         })
         .await
@@ -374,7 +498,11 @@ impl Session {
     /// A store error while loading.
     pub async fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        self.with(|loaded| Ok(loaded.delete(key))).await
+        self.with(|loaded| {
+            loaded.blind(key);
+            Ok(loaded.delete(key))
+        })
+        .await
     }
 
     /// Removes `key` and returns its value decoded as `T`.
@@ -389,6 +517,7 @@ impl Session {
                 .get(key)
                 .map(|bytes| decode_value(key, bytes))
                 .transpose()?;
+            loaded.blind(key);
             loaded.delete(key);
             Ok(value)
         })
@@ -409,6 +538,7 @@ impl Session {
                 .collect();
             loaded.data.clear();
             loaded.change.clear();
+            loaded.updates.clear();
             for (key, value) in reserved {
                 loaded.data.insert(key.clone(), value.clone());
                 loaded.change.set(key, value);
@@ -640,6 +770,7 @@ impl Session {
             via: None,
         });
         loaded.change = Change::default();
+        loaded.updates.clear();
         loaded.adopt = false;
         if let Some(owner) = &record.owner {
             manager.enforce_owner_limit(owner, &key).await?;
@@ -701,38 +832,29 @@ impl Session {
         }
         let moved = loaded.change.expires_at.is_some();
         if !loaded.change.is_empty() {
-            let mut outcome = save(manager, &current.key, &loaded.change).await?;
-            if outcome == ApplyOutcome::Gone
-                && current.via.is_none()
-                && let Some(target) = manager
-                    .store
-                    .load(&current.key)
-                    .await?
-                    .and_then(|r| r.moved_to)
-            {
-                // Another request cycled the id while this one ran (a login in another tab):
-                // the old key now points at the session, so the change follows it there. This
-                // request's browser keeps its old cookie and never learns the new id.
-                outcome = save(manager, &target, &loaded.change).await?;
-                current.key = target;
-                current.id = None;
-            }
-            if outcome == ApplyOutcome::Gone {
+            let owner_set = matches!(loaded.change.owner, Some(Some(_)));
+            if apply_change(manager, loaded).await? == ApplyOutcome::Gone {
                 loaded.forget();
                 return Ok(Committed {
                     cookie: CookieUpdate::Unchanged,
                     gone: true,
                 });
             }
+            loaded.change = Change::default();
+            loaded.updates.clear();
+            let Some(current) = loaded.current.as_mut() else {
+                return Err(Error::Gone);
+            };
             if moved {
                 current.expires_at = target;
             }
-            let owner_set = matches!(loaded.change.owner, Some(Some(_)));
-            loaded.change = Change::default();
             if owner_set && let Some(owner) = loaded.owner.as_deref() {
                 manager.enforce_owner_limit(owner, &current.key).await?;
             }
         }
+        let Some(current) = loaded.current.as_ref() else {
+            return Err(Error::Gone);
+        };
         let cookie = match (new_id, &current.id) {
             (Some(id), _) => CookieUpdate::Set {
                 id,
@@ -749,6 +871,58 @@ impl Session {
             gone: false,
         })
     }
+}
+
+/// Writes the loaded session's change: follows the session to its new key if another request
+/// cycled it meanwhile, and after a conflict re-runs the updates on fresh values and tries
+/// again (bounded). `Gone` if the session is gone; never `Conflict`.
+async fn apply_change(manager: &ManagerInner, loaded: &mut Loaded) -> Result<ApplyOutcome> {
+    loaded.prune_conditions();
+    let mut conflicts = 0;
+    loop {
+        let Some(current) = loaded.current.as_mut() else {
+            return Ok(ApplyOutcome::Gone);
+        };
+        let mut outcome = save(manager, &current.key, &loaded.change).await?;
+        if outcome == ApplyOutcome::Gone
+            && current.via.is_none()
+            && let Some(target) = manager
+                .store
+                .load(&current.key)
+                .await?
+                .and_then(|r| r.moved_to)
+        {
+            // Another request cycled the id while this one ran (a login in another tab):
+            // the old key now points at the session, so the change follows it there. This
+            // request's browser keeps its old cookie and never learns the new id.
+            outcome = save(manager, &target, &loaded.change).await?;
+            current.key = target;
+            current.id = None;
+        }
+        if outcome != ApplyOutcome::Conflict {
+            return Ok(outcome);
+        }
+        conflicts += 1;
+        if conflicts >= UPDATE_ATTEMPTS {
+            let keys: Vec<&str> = loaded.updates.keys().map(String::as_str).collect();
+            return Err(Error::conflict(format!(
+                "the update of {keys:?} conflicted with other requests {conflicts} times in a row; nothing was written"
+            )));
+        }
+        if conflicts > 1 {
+            tokio::time::sleep(conflict_pause(conflicts)).await;
+        }
+        if !loaded.rerun_updates(manager).await? {
+            return Ok(ApplyOutcome::Gone);
+        }
+    }
+}
+
+/// A random pause before round `conflicts + 1`, up to a bound that doubles each round from
+/// 1 ms: requests that keep colliding on one key spread out.
+fn conflict_pause(conflicts: u32) -> Duration {
+    let bound = Duration::from_micros(500u64 << conflicts.min(16)).min(MAX_CONFLICT_PAUSE);
+    bound.mul_f64(rand::random::<f64>())
 }
 
 /// Writes `change` to `key`: a `touch` when only the deadline moves, an `apply` otherwise.

@@ -209,10 +209,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies `change` to a live session, **atomically**: all of it or none of it, and
     /// concurrent applies to the same session compose (two changes setting different keys both
-    /// survive; for the same key, the later one wins). Updates only: if there is no live session
-    /// under `key` (missing, deleted, expired, or a grace-period pointer), nothing is written,
-    /// **nothing is created**, and the result is [`ApplyOutcome::Gone`]. An empty change still
-    /// checks liveness and bumps the version.
+    /// survive; for the same key, the later one wins unless the change is conditional). Updates
+    /// only: if there is no live session under `key` (missing, deleted, expired, or a
+    /// grace-period pointer), nothing is written, **nothing is created**, and the result is
+    /// [`ApplyOutcome::Gone`]. An empty change still checks liveness and bumps the version.
+    ///
+    /// **Conditions.** If the session is live and any condition in [`Change::expected`] fails
+    /// (the key's current value is not byte for byte the expected one, or is present where
+    /// `None` was expected, or absent where bytes were), nothing is written (no key, no
+    /// deadline, no owner, no version bump) and the result is [`ApplyOutcome::Conflict`].
+    /// The check and the write are one atomic step: no other apply, cycle or delete of the
+    /// session lands between them. `Gone` takes precedence over `Conflict`.
+    /// [`Change::holds`] is the reference check.
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome>;
 
     /// Moves a live session's deadline to `expires_at`. Same contract as `apply` with

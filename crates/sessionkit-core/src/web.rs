@@ -232,11 +232,15 @@ pub struct ErrorPage {
 /// Builds the response for a session failure; replace it to render your own error page.
 pub type ErrorHandler = Arc<dyn Fn(&Error) -> ErrorPage + Send + Sync>;
 
-/// The default error page: 503 when the store is unreachable (retry later), 500 otherwise.
-/// The body names the kind of failure, never the store's message (which may hold hostnames).
+/// The default error page: 503 when the store is unreachable (retry later), 409 when the
+/// session's [`update`](crate::Session::update)s kept conflicting with other requests past
+/// [`UPDATE_ATTEMPTS`](crate::UPDATE_ATTEMPTS) (nothing was saved; the request may be sent
+/// again), 500 otherwise. The body names the kind of failure, never the store's message
+/// (which may hold hostnames).
 pub fn default_error_page(err: &Error) -> ErrorPage {
     let status = match err.kind() {
         ErrorKind::Unavailable => 503,
+        ErrorKind::Conflict => 409,
         _ => 500,
     };
     ErrorPage {
@@ -390,12 +394,17 @@ mod tests {
     }
 
     #[test]
-    fn errors_become_503_or_500_without_leaking_details() {
+    fn errors_become_503_409_or_500_without_leaking_details() {
         let refused =
             std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "db.internal:5432");
         let page = default_error_page(&Error::unavailable("connect", refused));
         assert_eq!(page.status, 503);
         assert!(!page.body.contains("db.internal"));
         assert_eq!(default_error_page(&Error::corrupt("x")).status, 500);
+        let conflict = default_error_page(&Error::conflict("the update of [\"cart\"] conflicted"));
+        assert_eq!(
+            (conflict.status, conflict.body.as_str()),
+            (409, "session conflict\n")
+        );
     }
 }

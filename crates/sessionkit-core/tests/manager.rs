@@ -20,6 +20,9 @@ struct Probe {
     calls: AtomicUsize,
     writes: AtomicUsize,
     down: AtomicBool,
+    /// How many more conditional applies a rival request beats: before each, it pushes
+    /// `rival<n>` to every key the apply expects (a `Vec<String>`), so the condition fails.
+    rivals: AtomicUsize,
 }
 
 impl Probe {
@@ -32,6 +35,30 @@ impl Probe {
             let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
             return Err(Error::unavailable("probe store is down", refused));
         }
+        Ok(())
+    }
+}
+
+impl Probe {
+    /// A rival request's blind write of every key `change` expects.
+    async fn rival_push(&self, key: &SessionKey, change: &Change) -> Result<()> {
+        let names: Vec<&str> = change.expected.keys().map(String::as_str).collect();
+        let Some(record) = self.inner.load_keys(key, &names).await? else {
+            return Ok(());
+        };
+        let mut rival = Change::default();
+        for name in names {
+            let mut list: Vec<String> = match record.data.get(name) {
+                Some(bytes) => sessionkit_core::codec::decode_value(name, bytes)?,
+                None => Vec::new(),
+            };
+            list.push(format!("rival{}", list.len()));
+            rival.set(
+                name.to_owned(),
+                sessionkit_core::codec::encode_value(name, &list)?,
+            );
+        }
+        let _ = self.inner.apply(key, &rival).await?;
         Ok(())
     }
 }
@@ -54,6 +81,14 @@ impl Store for Probe {
     }
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         self.check(true)?;
+        if !change.expected.is_empty()
+            && self
+                .rivals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.rival_push(key, change).await?;
+        }
         self.inner.apply(key, change).await
     }
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
@@ -136,6 +171,7 @@ impl Fixture {
             calls: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
             down: AtomicBool::new(false),
+            rivals: AtomicUsize::new(0),
         });
         Self {
             clock,
@@ -1000,4 +1036,137 @@ async fn clear_keeps_the_per_session_expiry() {
         session.expiry().await.expect("expiry"),
         Expiry::OnInactivity(2 * HOUR)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_of_one_key_lose_nothing() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let requests: Vec<_> = (0..100)
+        .map(|i| {
+            let (manager, cookie) = (manager.clone(), cookie.clone());
+            tokio::spawn(async move {
+                let session = manager.session(Some(&cookie));
+                let item = format!("item{i:03}");
+                session
+                    .update("cart", move |cart: &mut Vec<String>| {
+                        cart.push(item.clone())
+                    })
+                    .await?;
+                session.update("counter", |n: &mut u32| *n += 1).await?;
+                session.commit().await
+            })
+        })
+        .collect();
+    for request in requests {
+        let committed = request.await.expect("task").expect("commit");
+        assert!(!committed.gone);
+    }
+    let after = manager.session(Some(&cookie));
+    let mut cart: Vec<String> = after.get("cart").await.expect("get").expect("a cart");
+    cart.sort();
+    let every: Vec<String> = (0..100).map(|i| format!("item{i:03}")).collect();
+    assert_eq!(cart, every, "every concurrent push survives, once");
+    assert_eq!(after.get::<u32>("counter").await.expect("get"), Some(101));
+}
+
+#[tokio::test]
+async fn a_conflicting_update_is_rerun_on_the_fresh_value() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    let seen = session
+        .update("list", |list: &mut Vec<String>| {
+            list.push("mine".into());
+            list.len()
+        })
+        .await
+        .expect("update");
+    assert_eq!(
+        seen, 1,
+        "update returns what the closure returned on this request's view"
+    );
+    session.insert("blind", &7u8).await.expect("insert");
+    fx.probe.rivals.store(3, Ordering::SeqCst);
+    let committed = session
+        .commit()
+        .await
+        .expect("commit after three conflicts");
+    assert!(!committed.gone);
+    let after = manager.session(Some(&cookie));
+    assert_eq!(
+        after.get::<Vec<String>>("list").await.expect("get"),
+        Some(vec![
+            "rival0".into(),
+            "rival1".into(),
+            "rival2".into(),
+            "mine".into()
+        ]),
+        "every rival's push and this request's push"
+    );
+    assert_eq!(after.get::<u8>("blind").await.expect("get"), Some(7));
+    assert_eq!(
+        session
+            .get::<Vec<String>>("list")
+            .await
+            .expect("get")
+            .map(|l| l.len()),
+        Some(4),
+        "the committed session's view follows the rerun"
+    );
+}
+
+#[tokio::test]
+async fn an_update_that_keeps_conflicting_fails_and_writes_nothing() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session
+        .update("list", |list: &mut Vec<String>| list.push("mine".into()))
+        .await
+        .expect("update");
+    session.insert("blind", &7u8).await.expect("insert");
+    fx.probe.rivals.store(usize::MAX, Ordering::SeqCst);
+    let err = session.commit().await.expect_err("conflicts every time");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    fx.probe.rivals.store(0, Ordering::SeqCst);
+    let after = manager.session(Some(&cookie));
+    let list: Vec<String> = after.get("list").await.expect("get").expect("rivals' list");
+    assert_eq!(list.len(), sessionkit_core::UPDATE_ATTEMPTS as usize);
+    assert!(
+        !list.contains(&"mine".to_owned()),
+        "nothing of the failed commit was written"
+    );
+    assert_eq!(after.get::<u8>("blind").await.expect("get"), None);
+}
+
+#[tokio::test]
+async fn blind_writes_of_one_key_are_last_writer_wins() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let (a, b) = (
+        manager.session(Some(&cookie)),
+        manager.session(Some(&cookie)),
+    );
+    a.insert("counter", &10u32).await.expect("insert");
+    a.update("counter", |n: &mut u32| *n += 1)
+        .await
+        .expect("update after insert");
+    b.update("counter", |n: &mut u32| *n += 100)
+        .await
+        .expect("update");
+    let _ = b.commit().await.expect("commit");
+    fx.probe.rivals.store(1, Ordering::SeqCst);
+    let _ = a.commit().await.expect("a blind write never conflicts");
+    assert_eq!(
+        fx.probe.rivals.load(Ordering::SeqCst),
+        1,
+        "no condition was sent"
+    );
+    let after = manager.session(Some(&cookie));
+    assert_eq!(after.get::<u32>("counter").await.expect("get"), Some(11));
 }

@@ -358,6 +358,9 @@ impl Store for FileStore {
             let Some(mut record) = FileStore::live(store.read(&key)?, Timestamp::now()) else {
                 return Ok(ApplyOutcome::Gone);
             };
+            if !change.holds(&record.data) {
+                return Ok(ApplyOutcome::Conflict);
+            }
             let old_owner = record.owner.clone();
             change.apply_to(&mut record);
             store.replace(&key, old_owner.as_deref(), &record)?;

@@ -215,6 +215,11 @@ impl Store for MemcachedStore {
             let Some(mut record) = live(Some(record)) else {
                 return Ok(ApplyOutcome::Gone);
             };
+            if !change.holds(&record.data) {
+                // Checked on the item this `cas` is conditional on: if the key changes after
+                // this read, the `cas` fails and the next round checks again.
+                return Ok(ApplyOutcome::Conflict);
+            }
             change.apply_to(&mut record);
             let blob = self.encode(&item, &record)?;
             match self

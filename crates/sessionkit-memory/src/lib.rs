@@ -213,6 +213,9 @@ impl Store for MemoryStore {
         else {
             return Ok(ApplyOutcome::Gone);
         };
+        if !change.holds(&record.data) {
+            return Ok(ApplyOutcome::Conflict);
+        }
         // In place: only the keys the change names are touched (no copy of the session), and
         // the indexes only when the deadline or the owner moved.
         let old_expiry = record.expires_at;

@@ -380,6 +380,15 @@ impl Store for RedbStore {
             let Some(old) = live(t.meta(&key)?, Timestamp::now()) else {
                 return Ok(ApplyOutcome::Gone);
             };
+            for (name, seen) in &change.expected {
+                let value = t
+                    .values
+                    .get((key.as_bytes(), name.as_str()))
+                    .map_err(|e| db_error("checking a conditional change", e))?;
+                if value.as_ref().map(|v| v.value()) != seen.as_deref() {
+                    return Ok(ApplyOutcome::Conflict);
+                }
+            }
             let mut record = old.clone();
             // The metadata half of the change (the data rows change below, row by row).
             Change {

@@ -412,6 +412,42 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
+/// For a conditional change: `Gone` if the session is not live, `Conflict` if a key no longer
+/// holds what the change expects, `None` to go on. Runs in the writer's transaction, which
+/// holds the database's write lock, so nothing changes between this check and the write.
+fn check_conditions(
+    conn: &Connection,
+    sql: &Sql,
+    key: &SessionKey,
+    change: &Change,
+) -> Result<Option<ApplyOutcome>> {
+    if change.expected.is_empty() {
+        return Ok(None);
+    }
+    let e = |e| sql_error("checking a conditional change", e);
+    let live = conn
+        .prepare_cached(&sql.live)
+        .and_then(|mut s| {
+            s.query_row(params![key.as_bytes(), now_ms()], |_| Ok(()))
+                .optional()
+        })
+        .map_err(e)?;
+    if live.is_none() {
+        return Ok(Some(ApplyOutcome::Gone));
+    }
+    let mut current = conn.prepare_cached(&sql.load_value).map_err(e)?;
+    for (name, seen) in &change.expected {
+        let value: Option<Vec<u8>> = current
+            .query_row(params![key.as_bytes(), name], |row| row.get(0))
+            .optional()
+            .map_err(e)?;
+        if value != *seen {
+            return Ok(Some(ApplyOutcome::Conflict));
+        }
+    }
+    Ok(None)
+}
+
 fn load_values(conn: &Connection, sql: &Sql, key: &SessionKey) -> Result<Data> {
     let mut stmt = conn
         .prepare_cached(&sql.load_values)
@@ -555,6 +591,9 @@ impl Store for SqliteStore {
         let (key, change) = (*key, change.clone());
         self.write(move |conn, sql| {
             let e = |e| sql_error("applying a change", e);
+            if let Some(refused) = check_conditions(conn, sql, &key, &change)? {
+                return Ok(refused);
+            }
             let owner_changes = change.owner.is_some();
             let owner = change.owner.clone().flatten();
             let version: Option<i64> = conn

@@ -54,6 +54,21 @@ async fn keys(session: Session) -> Result<String, SessionError> {
     Ok(session.keys().await?.join(","))
 }
 
+async fn push(
+    session: Session,
+    Path((key, value)): Path<(String, String)>,
+) -> Result<&'static str, SessionError> {
+    session
+        .update(&key, move |list: &mut Vec<String>| list.push(value.clone()))
+        .await?;
+    Ok("ok")
+}
+
+async fn list(session: Session, Path(key): Path<String>) -> Result<String, SessionError> {
+    let list: Vec<String> = session.get(&key).await?.unwrap_or_default();
+    Ok(list.join(","))
+}
+
 async fn serve(manager: SessionManager) -> TestServer {
     let app = Router::new()
         .route("/none", get(|| async { "none" }))
@@ -63,6 +78,8 @@ async fn serve(manager: SessionManager) -> TestServer {
         .route("/login/{user}", get(login))
         .route("/logout", get(logout))
         .route("/keys", get(keys))
+        .route("/push/{key}/{value}", get(push))
+        .route("/list/{key}", get(list))
         .layer(SessionLayer::new(manager.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
