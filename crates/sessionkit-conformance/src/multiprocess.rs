@@ -7,6 +7,12 @@
 //! escaping, a lost session) fails the child and so the parent. The parent then checks that
 //! every key of every child is in every session.
 //!
+//! Then the same key, through the session API: in each of [`TRIALS`] sessions, every child
+//! runs [`UPDATES`] concurrent requests that each push an item to one list with
+//! [`Session::update`](sessionkit_core::Session::update) and increment one counter. The
+//! parent checks that every item is in the list exactly once and that the counter counted
+//! every request.
+//!
 //! ```ignore
 //! #[test]
 //! fn two_processes_share_one_store() {
@@ -21,9 +27,13 @@
 
 use std::future::Future;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sessionkit_core::{ApplyOutcome, Change, Record, SessionKey, Store, Timestamp};
+use sessionkit_core::{
+    ApplyOutcome, Change, CleanupPolicy, CookieUpdate, Record, SessionKey, SessionManager, Store,
+    Timestamp,
+};
 
 use crate::fresh_key;
 
@@ -31,11 +41,23 @@ const ENV_URL: &str = "SESSIONKIT_CHILD_URL";
 const ENV_ROLE: &str = "SESSIONKIT_CHILD_ROLE";
 const ENV_KEYS: &str = "SESSIONKIT_CHILD_KEYS";
 const ENV_ROUNDS: &str = "SESSIONKIT_CHILD_ROUNDS";
+const ENV_COOKIES: &str = "SESSIONKIT_CHILD_COOKIES";
 
 /// Sessions each run seeds, and rounds of writes each child makes to every one of them.
 pub const SESSIONS: usize = 8;
 /// Rounds of writes per child.
 pub const ROUNDS: usize = 250;
+/// Sessions whose one list and one counter every child updates concurrently.
+pub const TRIALS: usize = 3;
+/// Concurrent update requests per child and session.
+pub const UPDATES: usize = 50;
+
+fn manager<S: Store>(store: &Arc<S>) -> SessionManager {
+    SessionManager::builder(Arc::clone(store))
+        .cleanup(CleanupPolicy::Off)
+        .build()
+        .expect("valid settings")
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -80,9 +102,24 @@ where
     Fut: Future<Output = sessionkit_core::Result<S>>,
 {
     let runtime = runtime();
-    let store = runtime
-        .block_on(open(url.to_owned()))
-        .expect("opening the store in the parent");
+    let store = Arc::new(
+        runtime
+            .block_on(open(url.to_owned()))
+            .expect("opening the store in the parent"),
+    );
+    let manager = manager(&store);
+    let cookies: Vec<String> = runtime.block_on(async {
+        let mut cookies = Vec::new();
+        for _ in 0..TRIALS {
+            let session = manager.session(None);
+            session.insert("seeded", &true).await.expect("insert");
+            match session.commit().await.expect("commit").cookie {
+                CookieUpdate::Set { id, .. } => cookies.push(id.expose()),
+                other => panic!("a new session sets a cookie, got {other:?}"),
+            }
+        }
+        cookies
+    });
     let keys: Vec<SessionKey> = runtime.block_on(async {
         let mut keys = Vec::new();
         for _ in 0..SESSIONS {
@@ -115,6 +152,7 @@ where
                     (ENV_ROLE, role.clone()),
                     (ENV_KEYS, key_list.clone()),
                     (ENV_ROUNDS, ROUNDS.to_string()),
+                    (ENV_COOKIES, cookies.join(",")),
                 ],
             )
         })
@@ -144,7 +182,55 @@ where
             assert_eq!(record.data.len(), roles.len() * ROUNDS);
             assert_eq!(record.version, 1 + (roles.len() * ROUNDS) as u64);
         }
+        for (trial, cookie) in cookies.iter().enumerate() {
+            let session = manager.session(Some(cookie));
+            let mut list: Vec<String> = session.get("list").await.expect("get").unwrap_or_default();
+            list.sort();
+            let mut expected: Vec<String> = roles
+                .iter()
+                .flat_map(|role| (0..UPDATES).map(move |i| format!("{role}{i}")))
+                .collect();
+            expected.sort();
+            assert_eq!(list, expected, "trial {trial}: every pushed item, once");
+            assert_eq!(
+                session.get::<usize>("count").await.expect("get"),
+                Some(roles.len() * UPDATES),
+                "trial {trial}: every increment"
+            );
+        }
     });
+}
+
+/// A child's concurrent update requests to each session in `cookies`.
+async fn update_concurrently<S: Store>(store: &Arc<S>, role: &str, cookies: &str) {
+    let manager = manager(store);
+    for cookie in cookies.split(',').filter(|c| !c.is_empty()) {
+        let requests: Vec<_> = (0..UPDATES)
+            .map(|i| {
+                let (manager, cookie) = (manager.clone(), cookie.to_owned());
+                let item = format!("{role}{i}");
+                tokio::spawn(async move {
+                    let session = manager.session(Some(&cookie));
+                    session
+                        .update("list", move |list: &mut Vec<String>| {
+                            list.push(item.clone())
+                        })
+                        .await?;
+                    session.update("count", |n: &mut usize| *n += 1).await?;
+                    session.commit().await
+                })
+            })
+            .collect();
+        for request in requests {
+            match request.await.expect("task") {
+                Ok(committed) => assert!(!committed.gone, "child {role}: the session is gone"),
+                Err(err) => panic!(
+                    "update failed in child {role}: {err} ({:?})",
+                    std::error::Error::source(&err)
+                ),
+            }
+        }
+    }
 }
 
 /// The child: applies its writes to every session named in its environment. Does nothing when
@@ -158,11 +244,12 @@ where
     F: Fn(String) -> Fut,
     Fut: Future<Output = sessionkit_core::Result<S>>,
 {
-    let (Ok(url), Ok(role), Ok(keys), Ok(rounds)) = (
+    let (Ok(url), Ok(role), Ok(keys), Ok(rounds), Ok(cookies)) = (
         std::env::var(ENV_URL),
         std::env::var(ENV_ROLE),
         std::env::var(ENV_KEYS),
         std::env::var(ENV_ROUNDS),
+        std::env::var(ENV_COOKIES),
     ) else {
         eprintln!("not started by a multi-process parent test; nothing to do");
         return;
@@ -174,7 +261,7 @@ where
     let rounds: usize = rounds.parse().expect("rounds from the parent");
     let runtime = runtime();
     runtime.block_on(async {
-        let store = open(url).await.expect("opening the store in a child");
+        let store = Arc::new(open(url).await.expect("opening the store in a child"));
         for round in 0..rounds {
             for key in &keys {
                 let name = format!("{role}{round}");
@@ -190,5 +277,6 @@ where
                 }
             }
         }
+        update_concurrently(&store, &role, &cookies).await;
     });
 }

@@ -536,15 +536,37 @@ impl Store for RedisStore {
             && change.owner.is_none()
             && !change.cleared
             && change.removed.is_empty();
-        let mut args = Vec::with_capacity(6 + change.removed.len() + 2 * change.set.len());
+        // The condition marks, one byte per condition: `=` a value follows, `!` must be absent.
+        let marks: Vec<u8> = change
+            .expected
+            .values()
+            .map(|seen| if seen.is_some() { b'=' } else { b'!' })
+            .collect();
+        let mut args = Vec::with_capacity(
+            7 + change.removed.len() + 2 * change.set.len() + 2 * change.expected.len(),
+        );
         args.push(Arg::Int(0)); // `now`, written below on each attempt
-        if only_sets {
-            args.push(Arg::Int(0));
+        if !marks.is_empty() {
+            args.push(Arg::Bytes(&marks));
+        }
+        // The count of control arguments: none, or 4 and the removed fields.
+        let control = if only_sets {
+            0
         } else {
-            // The count of control arguments: 4, and the removed fields.
-            let control = i64::try_from(4 + change.removed.len()).unwrap_or(i64::MAX);
+            i64::try_from(4 + change.removed.len()).unwrap_or(i64::MAX)
+        };
+        args.push(Arg::Int(control));
+        if !marks.is_empty() {
+            args.extend(change.expected.keys().map(|name| Arg::DataField(name)));
+            args.extend(
+                change
+                    .expected
+                    .values()
+                    .filter_map(|seen| seen.as_deref().map(Arg::Bytes)),
+            );
+        }
+        if !only_sets {
             args.extend([
-                Arg::Int(control),
                 change
                     .expires_at
                     .map_or(Arg::from(""), |t| Arg::Int(t.as_millis())),
@@ -586,9 +608,11 @@ impl Store for RedisStore {
                     return Ok(ApplyOutcome::Applied { version });
                 }
                 (2, _, _) if started.elapsed() < MOVE_DEADLINE => {
-                    // A cycle is copying this session; its copy must include this change, so wait.
+                    // A cycle is copying this session; its copy must include this change, so wait
+                    // (and check the conditions again: the run that writes is the one that checks).
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
+                (3, _, _) => return Ok(ApplyOutcome::Conflict),
                 _ => return Ok(ApplyOutcome::Gone),
             }
         }

@@ -28,42 +28,78 @@ return 1
     )
 });
 
-/// Update only. Returns {0, 0, ''} gone, {2, 0, ''} a cycle is moving the session (retry), or
-/// {1, version, previous owner}.
-/// `KEYS[1]` session; ARGV now, k, then k control arguments (none for a change that only sets
-/// keys, the common save): expires ('' keep), owner mode ('' keep, '+' set, '-' remove), owner,
-/// cleared ('1'/'0'), removed fields…; then field/value pairs.
+/// Update only. Returns {0, 0, ''} gone, {2, 0, ''} a cycle is moving the session (retry),
+/// {3, 0, ''} a condition failed (nothing written), or {1, version, previous owner}.
+/// `KEYS[1]` session; ARGV:
+/// - now;
+/// - k, the count of control arguments (a decimal), for a change without conditions; for a
+///   conditional change, the condition marks instead, one byte per condition in the order of
+///   its fields below (`=` the field must hold the value given, `!` it must be absent; never a
+///   digit, so the marks never parse as a number), then k;
+/// - for a conditional change only: its c condition fields (c = the marks' length), then one
+///   expected value for each `=` mark, in the same order (an `!` mark has no value, so an
+///   absent field and an empty value are told apart);
+/// - the k control arguments (none for a change that only sets keys, the common save): expires
+///   ('' keep), owner mode ('' keep, '+' set, '-' remove), owner, cleared ('1'/'0'), removed
+///   fields…;
+/// - field/value pairs to set.
 ///
 /// Written for the Redis server's CPU, which every save pays: each `redis.call` costs 5,000 to
 /// 12,000 instructions and each argument ~500 (callgrind on redis-server 7.0), so a plain save is two
 /// calls (`HMGET`, one `HSET` that carries the new version with the data) and four arguments.
-/// Fields go 1,000 at a time through `unpack`, which Lua limits to ~8,000 values.
+/// A conditional save is the same two calls: the condition fields ride on the `HMGET` that
+/// reads the metadata (up to 1,000 of them; one more `HMGET` per further 1,000), and they are
+/// checked after liveness (`Gone` wins) and after the move check (a retry re-checks them), in
+/// the run that writes. Fields go 1,000 at a time through `unpack`, which Lua limits to ~8,000
+/// values.
 pub(crate) static APPLY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local now = tonumber(ARGV[1])
-local m = redis.call('HMGET', KEYS[1], '__e', '__p', '__mu', '__o', '__v')
+local k, c, b = tonumber(ARGV[2]), 0, 2
+if not k then c, k, b = #ARGV[2], tonumber(ARGV[3]), 3 end
+local m
+if c == 0 then m = redis.call('HMGET', KEYS[1], '__e', '__p', '__mu', '__o', '__v')
+else
+  m = redis.call('HMGET', KEYS[1], '__e', '__p', '__mu', '__o', '__v',
+    unpack(ARGV, b + 1, b + math.min(c, 1000)))
+end
 if not m[1] or tonumber(m[1]) <= now or m[2] then return {0, 0, ''} end
 if m[3] and tonumber(m[3]) > now then return {2, 0, ''} end
+if c > 0 then
+  for i = b + 1001, b + c, 1000 do
+    local more = redis.call('HMGET', KEYS[1], unpack(ARGV, i, math.min(i + 999, b + c)))
+    for j = 1, #more do m[i - b + 4 + j] = more[j] end
+  end
+  local marks, j = ARGV[2], b + c
+  for i = 1, c do
+    if string.byte(marks, i) == 33 then
+      if m[5 + i] then return {3, 0, ''} end
+    else
+      j = j + 1
+      if m[5 + i] ~= ARGV[j] then return {3, 0, ''} end
+    end
+  end
+  b = j
+end
 local v = tonumber(m[5]) + 1
-local k = tonumber(ARGV[2])
 if k > 0 then
-  if ARGV[6] == '1' then
+  if ARGV[b + 4] == '1' then
     for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
       if string.sub(f, 1, 2) == 'd:' then redis.call('HDEL', KEYS[1], f) end
     end
   end
-  for i = 7, 2 + k, 1000 do
-    redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, 2 + k)))
+  for i = b + 5, b + k, 1000 do
+    redis.call('HDEL', KEYS[1], unpack(ARGV, i, math.min(i + 999, b + k)))
   end
-  if ARGV[3] ~= '' then
-    redis.call('HSET', KEYS[1], '__e', ARGV[3])
-    redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+  if ARGV[b + 1] ~= '' then
+    redis.call('HSET', KEYS[1], '__e', ARGV[b + 1])
+    redis.call('PEXPIREAT', KEYS[1], ARGV[b + 1])
   end
-  if ARGV[4] == '+' then redis.call('HSET', KEYS[1], '__o', ARGV[5])
-  elseif ARGV[4] == '-' then redis.call('HDEL', KEYS[1], '__o') end
+  if ARGV[b + 2] == '+' then redis.call('HSET', KEYS[1], '__o', ARGV[b + 3])
+  elseif ARGV[b + 2] == '-' then redis.call('HDEL', KEYS[1], '__o') end
 end
-local first, n = 3 + k, #ARGV
+local first, n = b + k + 1, #ARGV
 redis.call('HSET', KEYS[1], '__v', v, unpack(ARGV, first, math.min(first + 999, n)))
 for i = first + 1000, n, 1000 do
   redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, n)))

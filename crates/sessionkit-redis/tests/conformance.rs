@@ -155,3 +155,145 @@ async fn scripts_the_server_lost_are_loaded_again() {
     let loaded = store.load(&key).await.expect("load").expect("live");
     assert_eq!(loaded.data["b"], b"2");
 }
+
+/// More conditions than the script folds into its first `HMGET` (1,000): the rest are read
+/// 1,000 at a time, and a failing condition in any chunk, `=` or `!`, is a `Conflict` that
+/// writes nothing.
+#[tokio::test]
+async fn thousands_of_conditions_are_all_checked() {
+    use sessionkit_core::{ApplyOutcome, Change};
+
+    let url = redis_url();
+    let Some(store) = open_in("Redis", &url, &namespace()).await else {
+        return;
+    };
+    const KEYS: usize = 2_500;
+    let names: Vec<String> = (0..KEYS).map(|i| format!("k{i:04}")).collect();
+    // Even keys hold their index (odd multiples of 3 hold an empty value); odd keys are absent.
+    let value = |i: usize| -> Option<Vec<u8>> {
+        match i {
+            _ if !i.is_multiple_of(2) => None,
+            _ if i.is_multiple_of(3) => Some(Vec::new()),
+            _ => Some(i.to_string().into_bytes()),
+        }
+    };
+    let pairs: Vec<(String, Vec<u8>)> = (0..KEYS)
+        .filter_map(|i| Some((names[i].clone(), value(i)?)))
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let key = sessionkit_conformance::fresh_key();
+    store
+        .create(&key, &sessionkit_conformance::record_with(&borrowed))
+        .await
+        .expect("create");
+    let all = |except: Option<usize>| {
+        let mut change = Change::default();
+        for (i, name) in names.iter().enumerate() {
+            let mut seen = value(i);
+            if Some(i) == except {
+                seen = match seen {
+                    None => Some(Vec::new()),
+                    Some(v) if v.is_empty() => None,
+                    Some(mut v) => {
+                        v.push(b'!');
+                        Some(v)
+                    }
+                };
+            }
+            change.expect(name, seen.as_deref());
+            change.set(name.clone(), b"new".to_vec());
+        }
+        change
+    };
+    // One wrong condition in the first chunk, in later ones, of each kind.
+    for wrong in [0, 999, 1000, 1001, 1998, 2001, 2499] {
+        assert_eq!(
+            store.apply(&key, &all(Some(wrong))).await.expect("apply"),
+            ApplyOutcome::Conflict,
+            "condition {wrong} is wrong"
+        );
+    }
+    let loaded = store.load(&key).await.expect("load").expect("live");
+    assert_eq!(loaded.version, 1, "a conflict wrote nothing");
+    assert_eq!(loaded.data.len(), pairs.len());
+    assert_eq!(
+        store.apply(&key, &all(None)).await.expect("apply"),
+        ApplyOutcome::Applied { version: 2 }
+    );
+    let loaded = store.load(&key).await.expect("load").expect("live");
+    assert_eq!(loaded.data.len(), KEYS);
+    assert!(loaded.data.values().all(|v| v == b"new"));
+}
+
+/// A conditional apply that meets a session a cycle is moving waits, then checks its
+/// conditions in the run that writes: a write that lands while it waits makes it a `Conflict`.
+#[tokio::test]
+async fn conditions_are_checked_again_after_waiting_for_a_move() {
+    use sessionkit_core::{ApplyOutcome, Change, Timestamp};
+
+    let namespace = namespace();
+    let url = redis_url();
+    let Some(store) = open_in("Redis", &url, &namespace).await else {
+        return;
+    };
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let key = sessionkit_conformance::fresh_key();
+    let hash = format!("{namespace}:s:{{{}}}", key.to_hex());
+    store
+        .create(&key, &sessionkit_conformance::record_with(&[("n", b"1")]))
+        .await
+        .expect("create");
+    let mut change = Change::default();
+    change.expect("n", Some(b"1"));
+    change.set("n".into(), b"2".to_vec());
+    for (written, expected) in [
+        (None, ApplyOutcome::Applied { version: 2 }),
+        (Some("5"), ApplyOutcome::Conflict),
+    ] {
+        // A move in progress for the next 300 ms, as a cycle's first step leaves it.
+        let until = Timestamp::now().as_millis() + 300;
+        let _: i64 = redis::cmd("HSET")
+            .arg(&hash)
+            .arg("__m")
+            .arg("ab")
+            .arg("__mu")
+            .arg(until)
+            .query_async(&mut conn)
+            .await
+            .expect("HSET");
+        let apply = tokio::spawn({
+            let store = store.clone();
+            let change = change.clone();
+            async move { store.apply(&key, &change).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(!apply.is_finished(), "the apply waits for the move");
+        if let Some(value) = written {
+            let _: i64 = redis::cmd("HSET")
+                .arg(&hash)
+                .arg("d:n")
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .expect("HSET");
+        }
+        let outcome = apply.await.expect("task").expect("apply");
+        assert_eq!(outcome, expected, "written meanwhile: {written:?}");
+        let _: i64 = redis::cmd("HSET")
+            .arg(&hash)
+            .arg("d:n")
+            .arg("1")
+            .query_async(&mut conn)
+            .await
+            .expect("HSET");
+    }
+    let loaded = store.load(&key).await.expect("load").expect("live");
+    assert_eq!(loaded.version, 2, "the conflict wrote nothing");
+}
