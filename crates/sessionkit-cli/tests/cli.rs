@@ -257,12 +257,15 @@ fn a_missing_schema_is_reported_with_the_fix() {
     assert_eq!(err.lines().count(), 1);
 }
 
-#[test]
-fn the_demo_serves_its_home_page() {
-    let dir = tempfile::tempdir().expect("dir");
+/// A demo process on a free port in `dir`, with `--store` if given; the process and its URL.
+fn start_demo(dir: &Path, store: Option<&str>) -> (std::process::Child, String) {
     let exe = assert_cmd::cargo::cargo_bin("sessionkit");
-    let mut demo = std::process::Command::new(exe)
-        .current_dir(dir.path())
+    let mut command = std::process::Command::new(exe);
+    command.current_dir(dir).env_remove("SESSIONKIT_STORE");
+    if let Some(store) = store {
+        command.args(["--store", store]);
+    }
+    let mut demo = command
         .args(["demo", "--addr", "127.0.0.1:0"])
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -274,7 +277,82 @@ fn the_demo_serves_its_home_page() {
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .expect("url in banner")
+        .trim_end_matches('/')
         .to_owned();
+    (demo, url)
+}
+
+/// Two demo processes on one store, one browser's cookie, 100 concurrent "add to cart" posts
+/// spread over both: the cart holds all 100 items.
+async fn two_demos_keep_every_cart_item(dir: &Path, url: &str, store: impl Store) {
+    let (mut first, a) = start_demo(dir, Some(url));
+    let (mut second, b) = start_demo(dir, Some(url));
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let home = client.get(format!("{a}/")).send().await.expect("GET /");
+    let cookie = home
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("the home page starts a session")
+        .to_owned();
+    let posts: Vec<_> = (0..100)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let (client, cookie) = (client.clone(), cookie.clone());
+            tokio::spawn(async move {
+                client
+                    .post(format!("{base}/cart/add"))
+                    .header("cookie", cookie)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body("item=tea")
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    for post in posts {
+        assert_eq!(post.await.expect("task").expect("POST /cart/add"), 303);
+    }
+    for demo in [&mut first, &mut second] {
+        let _ = demo.kill();
+        let _ = demo.wait();
+    }
+    let id = cookie.split_once('=').expect("name=value").1;
+    let key = SessionId::parse(id).expect("a session id").key();
+    let record = store.load(&key).await.expect("load").expect("the session");
+    let cart: Vec<String> =
+        sessionkit::codec::decode_value("cart", &record.data["cart"]).expect("a cart");
+    assert_eq!(cart.len(), 100, "every concurrent add is in the cart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_demo_processes_on_one_sqlite_file_keep_every_cart_item() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("shared.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::open(&path).await.expect("open");
+    two_demos_keep_every_cart_item(dir.path(), &url, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_demo_processes_on_one_file_store_keep_every_cart_item() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sessions = dir.path().join("sessions");
+    let url = format!("file://{}", sessions.display());
+    std::fs::create_dir_all(&sessions).expect("mkdir");
+    let store = sessionkit::FileStore::open(&sessions).await.expect("open");
+    two_demos_keep_every_cart_item(dir.path(), &url, store).await;
+}
+
+#[test]
+fn the_demo_serves_its_home_page() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut demo, url) = start_demo(dir.path(), None);
     let runtime = tokio::runtime::Runtime::new().expect("rt");
     let page = runtime.block_on(async {
         reqwest::get(&url)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-const LIBS: [&str; 2] = ["sessionkit", "tower-sessions"];
+pub(crate) const LIBS: [&str; 2] = ["sessionkit", "tower-sessions"];
 const ROUTES: [&str; 3] = ["none", "read", "incr"];
 /// The floor's read-then-write increment (`serve --lib raw` only).
 const TWO_CALL_INCR: &str = "incr2";
@@ -16,7 +16,9 @@ const TWO_CALL_INCR: &str = "incr2";
 const GUARDED_INCR: &str = "incr2g";
 /// The floor's increments, each compared with the libraries' `/incr`.
 const FLOOR_INCRS: [&str; 2] = [TWO_CALL_INCR, GUARDED_INCR];
-const PORT: u16 = 38123;
+pub(crate) const PORT: u16 = 38123;
+/// The library name of a baseline build's sessionkit (`--baseline PATH`).
+pub(crate) const BEFORE: &str = "sessionkit-before";
 const COOKIES: usize = 1000;
 
 /// wrk's Lua: each request carries the next of the pre-created cookies (also used by
@@ -24,7 +26,7 @@ const COOKIES: usize = 1000;
 const ROTATE_LUA: &str = include_str!("../../../rotate.lua");
 
 /// A `serve` process of this binary, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     process: Child,
     port: u16,
 }
@@ -37,18 +39,29 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
 
-async fn start(lib: &str, store: &str, workdir: &Path, port: u16) -> Server {
-    let exe = std::env::current_exe().expect("own path");
+/// Serves `lib` on `store`; [`BEFORE`] is sessionkit served by the `baseline` binary (another
+/// build of this benchmark, e.g. the previous release's).
+pub(crate) async fn start(
+    lib: &str,
+    store: &str,
+    workdir: &Path,
+    port: u16,
+    baseline: Option<&str>,
+) -> Server {
+    let (exe, served) = match (lib, baseline) {
+        (BEFORE, Some(path)) => (PathBuf::from(path), "sessionkit"),
+        _ => (std::env::current_exe().expect("own path"), lib),
+    };
     let child = Command::new(exe)
         .args([
             "serve",
             "--lib",
-            lib,
+            served,
             "--store",
             store,
             "--port",
@@ -77,7 +90,7 @@ async fn start(lib: &str, store: &str, workdir: &Path, port: u16) -> Server {
 }
 
 /// A new session per call (GET /incr without a cookie); returns its `id=…` cookie.
-async fn new_session(client: &reqwest::Client, server: &Server) -> String {
+pub(crate) async fn new_session(client: &reqwest::Client, server: &Server) -> String {
     let response = client
         .get(format!("{}/incr", server.base()))
         .send()
@@ -89,6 +102,18 @@ async fn new_session(client: &reqwest::Client, server: &Server) -> String {
         .and_then(|v| v.to_str().ok())
         .expect("a new session sets a cookie");
     header.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// `GET {url}` with the cookie; the status (0 if there was no response).
+pub(crate) async fn get_status(client: &reqwest::Client, url: &str, cookie: &str) -> u16 {
+    match client.get(url).header("cookie", cookie).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    }
 }
 
 /// `GET {base}{path}` with the cookie; the body.
@@ -187,7 +212,13 @@ fn median_of(rows: &[Row], store: &str, route: &str, lib: &str) -> Option<Sample
 /// Stores the `raw` floor serves (`raw.rs`).
 const FLOOR_STORES: [&str; 4] = ["memory", "postgres", "mysql", "redis"];
 
-pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
+pub(crate) async fn run(
+    stores: &str,
+    seconds: u32,
+    runs: usize,
+    floor: bool,
+    baseline: Option<&str>,
+) {
     let workdir = tempdir();
     let lua = workdir.join("rotate.lua");
     std::fs::write(&lua, ROTATE_LUA).expect("write rotate.lua");
@@ -206,11 +237,12 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
         let pipelined_floor = with_floor && store == "redis";
         for (lib, port) in LIBS
             .into_iter()
+            .chain(baseline.map(|_| BEFORE))
             .chain(with_floor.then_some("raw"))
             .chain(pipelined_floor.then_some("raw-pipelined"))
             .zip(PORT..)
         {
-            let server = start(lib, store, &workdir, port).await;
+            let server = start(lib, store, &workdir, port, baseline).await;
             let mut cookies = Vec::with_capacity(COOKIES);
             for _ in 0..COOKIES {
                 cookies.push(new_session(&client, &server).await);
@@ -276,6 +308,30 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
         }
     }
     println!("{table}");
+    if baseline.is_some() {
+        let mut before = String::from(
+            "| store | route | sessionkit (this build) req/s | p99 | sessionkit (baseline) req/s | p99 | this / baseline |\n|---|---|---|---|---|---|---|\n",
+        );
+        for store in stores.split(',') {
+            for route in ROUTES {
+                let find = |lib: &str| median_of(&rows, store, route, lib);
+                if let (Some(a), Some(b)) = (find("sessionkit"), find(BEFORE)) {
+                    let _ = writeln!(
+                        before,
+                        "| {store} | /{route} | {:.0} | {:.2} ms | {:.0} | {:.2} ms | **{:.3}** |",
+                        a.requests_per_second,
+                        a.p99_ms,
+                        b.requests_per_second,
+                        b.p99_ms,
+                        a.requests_per_second / b.requests_per_second.max(f64::MIN_POSITIVE)
+                    );
+                }
+            }
+        }
+        println!("{before}");
+        // A comparison of two builds is not the side-by-side result the docs' chart shows.
+        return;
+    }
     if floor {
         let mut floors = String::from(
             "`/incr2` is the floor's increment as two calls (a read, then a write), `/incr2g` the same with a write that cannot create the record; their ratios are each library's `/incr` to them. `raw-pipelined` (Redis) sends the floor's commands on sessionkit's own connection.\n\n| store | floor | route | floor req/s | p50 | p99 | sessionkit / floor | tower-sessions / floor |\n|---|---|---|---|---|---|---|---|\n",
@@ -327,7 +383,7 @@ pub(crate) async fn run(stores: &str, seconds: u32, runs: usize, floor: bool) {
     eprintln!("wrote docs/bench-results.json and docs/bench-chart.svg");
 }
 
-fn tempdir() -> PathBuf {
+pub(crate) fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sessionkit-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("work dir");
     dir
@@ -449,36 +505,16 @@ pub(crate) async fn correctness(stores: &str, trials: usize) {
         .build()
         .expect("client");
     println!(
-        "| store | library | keys surviving 100 concurrent /add (min / median / max of {trials}) | slow request racing a logout: session back? |"
+        "| store | library | keys surviving 100 concurrent /add (min / median / max of {trials}) | items surviving 100 concurrent /push to one list (min / median / max) | slow request racing a logout: session back? |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for store in stores.split(',') {
         for lib in LIBS {
-            let server = start(lib, store, &workdir, PORT).await;
+            let server = start(lib, store, &workdir, PORT, None).await;
             let base = server.base();
-            let mut surviving = Vec::new();
-            for _ in 0..trials {
-                let cookie = new_session(&client, &server).await;
-                let adds: Vec<_> = (0..100)
-                    .map(|i| {
-                        let (client, cookie, base) = (client.clone(), cookie.clone(), base.clone());
-                        tokio::spawn(async move {
-                            get(&client, &base, &format!("/add/k{i}"), &cookie).await
-                        })
-                    })
-                    .collect();
-                for add in adds {
-                    let _ = add.await;
-                }
-                surviving.push(
-                    get(&client, &base, "/count/100", &cookie)
-                        .await
-                        .trim()
-                        .parse::<usize>()
-                        .unwrap_or(0),
-                );
-            }
-            surviving.sort_unstable();
+            let surviving =
+                concurrent_trials(&client, &server, trials, "/add/k", "/count/100").await;
+            let pushed = concurrent_trials(&client, &server, trials, "/push/i", "/pushed").await;
             let mut back = 0;
             for _ in 0..trials {
                 let cookie = new_session(&client, &server).await;
@@ -496,11 +532,55 @@ pub(crate) async fn correctness(stores: &str, trials: usize) {
                 }
             }
             println!(
-                "| {store} | {lib} | {} / {} / {} | back in {back} of {trials} trials |",
-                surviving[0],
-                surviving[surviving.len() / 2],
-                surviving[surviving.len() - 1]
+                "| {store} | {lib} | {} | {} | back in {back} of {trials} trials |",
+                spread(&surviving),
+                spread(&pushed)
             );
         }
     }
+}
+
+/// `min / median / max` of sorted counts.
+fn spread(sorted: &[usize]) -> String {
+    format!(
+        "{} / {} / {}",
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    )
+}
+
+/// For each trial, a new session gets 100 concurrent requests `{write}{i}` (i = 0..100), then
+/// `count` says how many of them it kept; the counts, sorted.
+async fn concurrent_trials(
+    client: &reqwest::Client,
+    server: &Server,
+    trials: usize,
+    write: &str,
+    count: &str,
+) -> Vec<usize> {
+    let base = server.base();
+    let mut surviving = Vec::new();
+    for _ in 0..trials.max(1) {
+        let cookie = new_session(client, server).await;
+        let writes: Vec<_> = (0..100)
+            .map(|i| {
+                let (client, cookie, base) = (client.clone(), cookie.clone(), base.clone());
+                let path = format!("{write}{i}");
+                tokio::spawn(async move { get(&client, &base, &path, &cookie).await })
+            })
+            .collect();
+        for write in writes {
+            let _ = write.await;
+        }
+        surviving.push(
+            get(client, &base, count, &cookie)
+                .await
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0),
+        );
+    }
+    surviving.sort_unstable();
+    surviving
 }

@@ -8,8 +8,14 @@
 //!   library in turn, pre-creates 1000 sessions, drives wrk (2 threads, 64 connections, cookies
 //!   rotated by `rotate.lua`) on `/none`, `/read` and `/incr`, and prints the medians and the
 //!   sessionkit / tower-sessions ratios; writes `docs/bench-results.json` and `docs/bench-chart.svg`.
+//!   With `--baseline PATH` (another build of this binary), that build's sessionkit runs
+//!   interleaved with this one's and a table compares them.
 //! - `sessionkit-bench correctness [--stores …] [--trials 10]`: 100 concurrent `/add/{k}` on one
-//!   cookie (how many keys survive), and a slow request racing a logout (does the session come back).
+//!   cookie (how many keys survive), 100 concurrent `/push/{k}` to one list (how many items
+//!   survive), and a slow request racing a logout (does the session come back).
+//! - `sessionkit-bench contended [--stores …] [--seconds 10] [--connections 64] [--baseline PATH]`:
+//!   every connection increments one session's counter; req/s, p50/p99, conflicts per request,
+//!   and whether the final counter equals the 200 responses.
 //! - `sessionkit-bench chart`: redraws the chart from the saved results.
 //! - `sessionkit-bench layer [--libs raw,sessionkit,tower-sessions] [--store memory|redis]
 //!   [--routes none,read,incr]`: instructions (callgrind) and time per request of each session
@@ -29,6 +35,7 @@ use axum::extract::Path;
 use axum::routing::get;
 use clap::{Parser, Subcommand};
 
+mod contended;
 mod driver;
 mod drivers;
 mod layer;
@@ -60,6 +67,23 @@ enum Command {
         /// Also serve the raw-driver floor (`--lib raw`) on memory, postgres, mysql and redis.
         #[arg(long)]
         floor: bool,
+        /// Another build of this binary: its sessionkit runs interleaved with this build's,
+        /// and a table compares the two (nothing is written to docs/).
+        #[arg(long)]
+        baseline: Option<String>,
+    },
+    /// Many connections incrementing one session's counter at once: req/s, p99, conflicts
+    /// per request, and whether the final counter equals the 200 responses.
+    Contended {
+        #[arg(long, default_value = "memory,sqlite,postgres,mysql,redis")]
+        stores: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Also run a baseline build's sessionkit (as `run --baseline`).
+        #[arg(long)]
+        baseline: Option<String>,
     },
     Correctness {
         #[arg(long, default_value = "memory,sqlite,postgres,mysql,redis")]
@@ -110,13 +134,24 @@ mod sk {
         Ok(s.get::<i64>("counter").await?.unwrap_or(0).to_string())
     }
     async fn incr(s: Session) -> Result<String, SessionError> {
-        let n = s.get::<i64>("counter").await?;
-        if n.is_none() {
+        let n = s
+            .update("counter", |n: &mut i64| {
+                *n += 1;
+                *n
+            })
+            .await?;
+        if n == 1 {
             s.insert("profile", PROFILE).await?;
         }
-        let n = n.unwrap_or(0) + 1;
-        s.insert("counter", &n).await?;
         Ok(n.to_string())
+    }
+    async fn push(s: Session, Path(k): Path<String>) -> Result<&'static str, SessionError> {
+        s.update("list", move |list: &mut Vec<String>| list.push(k.clone()))
+            .await?;
+        Ok("ok")
+    }
+    async fn pushed(s: Session) -> Result<String, SessionError> {
+        Ok(distinct(s.get::<Vec<String>>("list").await?.unwrap_or_default()).to_string())
     }
     async fn add(s: Session, Path(k): Path<String>) -> Result<&'static str, SessionError> {
         s.insert(&k, &true).await?;
@@ -162,7 +197,9 @@ mod sk {
         let store = sessionkit::open(&url)
             .await
             .expect("open the sessionkit store");
-        let manager = SessionManager::builder_arc(store).build().expect("manager");
+        let counting = contended::CountingStore::new(store);
+        let conflicts = counting.conflicts();
+        let manager = SessionManager::builder(counting).build().expect("manager");
         let layer = SessionLayer::builder(manager)
             .cookie(CookieConfig::default().with_name("id").with_secure(false))
             .build()
@@ -174,7 +211,17 @@ mod sk {
             .route("/count/{n}", get(count))
             .route("/logout", get(logout))
             .route("/slow-add/{k}/{ms}", get(slow_add))
+            .route("/push/{k}", get(push))
+            .route("/pushed", get(pushed))
             .layer(layer)
+            .route(
+                "/conflicts",
+                get(move || async move {
+                    conflicts
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .to_string()
+                }),
+            )
     }
 }
 
@@ -225,6 +272,17 @@ mod ts {
         s.flush().await.map_err(fail)?;
         Ok("ok")
     }
+    /// tower-sessions has no read-modify-write: a read, then an insert of the whole list.
+    async fn push(s: Session, Path(k): Path<String>) -> Result<&'static str, Failure> {
+        let mut list: Vec<String> = s.get("list").await.map_err(fail)?.unwrap_or_default();
+        list.push(k);
+        s.insert("list", list).await.map_err(fail)?;
+        Ok("ok")
+    }
+    async fn pushed(s: Session) -> Result<String, Failure> {
+        let list: Vec<String> = s.get("list").await.map_err(fail)?.unwrap_or_default();
+        Ok(distinct(list).to_string())
+    }
     async fn slow_add(
         s: Session,
         Path((k, ms)): Path<(String, u64)>,
@@ -243,6 +301,8 @@ mod ts {
             .route("/count/{n}", get(count))
             .route("/logout", get(logout))
             .route("/slow-add/{k}/{ms}", get(slow_add))
+            .route("/push/{k}", get(push))
+            .route("/pushed", get(pushed))
             .layer(SessionManagerLayer::new(store).with_secure(false))
     }
 
@@ -283,6 +343,14 @@ mod ts {
             other => panic!("unknown store {other}"),
         }
     }
+}
+
+/// How many different items a pushed list holds (a lost push is missing; a push applied
+/// twice would count once).
+fn distinct(mut list: Vec<String>) -> usize {
+    list.sort_unstable();
+    list.dedup();
+    list.len()
 }
 
 /// The bench app on `lib` and `store`, with `/none` (outside the session layer).
@@ -332,7 +400,14 @@ async fn serve_or_drive(command: Command) {
             seconds,
             runs,
             floor,
-        } => driver::run(&stores, seconds, runs, floor).await,
+            baseline,
+        } => driver::run(&stores, seconds, runs, floor, baseline.as_deref()).await,
+        Command::Contended {
+            stores,
+            seconds,
+            connections,
+            baseline,
+        } => contended::run(&stores, seconds, connections, baseline.as_deref()).await,
         Command::Correctness { stores, trials } => driver::correctness(&stores, trials).await,
         Command::Chart => driver::redraw(),
         Command::Drivers => drivers::run().await,
