@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sessionkit_core::registry::split_options;
 use sessionkit_core::store::validate_table_name;
-use sessionkit_core::{Data, Error, Record, Result, SessionKey, StoredSession, Timestamp};
+use sessionkit_core::{Change, Data, Error, Record, Result, SessionKey, StoredSession, Timestamp};
 
 /// How many times a transaction that the database aborted (deadlock, serialization failure,
 /// lock wait timeout) is run again before the error reaches the caller.
@@ -237,42 +237,76 @@ pub(crate) fn inline_doc<'a>(
     values: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>,
     nulls: impl IntoIterator<Item = &'a str>,
 ) -> String {
-    use base64::Engine as _;
     let mut doc = serde_json::Map::new();
     for name in nulls {
         doc.insert(name.to_owned(), serde_json::Value::Null);
     }
     for (name, value) in values {
         if is_inline(value) {
-            doc.insert(
-                name.clone(),
-                base64::engine::general_purpose::STANDARD_NO_PAD
-                    .encode(value)
-                    .into(),
-            );
+            doc.insert(name.clone(), encode_inline(value).into());
         }
     }
     serde_json::Value::Object(doc).to_string()
 }
 
+/// A value as the inline document holds it: base64 without padding. One text per value (the
+/// decoder rejects any other spelling), so comparing texts compares values: PostgreSQL checks
+/// a change's conditions on inline values that way, in SQL.
+pub(crate) fn encode_inline(value: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(value)
+}
+
+/// An inline document's entries, still encoded.
+fn parse_inline(doc: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    serde_json::from_str(doc).map_err(|e| {
+        Error::codec(
+            None,
+            "a stored inline session document is not valid JSON",
+            e,
+        )
+    })
+}
+
+/// One inline entry's value.
+fn decode_inline(name: &str, value: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(value)
+        .map_err(|e| Error::codec(Some(name), "a stored inline value is not base64", e))
+}
+
 /// Adds the values of an inline document (as [`inline_doc`] wrote it) to `data`.
 pub(crate) fn read_inline(doc: &str, data: &mut Data) -> Result<()> {
-    use base64::Engine as _;
-    let values: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(doc).map_err(|e| {
-            Error::codec(
-                None,
-                "a stored inline session document is not valid JSON",
-                e,
-            )
-        })?;
-    for (name, value) in values {
-        let value = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(value)
-            .map_err(|e| Error::codec(Some(&name), "a stored inline value is not base64", e))?;
+    for (name, value) in parse_inline(doc)? {
+        let value = decode_inline(&name, &value)?;
         data.insert(name, value);
     }
     Ok(())
+}
+
+/// The first half of checking a conditional change against a session row locked for it: the
+/// current values of the names `change.expected` lists, as far as the row's inline document
+/// `doc` holds them, and the names it does not hold. A name not in the document may still
+/// live in the values table (a large value, or a small one a version-1 table put there), so
+/// if the session is spilled the caller reads those names from there, under the same lock
+/// (every writer of a session's values locks its session row first, so that read is
+/// current), adds them, and checks with [`Change::holds`]; a name found in neither is absent.
+/// Only the conditions' names are decoded, not the whole document.
+pub(crate) fn inline_witness<'a>(change: &'a Change, doc: &str) -> Result<(Data, Vec<&'a str>)> {
+    let mut inline = parse_inline(doc)?;
+    let mut current = Data::new();
+    let mut elsewhere = Vec::new();
+    for name in change.expected.keys() {
+        match inline.remove(name) {
+            Some(value) => {
+                let value = decode_inline(name, &value)?;
+                current.insert(name.clone(), value);
+            }
+            None => elsewhere.push(name.as_str()),
+        }
+    }
+    Ok((current, elsewhere))
 }
 
 /// Where a change's names go in the inline layout.
@@ -484,6 +518,25 @@ mod tests {
             (Some(2), "postgres://h/db")
         );
         assert!(SqlOptions::parse("postgres://h/db?shared_connections=0").is_err());
+    }
+
+    #[test]
+    fn the_inline_witness_decodes_only_the_conditions_names() {
+        let mut set = Data::new();
+        set.insert("n".into(), b"1".to_vec());
+        set.insert("empty".into(), Vec::new());
+        set.insert("other".into(), b"x".to_vec());
+        let doc = inline_doc(&set, []);
+        let mut change = Change::default();
+        change.expect("n", Some(b"1"));
+        change.expect("empty", None);
+        change.expect("large", Some(&[0; 2000]));
+        let (current, elsewhere) = inline_witness(&change, &doc).expect("witness");
+        assert_eq!(current.keys().collect::<Vec<_>>(), ["empty", "n"]);
+        assert_eq!(current["empty"], b"", "an empty value is present");
+        assert_eq!(elsewhere, ["large"]);
+        assert!(!change.holds(&current), "empty is present, not absent");
+        assert!(inline_witness(&change, "not json").is_err());
     }
 
     #[test]

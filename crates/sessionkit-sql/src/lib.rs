@@ -16,8 +16,9 @@
 //! practical limit).
 //!
 //! So a typical session (a few small values) is one row: a load is one primary-key lookup and
-//! a save one `UPDATE` (PostgreSQL: one statement whatever the change; MySQL: one statement
-//! without a transaction unless large values are involved), and a session's large values are
+//! a save one `UPDATE` (PostgreSQL: one statement whatever the change, conditional or not;
+//! MySQL: one statement without a transaction unless large values or conditions are
+//! involved), and a session's large values are
 //! saved one row each, so saving one key of a 1 MiB session never rewrites the rest.
 //! `docs/BENCHMARKS.md` has the measurements behind this (per-key rows, a JSON document, and
 //! this hybrid). [`Store::schema`] prints the DDL for your own migration tool; `setup()` runs
@@ -43,6 +44,13 @@
 //!   one session serialize on that row and never deadlock; each is atomic and update-only, so a
 //!   save racing a logout finds no row and re-creates nothing. On PostgreSQL the common apply is
 //!   one statement (one round trip).
+//! - A conditional change ([`Change::expected`](sessionkit_core::Change::expected)) is checked
+//!   and written in one atomic step. PostgreSQL: for a session with nothing in the values
+//!   table, one statement whose `UPDATE` carries the conditions on the row's inline document
+//!   (re-checked on the newest row version when it waits for a concurrent writer) and reports
+//!   `Gone` or `Conflict` when it updates nothing; otherwise a transaction that locks the
+//!   session row first and then reads and compares the values wherever they live. MySQL: the
+//!   apply transaction locks the row (`SELECT … FOR UPDATE`) and compares before writing.
 //! - Transactions the database aborts (deadlock, serialization failure, lock wait timeout) are
 //!   retried up to six times with jittered backoff before an error reaches the caller.
 //! - `delete_expired` runs under an advisory lock (`pg_try_advisory_lock` / `GET_LOCK`), so with

@@ -12,8 +12,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 use crate::common::delete_in_batches;
 use crate::common::{
     CLEANUP_BATCH, Placement, SessionRow, Sql, SqlOptions, attach_values, checked, fold_joined,
-    inline_doc, listed_sessions, lock_id, now_ms, place, probe, record_of, retry_transient,
-    sql_error, version_param,
+    inline_doc, inline_witness, listed_sessions, lock_id, now_ms, place, probe, record_of,
+    retry_transient, sql_error, version_param,
 };
 use crate::pool::{ConnPool, with_conn};
 
@@ -34,6 +34,7 @@ struct Statements {
     touch: Sql,
     delete: Sql,
     lock_live: Sql,
+    lock_data: Sql,
     cycle_copy: Sql,
     move_values: Sql,
     make_pointer: Sql,
@@ -128,6 +129,7 @@ impl Statements {
             .into(),
             delete: format!("DELETE FROM {t} WHERE `key` = ?").into(),
             lock_live: format!("SELECT 1 FROM {t} {live} FOR UPDATE").into(),
+            lock_data: format!("SELECT data, spilled FROM {t} {live} FOR UPDATE").into(),
             cycle_copy: format!(
                 "INSERT INTO {t} (`key`, {meta}, data, spilled) \
                  SELECT ?, created_at, expires_at, owner, version + 1, NULL, data, spilled \
@@ -309,6 +311,56 @@ impl MySqlStore {
         Ok(store)
     }
 
+    /// For a conditional change, in the transaction `tx`: locks the session's row if it is
+    /// live and checks the change's conditions against the values it holds now. `None` if they
+    /// hold (the caller writes, still under the lock, so nothing lands between the check and
+    /// the write), else what to answer: `Gone`, or `Conflict`. The inner error is a stored
+    /// document that does not decode.
+    ///
+    /// A locking read is what makes the check current: under READ COMMITTED the statements
+    /// after it read what is committed when they start, and every writer of a session's values
+    /// locks its session row first and holds it to its commit, so values-table rows read
+    /// under this lock are the current ones.
+    async fn check_locked(
+        &self,
+        tx: &mut MySqlConnection,
+        key: &SessionKey,
+        change: &Change,
+        now: i64,
+    ) -> std::result::Result<Result<Option<ApplyOutcome>>, sqlx::Error> {
+        let row = sqlx::query(checked(&self.sql.lock_data))
+            .bind(key.as_bytes().as_slice())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(Ok(Some(ApplyOutcome::Gone)));
+        };
+        let doc: String = row.try_get(0)?;
+        let spilled: bool = row.try_get(1)?;
+        let (mut current, elsewhere) = match inline_witness(change, &doc) {
+            Ok(found) => found,
+            Err(err) => return Ok(Err(err)),
+        };
+        if spilled && !elsewhere.is_empty() {
+            let statement = format!(
+                "SELECT name, value FROM {} WHERE session = ? AND name IN {}",
+                self.sql.values_table,
+                Statements::placeholders(elsewhere.len())
+            );
+            let mut query =
+                sqlx::query_as(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
+            for name in &elsewhere {
+                query = query.bind(*name);
+            }
+            let values: Vec<(String, Vec<u8>)> = query.fetch_all(&mut *tx).await?;
+            current.extend(values);
+        }
+        Ok(Ok(
+            (!change.holds(&current)).then_some(ApplyOutcome::Conflict)
+        ))
+    }
+
     async fn sessions_with_values(&self, rows: Vec<MySqlRow>) -> Result<Vec<StoredSession>> {
         let (mut sessions, spilled) = listed_sessions(&rows)?;
         if spilled.is_empty() {
@@ -416,13 +468,16 @@ impl Store for MySqlStore {
         let owner = change.owner.clone().flatten();
         let placed = place(&change.set, &change.removed);
         let has_large = !placed.large_names.is_empty();
+        let conditional = !change.expected.is_empty();
         // A merge patch: the inline values, and `null` for the names leaving the document.
         let patch = inline_doc(&change.set, placed.leaving_doc.iter().copied());
         // A cleared change replaces the whole document.
         let doc = change.cleared.then(|| inline_doc(&change.set, []));
-        let version: Option<u64> = retry_transient("applying a change", || {
+        retry_transient("applying a change", || {
             with_conn!(self.pool, |c| async {
-                if !change.cleared && !has_large {
+                // `patch_small` cannot check conditions: a conditional change always takes the
+                // transaction, which locks the row and compares before it writes.
+                if !conditional && !change.cleared && !has_large {
                     let patched = sqlx::query(checked(&self.sql.patch_small))
                         .bind(expires)
                         .bind(owner_changes)
@@ -433,10 +488,28 @@ impl Store for MySqlStore {
                         .execute(&mut *c)
                         .await?;
                     if patched.rows_affected() > 0 {
-                        return Ok(Some(patched.last_insert_id()));
+                        return Ok(Ok(ApplyOutcome::Applied {
+                            version: patched.last_insert_id(),
+                        }));
                     }
                 }
+                // One `now` for the lock and the write: a session live when locked is still
+                // live for the write.
+                let now = now_ms();
                 let mut tx = c.begin().await?;
+                if conditional {
+                    match self.check_locked(&mut tx, key, change, now).await? {
+                        Ok(None) => {} // the conditions hold: write, still under the lock
+                        Ok(Some(settled)) => {
+                            tx.rollback().await?;
+                            return Ok(Ok(settled));
+                        }
+                        Err(err) => {
+                            tx.rollback().await?;
+                            return Ok(Err(err));
+                        }
+                    }
+                }
                 let bump = if change.cleared {
                     sqlx::query(checked(&self.sql.replace))
                         .bind(expires)
@@ -453,12 +526,12 @@ impl Store for MySqlStore {
                 let bumped = bump
                     .bind(has_large)
                     .bind(key.as_bytes().as_slice())
-                    .bind(now_ms())
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
                 if bumped.rows_affected() == 0 {
                     tx.rollback().await?;
-                    return Ok(None);
+                    return Ok(Ok(ApplyOutcome::Gone));
                 }
                 if change.cleared {
                     sqlx::query(checked(&self.sql.clear))
@@ -487,15 +560,12 @@ impl Store for MySqlStore {
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(Some(bumped.last_insert_id()))
+                Ok(Ok(ApplyOutcome::Applied {
+                    version: bumped.last_insert_id(),
+                }))
             })
         })
-        .await?;
-        Ok(
-            version.map_or(ApplyOutcome::Gone, |version| ApplyOutcome::Applied {
-                version,
-            }),
-        )
+        .await?
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {

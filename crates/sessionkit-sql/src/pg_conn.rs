@@ -64,7 +64,9 @@ pub(crate) struct PgClient {
 }
 
 impl PgClient {
-    async fn statement(&self, sql: &Sql) -> Result<Statement, PgFailure> {
+    /// The statement prepared for `sql` on this connection (prepared now if it is not yet), for
+    /// a transaction on this connection to run.
+    pub(crate) async fn statement(&self, sql: &Sql) -> Result<Statement, PgFailure> {
         let cached = self
             .prepared
             .lock()

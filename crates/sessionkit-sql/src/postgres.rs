@@ -8,14 +8,15 @@ use sessionkit_core::{
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::{GenericClient, Row, Transaction};
 
 use crate::common::delete_in_batches;
 use crate::common::{
     CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, attach_values, fold_joined,
-    inline_doc, listed_sessions, lock_id, now_ms, place, retry_transient, version_param,
+    inline_doc, inline_witness, is_inline, listed_sessions, lock_id, now_ms, place,
+    retry_transient, version_param,
 };
-use crate::pg_conn::{PgConnections, PgFailure};
+use crate::pg_conn::{PgClient, PgConnections, PgFailure};
 
 /// 1: values in `<table>_values` only. 2: small values inline in the session row (`data`,
 /// `spilled`); `setup` upgrades a version-1 table in place.
@@ -27,6 +28,7 @@ struct Statements {
     load: Sql,
     load_keys: Sql,
     apply: Sql,
+    apply_if: Sql,
     patch_small: Sql,
     replace: Sql,
     clear: Sql,
@@ -34,6 +36,8 @@ struct Statements {
     touch: Sql,
     delete: Sql,
     lock_live: Sql,
+    lock_data: Sql,
+    values_named: Sql,
     cycle_copy: Sql,
     move_values: Sql,
     make_pointer: Sql,
@@ -53,6 +57,17 @@ impl Statements {
         let live = "WHERE key = $1 AND expires_at > $2 AND moved_to IS NULL";
         let bump = "version = version + 1, expires_at = COALESCE($3::bigint, expires_at), \
                     owner = CASE WHEN $4::boolean THEN $5::text ELSE owner END";
+        // Whether every condition holds for the inline document of `row`: $10 is a document
+        // of the values expected present (in their inline text, which is canonical, see
+        // `encode_inline`, so containment of a string compares bytes), $11 the names expected
+        // absent. A name the document lacks is absent: the caller has made sure the session
+        // has nothing in the values table. Operators on the row's own column, no subquery: a
+        // NOT EXISTS over the conditions would be planned as an anti-join, and EvalPlanQual
+        // re-checks a join against the other side's rows it found the first time, i.e.
+        // against the old version of the row.
+        let holds_inline = |row: &str| {
+            format!("({row}.data @> $10::text::jsonb AND NOT ({row}.data ?| $11::text[]))")
+        };
         // `s` is a FROM item with the session's key: joining it means a gone session (no row
         // in `s`) inserts nothing.
         let upsert_from = |s_item: &str, names: &str, values: &str| {
@@ -133,6 +148,32 @@ impl Statements {
                 upsert_from("s", "$6", "$7")
             )
             .into(),
+            // A conditional change in one statement, for a session with nothing in the values
+            // table: `apply`'s UPDATE with the conditions in its WHERE. Under READ COMMITTED an
+            // UPDATE that finds the row changed by a concurrent commit re-evaluates its WHERE
+            // on the newest row version (EvalPlanQual), so a condition on the row's own `data`
+            // is checked against what it writes over: check and write are one step. That would
+            // not hold for a condition on a `<table>_values` row (a subquery reads the
+            // statement's older snapshot), hence `NOT spilled`: spilled sessions take the
+            // locked way (`apply_locked`).
+            // The final SELECT says why no row was updated, from the statement's snapshot: not
+            // live there is `Gone`; live, not spilled and a condition failing there is a
+            // `Conflict` as of that snapshot (nothing was written). Live, not spilled and the
+            // conditions holding means a commit after the snapshot changed the row: run again.
+            // $6/$7 large values, $8 names leaving the document, $9 inline patch, $10/$11 the
+            // conditions (see `holds_inline`).
+            apply_if: format!(
+                "WITH s AS (UPDATE {t} SET {bump}, data = (data - $8::text[]) || $9::text::jsonb, \
+                 spilled = spilled OR cardinality($6::text[]) > 0 {live} AND NOT spilled AND {} \
+                 RETURNING key, version), \
+                 i AS ({}) \
+                 SELECT (SELECT version FROM s), c.spilled, {} FROM (VALUES (1)) AS one (x) \
+                 LEFT JOIN {t} c ON c.key = $1 AND c.expires_at > $2 AND c.moved_to IS NULL",
+                holds_inline(t),
+                upsert_from("s", "$6", "$7"),
+                holds_inline("c"),
+            )
+            .into(),
             // The common apply, a plain UPDATE: a session with nothing in the values table
             // takes a change with nothing for it. Zero rows (gone, or spilled) falls back to
             // `apply`. $6 names leaving the document, $7 inline patch.
@@ -155,6 +196,9 @@ impl Statements {
             .into(),
             delete: format!("DELETE FROM {t} WHERE key = $1").into(),
             lock_live: format!("SELECT 1 FROM {t} {live} FOR UPDATE").into(),
+            lock_data: format!("SELECT data::text, spilled FROM {t} {live} FOR UPDATE").into(),
+            values_named: format!("SELECT name, value FROM {v} WHERE session = $1 AND name = ANY($2)")
+                .into(),
             cycle_copy: format!(
                 "INSERT INTO {t} (key, {meta}, data, spilled) \
                  SELECT $2, created_at, expires_at, owner, version + 1, NULL, data, spilled \
@@ -283,12 +327,6 @@ fn failed(context: &'static str) -> impl FnOnce(PgFailure) -> Error {
     move |err| err.into_store_error(context)
 }
 
-/// The first column of `row` as a version.
-fn version_of(row: &Row) -> Result<u64> {
-    let version: i64 = row.int(0)?;
-    u64::try_from(version).map_err(|_| Error::corrupt("a negative session version"))
-}
-
 impl PostgresStore {
     /// Connects to the database a `postgres://` URL names.
     ///
@@ -343,6 +381,110 @@ impl PostgresStore {
         self.conns.shared().await?.query_opt(sql, params).await
     }
 
+    /// `apply` for a change with conditions: `apply_if` when it can settle it in one
+    /// statement, else `apply_locked`.
+    async fn apply_conditional(&self, change: &Change, w: &Write<'_>) -> Result<ApplyOutcome> {
+        let conditions = inline_conditions(change).filter(|_| !change.cleared);
+        retry_transient("applying a change", || async {
+            let now = now_ms();
+            let mut conn = self.conns.exclusive().await?;
+            if let Some((present, absent)) = &conditions {
+                let [
+                    key,
+                    now,
+                    expires,
+                    owner_changes,
+                    owner,
+                    large_names,
+                    large_values,
+                    leaving_doc,
+                    doc,
+                    _,
+                ] = w.apply_params(&now);
+                let params: [&(dyn ToSql + Sync); 11] = [
+                    key,
+                    now,
+                    expires,
+                    owner_changes,
+                    owner,
+                    large_names,
+                    large_values,
+                    leaving_doc,
+                    doc,
+                    present,
+                    absent,
+                ];
+                // A race (a commit between the statement's snapshot and its UPDATE) is met by
+                // running the statement again on a fresh snapshot, a round trip, rather than by
+                // a transaction that holds the row across four; the locked way is the last
+                // resort that always settles.
+                for _ in 0..FAST_TRIES {
+                    let row = conn.query_opt(&self.sql.apply_if, &params).await?;
+                    match row.as_ref().map(settled).transpose()? {
+                        Some(Settled::Done(outcome)) => return Ok(outcome),
+                        Some(Settled::Raced) => {}
+                        Some(Settled::Spilled) | None => break,
+                    }
+                }
+            }
+            self.apply_locked(&mut conn, change, w, now).await
+        })
+        .await?
+    }
+
+    /// A conditional change under its session row's lock: the way for spilled sessions (a
+    /// condition may be on a row of the values table), for cleared changes, and for what
+    /// `apply_if` could not settle. The lock is taken by a statement of its own, first: under
+    /// READ COMMITTED every later statement takes a fresh snapshot, which then holds every
+    /// write to this session's values that committed before (each writer of the values table
+    /// locks the session row first and keeps it locked until its commit), and no new one can
+    /// start until this transaction ends. So the values read here are the current ones and
+    /// stay so until the write. The outer error is the driver's (retried if transient), the
+    /// inner one a stored document that does not decode.
+    async fn apply_locked(
+        &self,
+        conn: &mut PgClient,
+        change: &Change,
+        w: &Write<'_>,
+        now: i64,
+    ) -> Result<Result<ApplyOutcome>, PgFailure> {
+        let lock = conn.statement(&self.sql.lock_data).await?;
+        let named = conn.statement(&self.sql.values_named).await?;
+        let apply = if change.cleared {
+            None
+        } else {
+            Some(conn.statement(&self.sql.apply).await?)
+        };
+        let tx = conn.client().transaction().await?;
+        let Some(row) = tx.query_opt(&lock, &[&w.key, &now]).await? else {
+            return Ok(Ok(ApplyOutcome::Gone));
+        };
+        let doc: String = row.try_get(0)?;
+        let spilled: bool = row.try_get(1)?;
+        let (mut current, elsewhere) = match inline_witness(change, &doc) {
+            Ok(found) => found,
+            Err(err) => return Ok(Err(err)),
+        };
+        if spilled && !elsewhere.is_empty() {
+            for row in tx.query(&named, &[&w.key, &elsewhere]).await? {
+                current.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        if !change.holds(&current) {
+            return Ok(Ok(ApplyOutcome::Conflict)); // the dropped transaction rolls back
+        }
+        // The row is locked and was live at `now`, so the write finds it.
+        let bumped = match &apply {
+            Some(apply) => tx.query_opt(apply, &w.apply_params(&now)).await?,
+            None => replace_all(&self.sql, &tx, w, now).await?,
+        };
+        tx.commit().await?;
+        Ok(match bumped {
+            Some(row) => row.try_get(0).map(applied)?,
+            None => Ok(ApplyOutcome::Gone),
+        })
+    }
+
     async fn sessions_with_values(&self, rows: Vec<Row>) -> Result<Vec<StoredSession>> {
         let (mut sessions, keys) = listed_sessions(&rows)?;
         if keys.is_empty() {
@@ -364,6 +506,136 @@ impl PostgresStore {
         attach_values(&mut sessions, values)?;
         Ok(sessions)
     }
+}
+
+/// A change as `apply`'s statements take it.
+struct Write<'a> {
+    key: &'a [u8],
+    expires: Option<i64>,
+    owner_changes: bool,
+    owner: Option<&'a str>,
+    placed: Placement<'a>,
+    /// The change's inline values: a patch, or a cleared change's whole document.
+    doc: String,
+}
+
+impl<'a> Write<'a> {
+    fn new(key: &'a SessionKey, change: &'a Change) -> Self {
+        Self {
+            key: key.as_bytes().as_slice(),
+            expires: change.expires_at.map(Timestamp::as_millis),
+            owner_changes: change.owner.is_some(),
+            owner: change.owner.as_ref().and_then(Option::as_deref),
+            placed: place(&change.set, &change.removed),
+            doc: inline_doc(&change.set, []),
+        }
+    }
+
+    fn has_large(&self) -> bool {
+        !self.placed.large_names.is_empty()
+    }
+
+    /// The parameters of the `apply` statement.
+    fn apply_params<'b>(&'b self, now: &'b i64) -> [&'b (dyn ToSql + Sync); 10] {
+        [
+            &self.key,
+            now,
+            &self.expires,
+            &self.owner_changes,
+            &self.owner,
+            &self.placed.large_names,
+            &self.placed.large_values,
+            &self.placed.leaving_doc,
+            &self.doc,
+            &self.placed.leaving_table,
+        ]
+    }
+}
+
+/// A cleared change, in `tx`: the document becomes the change's inline values and the values
+/// table holds only its large ones. `None` (nothing written) if the session is not live.
+async fn replace_all(
+    sql: &Statements,
+    tx: &Transaction<'_>,
+    w: &Write<'_>,
+    now: i64,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let has_large = w.has_large();
+    let bumped = tx
+        .query_opt(
+            &*sql.replace,
+            &[
+                &w.key,
+                &now,
+                &w.expires,
+                &w.owner_changes,
+                &w.owner,
+                &w.doc,
+                &has_large,
+            ],
+        )
+        .await?;
+    if bumped.is_some() {
+        tx.execute(&*sql.clear, &[&w.key]).await?;
+        if has_large {
+            tx.execute(
+                &*sql.upsert,
+                &[&w.key, &w.placed.large_names, &w.placed.large_values],
+            )
+            .await?;
+        }
+    }
+    Ok(bumped)
+}
+
+/// A change's conditions as `apply_if` takes them: a document of the values expected present,
+/// and the names expected absent. `None` if one expects a value too large to live inline: only
+/// a spilled session can hold it, and `apply_if` is for the others.
+fn inline_conditions(change: &Change) -> Option<(String, Vec<&str>)> {
+    let mut present = Vec::with_capacity(change.expected.len());
+    let mut absent = Vec::new();
+    for (name, seen) in &change.expected {
+        match seen {
+            Some(value) if is_inline(value) => present.push((name, value)),
+            Some(_) => return None,
+            None => absent.push(name.as_str()),
+        }
+    }
+    Some((inline_doc(present, []), absent))
+}
+
+/// How many times a conditional change runs `apply_if` while commits of other requests keep
+/// changing the session under it, before it takes the locked way.
+const FAST_TRIES: usize = 3;
+
+/// What `apply_if` found (see its statement).
+enum Settled {
+    /// The outcome (or a stored version that does not decode).
+    Done(Result<ApplyOutcome>),
+    /// The session has rows in the values table: the locked way.
+    Spilled,
+    /// Not settled on the statement's snapshot: a commit after it changed what the UPDATE saw.
+    Raced,
+}
+
+fn settled(row: &Row) -> Result<Settled, PgFailure> {
+    let version: Option<i64> = row.try_get(0)?;
+    let spilled: Option<bool> = row.try_get(1)?;
+    let holds: Option<bool> = row.try_get(2)?;
+    Ok(match (version, spilled, holds) {
+        (Some(version), _, _) => Settled::Done(applied(version)),
+        (None, None, _) => Settled::Done(Ok(ApplyOutcome::Gone)),
+        (None, Some(true), _) => Settled::Spilled,
+        (None, Some(false), Some(false)) => Settled::Done(Ok(ApplyOutcome::Conflict)),
+        (None, Some(false), _) => Settled::Raced,
+    })
+}
+
+/// The outcome for a session now at `version`.
+fn applied(version: i64) -> Result<ApplyOutcome> {
+    let version =
+        u64::try_from(version).map_err(|_| Error::corrupt("a negative session version"))?;
+    Ok(ApplyOutcome::Applied { version })
 }
 
 /// Deletes up to `limit` expired sessions, oldest first.
@@ -433,32 +705,24 @@ impl Store for PostgresStore {
     }
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
-        let Placement {
-            large_names: names,
-            large_values: values,
-            leaving_doc,
-            leaving_table,
-        } = place(&change.set, &change.removed);
-        let doc = inline_doc(&change.set, []);
-        let expires = change.expires_at.map(Timestamp::as_millis);
-        let owner_changes = change.owner.is_some();
-        let owner = change.owner.clone().flatten();
-        let key = key.as_bytes().as_slice();
-        let has_large = !names.is_empty();
+        let w = Write::new(key, change);
+        if !change.expected.is_empty() {
+            return self.apply_conditional(change, &w).await;
+        }
         let row: Option<Row> = retry_transient("applying a change", || async {
-            if !change.cleared && !has_large {
+            if !change.cleared && !w.has_large() {
                 let client = self.conns.exclusive().await?;
                 let patched = client
                     .query_opt(
                         &self.sql.patch_small,
                         &[
-                            &key,
+                            &w.key,
                             &now_ms(),
-                            &expires,
-                            &owner_changes,
-                            &owner,
-                            &leaving_doc,
-                            &doc,
+                            &w.expires,
+                            &w.owner_changes,
+                            &w.owner,
+                            &w.placed.leaving_doc,
+                            &w.doc,
                         ],
                     )
                     .await?;
@@ -469,57 +733,19 @@ impl Store for PostgresStore {
             if !change.cleared {
                 let client = self.conns.exclusive().await?;
                 return client
-                    .query_opt(
-                        &self.sql.apply,
-                        &[
-                            &key,
-                            &now_ms(),
-                            &expires,
-                            &owner_changes,
-                            &owner,
-                            &names,
-                            &values,
-                            &leaving_doc,
-                            &doc,
-                            &leaving_table,
-                        ],
-                    )
+                    .query_opt(&self.sql.apply, &w.apply_params(&now_ms()))
                     .await;
             }
             let mut conn = self.conns.exclusive().await?;
             let tx = conn.client().transaction().await?;
-            let bumped = tx
-                .query_opt(
-                    &*self.sql.replace,
-                    &[
-                        &key,
-                        &now_ms(),
-                        &expires,
-                        &owner_changes,
-                        &owner,
-                        &doc,
-                        &has_large,
-                    ],
-                )
-                .await?;
-            if bumped.is_none() {
-                return Ok(None); // the dropped transaction rolls back
+            let bumped = replace_all(&self.sql, &tx, &w, now_ms()).await?;
+            if bumped.is_some() {
+                tx.commit().await?;
             }
-            tx.execute(&*self.sql.clear, &[&key]).await?;
-            if has_large {
-                tx.execute(&*self.sql.upsert, &[&key, &names, &values])
-                    .await?;
-            }
-            tx.commit().await?;
-            Ok(bumped)
+            Ok(bumped) // if not, the dropped transaction rolls back
         })
         .await?;
-        match row {
-            Some(row) => Ok(ApplyOutcome::Applied {
-                version: version_of(&row)?,
-            }),
-            None => Ok(ApplyOutcome::Gone),
-        }
+        row.map_or(Ok(ApplyOutcome::Gone), |row| applied(row.int(0)?))
     }
 
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
@@ -530,12 +756,7 @@ impl Store for PostgresStore {
                 .await
         })
         .await?;
-        match row {
-            Some(row) => Ok(ApplyOutcome::Applied {
-                version: version_of(&row)?,
-            }),
-            None => Ok(ApplyOutcome::Gone),
-        }
+        row.map_or(Ok(ApplyOutcome::Gone), |row| applied(row.int(0)?))
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {

@@ -1,6 +1,7 @@
 //! `setup` upgrades a table that an earlier sessionkit created (schema version 1: every value in
 //! the values table) to version 2 (small values inline) in place, and its sessions keep every
-//! value. The version-1 tables are written here as that release's DDL created them.
+//! value, and conditional changes see the values where the old layout keeps them. The
+//! version-1 tables are written here as that release's DDL created them.
 
 use sessionkit_conformance::{fresh_key, server_unavailable};
 use sessionkit_core::{ApplyOutcome, Change, Store, Timestamp};
@@ -19,7 +20,38 @@ async fn check_upgraded(store: &dyn Store, key: &sessionkit_core::SessionKey) {
         assert_eq!(loaded.data.get(name), Some(&value), "{name} survived");
     }
     assert_eq!(loaded.version, 3);
+    // Conditions are checked against the values where the old layout left them: a small
+    // value in the values table is present, with its bytes.
+    for (what, seen) in [
+        ("a stale small value", Some(&b"\x01"[..])),
+        ("a small value expected absent", None),
+    ] {
+        let mut stale = Change::default();
+        stale.expect("small", seen);
+        stale.set("small".into(), b"stale".to_vec());
+        stale.set("added".into(), b"stale".to_vec());
+        assert_eq!(
+            store.apply(key, &stale).await.expect("apply"),
+            ApplyOutcome::Conflict,
+            "{what}"
+        );
+    }
+    let mut stale = Change::default();
+    stale.expect("large", Some(&[9u8; 4095]));
+    stale.remove("large");
+    assert_eq!(
+        store.apply(key, &stale).await.expect("apply"),
+        ApplyOutcome::Conflict,
+        "a stale large value"
+    );
+    assert_eq!(
+        store.load(key).await.expect("load").expect("live"),
+        loaded,
+        "a conflict writes nothing"
+    );
     let mut change = Change::default();
+    change.expect("small", Some(b"\x01\x02"));
+    change.expect("added", None);
     change.set("added".into(), b"new".to_vec());
     change.set("small".into(), b"changed".to_vec());
     assert!(matches!(
