@@ -249,6 +249,24 @@ pub(crate) fn inline_doc<'a>(
     serde_json::Value::Object(doc).to_string()
 }
 
+/// A change's conditions as one statement can check them on an unspilled session's inline
+/// document: a document of the values expected present, and the names expected absent (a
+/// name the document lacks is absent only if the session has nothing in the values table,
+/// which the statement checks too). `None` if one expects a value too large to live inline:
+/// only a spilled session can hold it, and that takes the locked way.
+pub(crate) fn inline_conditions(change: &Change) -> Option<(String, Vec<&str>)> {
+    let mut present = Vec::with_capacity(change.expected.len());
+    let mut absent = Vec::new();
+    for (name, seen) in &change.expected {
+        match seen {
+            Some(value) if is_inline(value) => present.push((name, value)),
+            Some(_) => return None,
+            None => absent.push(name.as_str()),
+        }
+    }
+    Some((inline_doc(present, []), absent))
+}
+
 /// A value as the inline document holds it: base64 without padding. One text per value (the
 /// decoder rejects any other spelling), so comparing texts compares values: PostgreSQL checks
 /// a change's conditions on inline values that way, in SQL.

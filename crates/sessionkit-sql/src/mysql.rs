@@ -12,8 +12,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor, Row};
 use crate::common::delete_in_batches;
 use crate::common::{
     CLEANUP_BATCH, Placement, SessionRow, Sql, SqlOptions, attach_values, checked, fold_joined,
-    inline_doc, inline_witness, listed_sessions, lock_id, now_ms, place, probe, record_of,
-    retry_transient, sql_error, version_param,
+    inline_conditions, inline_doc, inline_witness, listed_sessions, lock_id, now_ms, place, probe,
+    record_of, retry_transient, sql_error, version_param,
 };
 use crate::pool::{ConnPool, with_conn};
 
@@ -28,6 +28,7 @@ struct Statements {
     load: Sql,
     load_meta: Sql,
     patch_small: Sql,
+    patch_small_if: Sql,
     patch: Sql,
     replace: Sql,
     clear: Sql,
@@ -115,6 +116,17 @@ impl Statements {
             // session: zero rows either way) goes the transactional way.
             patch_small: format!(
                 "UPDATE {t} SET {bump}, data = JSON_MERGE_PATCH(data, ?) {live} AND spilled = FALSE"
+            )
+            .into(),
+            // `patch_small` for a conditional change whose conditions the inline document can
+            // answer: the values expected present are in it (JSON_CONTAINS compares the base64
+            // texts, one spelling per value) and the names expected absent are not. InnoDB
+            // evaluates an UPDATE's WHERE on the newest row version, under its lock, so the
+            // check and the write are one step. Zero rows (gone, spilled, or a condition
+            // failed) goes the transactional way, which tells them apart.
+            patch_small_if: format!(
+                "UPDATE {t} SET {bump}, data = JSON_MERGE_PATCH(data, ?) {live} AND spilled = FALSE \
+                 AND JSON_CONTAINS(data, ?) AND NOT JSON_OVERLAPS(JSON_KEYS(data), ?)"
             )
             .into(),
             patch: format!(
@@ -473,20 +485,32 @@ impl Store for MySqlStore {
         let patch = inline_doc(&change.set, placed.leaving_doc.iter().copied());
         // A cleared change replaces the whole document.
         let doc = change.cleared.then(|| inline_doc(&change.set, []));
+        // The conditions as `patch_small_if` checks them (expected present, expected absent).
+        let inline = conditional
+            .then(|| inline_conditions(change))
+            .flatten()
+            .map(|(present, absent)| {
+                let absent = serde_json::Value::from(absent).to_string();
+                (present, absent)
+            });
         retry_transient("applying a change", || {
             with_conn!(self.pool, |c| async {
-                // `patch_small` cannot check conditions: a conditional change always takes the
-                // transaction, which locks the row and compares before it writes.
-                if !conditional && !change.cleared && !has_large {
-                    let patched = sqlx::query(checked(&self.sql.patch_small))
+                if (!conditional || inline.is_some()) && !change.cleared && !has_large {
+                    let statement = match inline {
+                        None => &self.sql.patch_small,
+                        Some(_) => &self.sql.patch_small_if,
+                    };
+                    let mut query = sqlx::query(checked(statement))
                         .bind(expires)
                         .bind(owner_changes)
                         .bind(owner.as_deref())
                         .bind(&patch)
                         .bind(key.as_bytes().as_slice())
-                        .bind(now_ms())
-                        .execute(&mut *c)
-                        .await?;
+                        .bind(now_ms());
+                    if let Some((present, absent)) = &inline {
+                        query = query.bind(present).bind(absent);
+                    }
+                    let patched = query.execute(&mut *c).await?;
                     if patched.rows_affected() > 0 {
                         return Ok(Ok(ApplyOutcome::Applied {
                             version: patched.last_insert_id(),

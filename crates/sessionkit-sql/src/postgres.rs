@@ -13,7 +13,7 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 use crate::common::delete_in_batches;
 use crate::common::{
     CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, attach_values, fold_joined,
-    inline_doc, inline_witness, is_inline, listed_sessions, lock_id, now_ms, place,
+    inline_conditions, inline_doc, inline_witness, listed_sessions, lock_id, now_ms, place,
     retry_transient, version_param,
 };
 use crate::pg_conn::{PgClient, PgConnections, PgFailure};
@@ -586,22 +586,6 @@ async fn replace_all(
         }
     }
     Ok(bumped)
-}
-
-/// A change's conditions as `apply_if` takes them: a document of the values expected present,
-/// and the names expected absent. `None` if one expects a value too large to live inline: only
-/// a spilled session can hold it, and `apply_if` is for the others.
-fn inline_conditions(change: &Change) -> Option<(String, Vec<&str>)> {
-    let mut present = Vec::with_capacity(change.expected.len());
-    let mut absent = Vec::new();
-    for (name, seen) in &change.expected {
-        match seen {
-            Some(value) if is_inline(value) => present.push((name, value)),
-            Some(_) => return None,
-            None => absent.push(name.as_str()),
-        }
-    }
-    Some((inline_doc(present, []), absent))
 }
 
 /// How many times a conditional change runs `apply_if` while commits of other requests keep
