@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use redb::ReadableDatabase;
-use sessionkit_core::{Change, Record, SessionId, SessionKey, Store, Timestamp};
+use sessionkit_core::{ApplyOutcome, Change, Record, SessionId, SessionKey, Store, Timestamp};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -64,6 +64,30 @@ fn bench_store(
             change.set("counter".into(), n.to_le_bytes().to_vec());
             let store = &store;
             async move { store.apply(&key, &change).await.expect("apply") }
+        })
+    });
+    // The same write as `update` sends it: conditional on the value it replaces (which holds,
+    // so every apply lands). The distance to `apply(1 key)` is what the condition costs.
+    let mut seen = runtime
+        .block_on(store.load_keys(&key, &["counter"]))
+        .expect("load")
+        .and_then(|r| r.data.get("counter").cloned());
+    group.bench_function("apply_if(1 key)", |b| {
+        b.to_async(runtime).iter(|| {
+            n += 1;
+            let value = n.to_le_bytes().to_vec();
+            let mut change = Change::default();
+            change.expect("counter", seen.as_deref());
+            change.set("counter".into(), value.clone());
+            seen = Some(value);
+            let store = &store;
+            async move {
+                let outcome = store.apply(&key, &change).await.expect("apply");
+                assert!(
+                    matches!(outcome, ApplyOutcome::Applied { .. }),
+                    "{outcome:?}"
+                );
+            }
         })
     });
     group.bench_function("apply(1 key) x64 concurrent, per apply", |b| {

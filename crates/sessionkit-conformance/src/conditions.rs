@@ -122,6 +122,59 @@ pub async fn conditional_apply_conflicts_and_writes_nothing<S: Store>(store: Arc
     }
 }
 
+/// On a session of small values only (stores that keep small values inline settle those in
+/// one statement): a conditional change that holds moves the deadline and the owner with its
+/// data; one that does not writes nothing, and the owner index does not list the session
+/// under the owner the failed change named.
+pub async fn conditional_apply_to_a_small_session_moves_all_or_nothing<S: Store>(store: Arc<S>) {
+    let key = create(&*store, &record_with(&[("n", b"1"), ("s", b"x")])).await;
+    let later = now().saturating_add(HOUR).saturating_add(HOUR);
+    let mut holds = set_if("n", Some(b"1"), b"2");
+    holds.expect("fresh", None);
+    holds.set("fresh".into(), b"f".to_vec());
+    holds.expires_at = Some(later);
+    holds.owner = Some(Some("carol".into()));
+    assert_eq!(
+        store.apply(&key, &holds).await.expect("apply"),
+        ApplyOutcome::Applied { version: 2 }
+    );
+    let before = load(&*store, &key).await.expect("live");
+    assert_eq!(
+        (
+            before.data["n"].as_slice(),
+            before.expires_at,
+            before.owner.as_deref()
+        ),
+        (&b"2"[..], later, Some("carol"))
+    );
+    let mut stale = set_if("n", Some(b"1"), b"3");
+    stale.expires_at = Some(later.saturating_add(HOUR));
+    stale.owner = Some(Some("mallory".into()));
+    let mut present = set_if("s", None, b"y");
+    present.owner = Some(Some("mallory".into()));
+    for (what, change) in [
+        ("a stale value", stale),
+        ("a present key expected absent", present),
+    ] {
+        assert_eq!(
+            store.apply(&key, &change).await.expect("apply"),
+            ApplyOutcome::Conflict,
+            "{what}"
+        );
+        unchanged(&before, &load(&*store, &key).await.expect("live"));
+    }
+    if store.capabilities().owner_index {
+        assert!(
+            store
+                .by_owner("mallory")
+                .await
+                .expect("by_owner")
+                .is_empty()
+        );
+        assert_eq!(store.by_owner("carol").await.expect("by_owner").len(), 1);
+    }
+}
+
 /// Conditions see what blind removes and clears did: a removed or cleared key no longer holds
 /// its old value, and is absent.
 pub async fn conditions_see_removes_and_clears<S: Store>(store: Arc<S>) {

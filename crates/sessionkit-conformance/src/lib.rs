@@ -54,6 +54,7 @@ macro_rules! conformance_suite {
             concurrent_applies_racing_a_delete_resurrect_nothing,
             conditional_apply_writes_when_unchanged,
             conditional_apply_conflicts_and_writes_nothing,
+            conditional_apply_to_a_small_session_moves_all_or_nothing,
             conditions_see_removes_and_clears,
             conditional_apply_to_a_gone_session_is_gone,
             concurrent_conditional_increments_lose_nothing,

@@ -48,7 +48,9 @@
 //!    - `cycle_id()` → the store moves the session to a fresh id atomically; the old id keeps
 //!      pointing at it for the grace period, then is gone;
 //!    - `destroy()` → the session is deleted and the cookie removed;
-//!    - otherwise → `apply(change)`, atomic and update-only.
+//!    - otherwise → `apply(change)`, atomic and update-only; a key read and rewritten by
+//!      `update` is written only if it still holds what was read, else the update re-runs on
+//!      the fresh value (see below).
 //! 5. **Expiry.** Activity moves the deadline to `now + idle timeout`, capped at
 //!    `created + absolute lifetime`, whenever that moves it by at least the touch fraction of
 //!    the idle window (10 % by default; reads and writes alike), so a session may expire up to
@@ -57,12 +59,25 @@
 //!
 //! ## Concurrency guarantee
 //!
-//! Stores apply changes atomically and never as an overwrite of the whole session, so two
-//! concurrent requests of one browser that write **different keys** both keep their writes, and a
-//! request that commits after the session was destroyed (a slow request racing a logout) finds it
-//! gone and **does not re-create it** ([`Committed::gone`] tells the caller). Two concurrent
-//! writes of the **same key**: the later commit wins. [`Session::update`] is a read-modify-write
-//! within one request, not a cross-request atomic increment.
+//! Stores apply changes atomically and never as an overwrite of the whole session. For two (or
+//! a hundred) concurrent requests of one browser, on any backend and across app processes:
+//!
+//! - **Different keys merge.** Requests that write different keys all keep their writes.
+//! - **[`Session::update`] of one key is never lost.** The write is conditional on the value
+//!   the request read (the bytes themselves are the witness, see [`Change::expected`]); if
+//!   another request changed the key first, the store writes nothing of this commit, and the
+//!   commit reads the key again, re-runs the update closures on the fresh value and retries.
+//!   With no conflict this is the same single store write as a blind one. After
+//!   [`UPDATE_ATTEMPTS`] conflicting rounds in a row the commit fails with
+//!   [`ErrorKind::Conflict`] and writes nothing of the request (the web integrations answer
+//!   409); the pending changes stay, so calling [`Session::commit`] again retries them.
+//! - **Blind writes of one key: the last commit wins.** [`Session::insert`],
+//!   [`Session::remove`], [`Session::take`] and [`Session::clear`] do not depend on what was
+//!   read, so they carry no condition.
+//! - **A destroyed session stays destroyed.** A request that commits after the session was
+//!   destroyed or expired (a slow request racing a logout) finds it gone and **does not
+//!   re-create it** ([`Committed::gone`] tells the caller); a request racing a login in
+//!   another tab follows the session to its new id.
 //!
 //! ## Security defaults
 //!

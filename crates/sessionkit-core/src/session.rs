@@ -129,6 +129,14 @@ struct Loaded {
     /// The [`Session::update`] closures of each key written conditionally, in call order: run
     /// again on the fresh value when the store reports a conflict.
     updates: std::collections::BTreeMap<String, Vec<Replay>>,
+    /// Keys this request wrote blindly without changing them (an `insert` of the value the key
+    /// holds, a `remove` of an absent key): not in the change, but no longer the stored value's
+    /// either, so a later `update` of them is blind too.
+    settled: std::collections::BTreeSet<String>,
+    /// A store error interrupted an apply of this change's conditions: it may have been
+    /// written. A conflict on retry then cannot tell this request's own write from another's,
+    /// so the updates are not re-run (they would be applied twice).
+    unsure: bool,
     cycle: bool,
     /// Keys to delete at commit (`destroy()`), kept until the delete succeeded.
     destroy: Vec<SessionKey>,
@@ -144,6 +152,8 @@ impl Loaded {
             owner: None,
             change: Change::default(),
             updates: std::collections::BTreeMap::new(),
+            settled: std::collections::BTreeSet::new(),
+            unsure: false,
             cycle: false,
             destroy: Vec::new(),
             adopt,
@@ -181,17 +191,34 @@ impl Loaded {
         self.change.expected.remove(key);
     }
 
+    /// After a blind write of `key`: if it changed nothing, remember that the key's value is
+    /// still this request's own.
+    fn settle(&mut self, key: &str) {
+        if !self.change.set.contains_key(key) && !self.change.removed.contains(key) {
+            self.settled.insert(key.to_owned());
+        }
+    }
+
     /// Records an update of `key` to `bytes`. The first update of a key this request has not
     /// written blindly makes the write conditional on the value it read; later ones build on
     /// it. After a blind write the key's value is this request's own, so no condition applies.
     fn put_updated(&mut self, key: &str, bytes: Vec<u8>, replay: Replay) {
-        let written = self.change.cleared
+        if let Some(replays) = self.updates.get_mut(key) {
+            replays.push(replay);
+        } else if !(self.change.cleared
             || self.change.set.contains_key(key)
-            || self.change.removed.contains(key);
-        if !written || self.updates.contains_key(key) {
-            self.change
-                .expect(key, self.data.get(key).map(Vec::as_slice));
-            self.updates.entry(key.to_owned()).or_default().push(replay);
+            || self.change.removed.contains(key)
+            || self.settled.contains(key))
+        {
+            if self.data.get(key) == Some(&bytes) {
+                return; // changes nothing: no write, no condition
+            }
+            // The value read is the witness: moved into the condition, not copied.
+            let seen = self.data.insert(key.to_owned(), bytes.clone());
+            self.change.expected.insert(key.to_owned(), seen);
+            self.updates.insert(key.to_owned(), vec![replay]);
+            self.change.set(key.to_owned(), bytes);
+            return;
         }
         self.put(key, bytes);
     }
@@ -277,6 +304,52 @@ impl Loaded {
     /// Drops the stored session from this request's view after the store said it is gone.
     fn forget(&mut self) {
         *self = Self::fresh(false);
+    }
+
+    /// The commit's answer when the store said the session is gone.
+    fn gone(&mut self) -> Committed {
+        self.forget();
+        Committed {
+            cookie: CookieUpdate::Unchanged,
+            gone: true,
+        }
+    }
+
+    /// Puts the deadline this commit should write into the change, if it is due, and returns
+    /// the deadline the change writes. The deadline moves on writes under the same throttle
+    /// as on reads: only when it would move by the touch fraction of the idle window. Every
+    /// store indexes the deadline, so an unchanged one keeps a write small (a heap-only update
+    /// on PostgreSQL). A new expiry setting or a new id always writes the deadline it implies.
+    fn plan_deadline(
+        &mut self,
+        manager: &ManagerInner,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let expiry = self.expiry();
+        let Some(current) = self.current.as_ref() else {
+            return Err(Error::Gone);
+        };
+        let target = manager.deadline(now, current.created_at, expiry);
+        let expiry_changed = self.change.set.contains_key(EXPIRY_KEY)
+            || self.change.removed.contains(EXPIRY_KEY)
+            || self.change.cleared;
+        let due = manager.touch_due(current.expires_at, target, expiry)
+            || ((expiry_changed || self.cycle) && target != current.expires_at);
+        if due {
+            self.change.expires_at = Some(target);
+        }
+        Ok(self.change.expires_at)
+    }
+
+    /// The change is in the store: start the next one, with the deadline it wrote.
+    fn applied(&mut self, deadline: Option<Timestamp>) {
+        self.change = Change::default();
+        self.updates.clear();
+        self.settled.clear();
+        self.unsure = false;
+        if let (Some(current), Some(deadline)) = (self.current.as_mut(), deadline) {
+            current.expires_at = deadline;
+        }
     }
 }
 
@@ -441,6 +514,7 @@ impl Session {
         self.with(|loaded| {
             loaded.blind(key);
             loaded.put(key, bytes);
+            loaded.settle(key);
             Ok(())
         })
         .await
@@ -500,12 +574,17 @@ impl Session {
         check_key(key)?;
         self.with(|loaded| {
             loaded.blind(key);
-            Ok(loaded.delete(key))
+            let existed = loaded.delete(key);
+            loaded.settle(key);
+            Ok(existed)
         })
         .await
     }
 
-    /// Removes `key` and returns its value decoded as `T`.
+    /// Removes `key` and returns its value decoded as `T`. A blind remove: an item another
+    /// request adds to the value meanwhile is removed with it. To consume a list that others
+    /// append to (flash messages), [`get`](Session::get) it and remove exactly what was read
+    /// with [`update`](Session::update).
     ///
     /// # Errors
     /// As [`Session::get`]; on a decode error the key is left in place.
@@ -519,6 +598,7 @@ impl Session {
                 .transpose()?;
             loaded.blind(key);
             loaded.delete(key);
+            loaded.settle(key);
             Ok(value)
         })
         .await
@@ -539,6 +619,7 @@ impl Session {
             loaded.data.clear();
             loaded.change.clear();
             loaded.updates.clear();
+            loaded.settled.clear();
             for (key, value) in reserved {
                 loaded.data.insert(key.clone(), value.clone());
                 loaded.change.set(key, value);
@@ -769,8 +850,7 @@ impl Session {
             expires_at,
             via: None,
         });
-        loaded.change = Change::default();
-        loaded.updates.clear();
+        loaded.applied(None);
         loaded.adopt = false;
         if let Some(owner) = &record.owner {
             manager.enforce_owner_limit(owner, &key).await?;
@@ -787,80 +867,38 @@ impl Session {
         loaded: &mut Loaded,
     ) -> Result<Committed> {
         let now = manager.now();
-        let expiry = loaded.expiry();
-        let Some(current) = loaded.current.as_mut() else {
-            return Err(Error::Gone);
-        };
-        let mut new_id = None;
-        if loaded.cycle {
-            let grace = manager.config.cycle_grace;
-            let grace_until = (!grace.is_zero()).then(|| now.saturating_add(grace));
-            let old = current.key;
-            let (cycled, outcome) = draw_ids(None, |id| async move {
-                manager.store.cycle(&old, &id.key(), grace_until).await
-            })
-            .await?;
-            if outcome == CycleOutcome::Gone {
-                loaded.forget();
-                return Ok(Committed {
-                    cookie: CookieUpdate::Unchanged,
-                    gone: true,
-                });
-            }
-            manager.hooks.cycled(&old, &cycled.key());
-            if let Some(pointer) = current.via.take() {
-                // The old-old id must not reach the session any more either.
-                manager.store.delete(&pointer).await?;
-            }
-            current.key = cycled.key();
-            current.id = Some(cycled.clone());
-            loaded.cycle = false;
-            new_id = Some(cycled);
-        }
-        let target = manager.deadline(now, current.created_at, expiry);
-        // The deadline moves on writes under the same throttle as on reads: only when it would
-        // move by the touch fraction of the idle window. Every store indexes the deadline, so
-        // an unchanged one keeps a write small (a heap-only update on PostgreSQL). A new
-        // expiry setting or a new id always writes the deadline it implies.
-        let expiry_changed = loaded.change.set.contains_key(EXPIRY_KEY)
-            || loaded.change.removed.contains(EXPIRY_KEY)
-            || loaded.change.cleared;
-        let due = manager.touch_due(current.expires_at, target, expiry)
-            || ((expiry_changed || new_id.is_some()) && target != current.expires_at);
-        if due {
-            loaded.change.expires_at = Some(target);
-        }
-        let moved = loaded.change.expires_at.is_some();
+        let cycling = loaded.cycle;
+        let deadline = loaded.plan_deadline(manager, now)?;
+        let owner_set = matches!(loaded.change.owner, Some(Some(_)));
+        // The change is written before the id rotates: a commit that fails (a store error, or
+        // updates that kept conflicting) has then rotated nothing, so the browser's id stays
+        // the session's. A rotating request never follows a pointer another request's
+        // rotation left: its change (a login's owner) must not land in that session.
         if !loaded.change.is_empty() {
-            let owner_set = matches!(loaded.change.owner, Some(Some(_)));
-            if apply_change(manager, loaded).await? == ApplyOutcome::Gone {
-                loaded.forget();
-                return Ok(Committed {
-                    cookie: CookieUpdate::Unchanged,
-                    gone: true,
-                });
+            if apply_change(manager, loaded, !cycling).await? == ApplyOutcome::Gone {
+                return Ok(loaded.gone());
             }
-            loaded.change = Change::default();
-            loaded.updates.clear();
-            let Some(current) = loaded.current.as_mut() else {
-                return Err(Error::Gone);
-            };
-            if moved {
-                current.expires_at = target;
-            }
-            if owner_set && let Some(owner) = loaded.owner.as_deref() {
-                manager.enforce_owner_limit(owner, &current.key).await?;
-            }
+            loaded.applied(deadline);
         }
+        let new_id = match cycling {
+            true => match rotate(manager, loaded, now).await? {
+                Some(id) => Some(id),
+                None => return Ok(loaded.gone()),
+            },
+            false => None,
+        };
         let Some(current) = loaded.current.as_ref() else {
             return Err(Error::Gone);
         };
+        if owner_set && let Some(owner) = loaded.owner.as_deref() {
+            manager.enforce_owner_limit(owner, &current.key).await?;
+        }
         let cookie = match (new_id, &current.id) {
             (Some(id), _) => CookieUpdate::Set {
                 id,
                 expires_at: current.expires_at,
             },
-            (None, Some(id)) if moved => CookieUpdate::Set {
+            (None, Some(id)) if deadline.is_some() => CookieUpdate::Set {
                 id: id.clone(),
                 expires_at: current.expires_at,
             },
@@ -873,18 +911,57 @@ impl Session {
     }
 }
 
+/// Moves the session to a fresh id (`cycle_id()`), the old id left pointing at it for the grace
+/// period. `None` if the session is gone.
+async fn rotate(
+    manager: &ManagerInner,
+    loaded: &mut Loaded,
+    now: Timestamp,
+) -> Result<Option<SessionId>> {
+    let Some(current) = loaded.current.as_mut() else {
+        return Ok(None);
+    };
+    let grace = manager.config.cycle_grace;
+    let grace_until = (!grace.is_zero()).then(|| now.saturating_add(grace));
+    let old = current.key;
+    let (cycled, outcome) = draw_ids(None, |id| async move {
+        manager.store.cycle(&old, &id.key(), grace_until).await
+    })
+    .await?;
+    if outcome == CycleOutcome::Gone {
+        return Ok(None);
+    }
+    manager.hooks.cycled(&old, &cycled.key());
+    if let Some(pointer) = current.via.take() {
+        // The old-old id must not reach the session any more either.
+        manager.store.delete(&pointer).await?;
+    }
+    current.key = cycled.key();
+    current.id = Some(cycled.clone());
+    loaded.cycle = false;
+    Ok(Some(cycled))
+}
+
 /// Writes the loaded session's change: follows the session to its new key if another request
-/// cycled it meanwhile, and after a conflict re-runs the updates on fresh values and tries
+/// cycled it meanwhile (if `follow`), and after a conflict re-runs the updates on fresh values and tries
 /// again (bounded). `Gone` if the session is gone; never `Conflict`.
-async fn apply_change(manager: &ManagerInner, loaded: &mut Loaded) -> Result<ApplyOutcome> {
+async fn apply_change(
+    manager: &ManagerInner,
+    loaded: &mut Loaded,
+    follow: bool,
+) -> Result<ApplyOutcome> {
     loaded.prune_conditions();
     let mut conflicts = 0;
     loop {
         let Some(current) = loaded.current.as_mut() else {
             return Ok(ApplyOutcome::Gone);
         };
-        let mut outcome = save(manager, &current.key, &loaded.change).await?;
+        let conditional = !loaded.change.expected.is_empty();
+        let mut outcome = save(manager, &current.key, &loaded.change)
+            .await
+            .inspect_err(|_| loaded.unsure |= conditional)?;
         if outcome == ApplyOutcome::Gone
+            && follow
             && current.via.is_none()
             && let Some(target) = manager
                 .store
@@ -895,12 +972,20 @@ async fn apply_change(manager: &ManagerInner, loaded: &mut Loaded) -> Result<App
             // Another request cycled the id while this one ran (a login in another tab):
             // the old key now points at the session, so the change follows it there. This
             // request's browser keeps its old cookie and never learns the new id.
-            outcome = save(manager, &target, &loaded.change).await?;
+            outcome = save(manager, &target, &loaded.change)
+                .await
+                .inspect_err(|_| loaded.unsure |= conditional)?;
             current.key = target;
             current.id = None;
         }
         if outcome != ApplyOutcome::Conflict {
             return Ok(outcome);
+        }
+        if loaded.unsure {
+            return Err(Error::conflict(
+                "an earlier attempt to save these updates failed in a way that may have written them; \
+                 they are not run again, so that none is applied twice",
+            ));
         }
         conflicts += 1;
         if conflicts >= UPDATE_ATTEMPTS {

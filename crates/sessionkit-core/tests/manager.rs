@@ -23,6 +23,8 @@ struct Probe {
     /// How many more conditional applies a rival request beats: before each, it pushes
     /// `rival<n>` to every key the apply expects (a `Vec<String>`), so the condition fails.
     rivals: AtomicUsize,
+    /// The next apply is written, and then answered with an error (a reply lost on the way).
+    lose_reply: AtomicBool,
 }
 
 impl Probe {
@@ -89,7 +91,12 @@ impl Store for Probe {
         {
             self.rival_push(key, change).await?;
         }
-        self.inner.apply(key, change).await
+        let outcome = self.inner.apply(key, change).await?;
+        if self.lose_reply.swap(false, Ordering::SeqCst) {
+            let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+            return Err(Error::unavailable("the reply was lost", reset));
+        }
+        Ok(outcome)
     }
     async fn touch(&self, key: &SessionKey, expires_at: Timestamp) -> Result<ApplyOutcome> {
         self.check(true)?;
@@ -172,6 +179,7 @@ impl Fixture {
             writes: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             rivals: AtomicUsize::new(0),
+            lose_reply: AtomicBool::new(false),
         });
         Self {
             clock,
@@ -1169,4 +1177,88 @@ async fn blind_writes_of_one_key_are_last_writer_wins() {
     );
     let after = manager.session(Some(&cookie));
     assert_eq!(after.get::<u32>("counter").await.expect("get"), Some(11));
+}
+
+#[tokio::test]
+async fn a_login_whose_updates_keep_conflicting_rotates_nothing() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let login = manager.session(Some(&cookie));
+    login.cycle_id().await.expect("cycle");
+    login.set_owner(Some("alice")).await.expect("owner");
+    login
+        .update("list", |list: &mut Vec<String>| list.push("welcome".into()))
+        .await
+        .expect("update");
+    fx.probe.rivals.store(usize::MAX, Ordering::SeqCst);
+    let err = login.commit().await.expect_err("conflicts every time");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    fx.probe.rivals.store(0, Ordering::SeqCst);
+    fx.clock.advance(Duration::from_secs(60));
+    let later = manager.session(Some(&cookie));
+    assert_eq!(
+        later.get::<u32>("counter").await.expect("get"),
+        Some(1),
+        "the browser's id still reaches the session after the grace period"
+    );
+    assert_eq!(
+        later.owner().await.expect("owner"),
+        None,
+        "nothing of the login was written"
+    );
+}
+
+#[tokio::test]
+async fn an_update_whose_reply_was_lost_is_never_applied_twice() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let session = manager.session(Some(&cookie));
+    session
+        .update("list", |list: &mut Vec<String>| list.push("mine".into()))
+        .await
+        .expect("update");
+    fx.probe.lose_reply.store(true, Ordering::SeqCst);
+    let lost = session.commit().await.expect_err("the reply was lost");
+    assert_eq!(lost.kind(), ErrorKind::Unavailable);
+    let retried = session
+        .commit()
+        .await
+        .expect_err("cannot tell its own write from another's");
+    assert_eq!(retried.kind(), ErrorKind::Conflict, "{retried}");
+    let after = manager.session(Some(&cookie));
+    assert_eq!(
+        after.get::<Vec<String>>("list").await.expect("get"),
+        Some(vec!["mine".to_owned()]),
+        "applied once"
+    );
+}
+
+#[tokio::test]
+async fn an_update_after_a_blind_write_that_changed_nothing_is_blind() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let cookie = start(&manager).await;
+    let (a, b) = (
+        manager.session(Some(&cookie)),
+        manager.session(Some(&cookie)),
+    );
+    a.insert("counter", &1u32)
+        .await
+        .expect("insert of the value it holds");
+    a.update("counter", |n: &mut u32| *n += 1)
+        .await
+        .expect("update");
+    b.update("counter", |n: &mut u32| *n += 100)
+        .await
+        .expect("update");
+    let _ = b.commit().await.expect("commit");
+    let _ = a.commit().await.expect("commit");
+    let after = manager.session(Some(&cookie));
+    assert_eq!(
+        after.get::<u32>("counter").await.expect("get"),
+        Some(2),
+        "insert then update is a blind write: the last commit wins"
+    );
 }

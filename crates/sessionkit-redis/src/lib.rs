@@ -612,7 +612,15 @@ impl Store for RedisStore {
                     // (and check the conditions again: the run that writes is the one that checks).
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                (3, _, _) => return Ok(ApplyOutcome::Conflict),
+                (3, _, owner) => {
+                    // Nothing was written: the index entry added for a new owner goes too.
+                    if let Some(Some(new)) = &change.owner
+                        && *new != owner
+                    {
+                        self.remove_owner(new, key).await?;
+                    }
+                    return Ok(ApplyOutcome::Conflict);
+                }
                 _ => return Ok(ApplyOutcome::Gone),
             }
         }

@@ -29,7 +29,7 @@ return 1
 });
 
 /// Update only. Returns {0, 0, ''} gone, {2, 0, ''} a cycle is moving the session (retry),
-/// {3, 0, ''} a condition failed (nothing written), or {1, version, previous owner}.
+/// {3, 0, owner} a condition failed (nothing written), or {1, version, previous owner}.
 /// `KEYS[1]` session; ARGV:
 /// - now;
 /// - k, the count of control arguments (a decimal), for a change without conditions; for a
@@ -74,10 +74,10 @@ if c > 0 then
   local marks, j = ARGV[2], b + c
   for i = 1, c do
     if string.byte(marks, i) == 33 then
-      if m[5 + i] then return {3, 0, ''} end
+      if m[5 + i] then return {3, 0, m[4] or ''} end
     else
       j = j + 1
-      if m[5 + i] ~= ARGV[j] then return {3, 0, ''} end
+      if m[5 + i] ~= ARGV[j] then return {3, 0, m[4] or ''} end
     end
   end
   b = j

@@ -118,15 +118,17 @@ impl Statements {
                 "UPDATE {t} SET {bump}, data = JSON_MERGE_PATCH(data, ?) {live} AND spilled = FALSE"
             )
             .into(),
-            // `patch_small` for a conditional change whose conditions the inline document can
-            // answer: the values expected present are in it (JSON_CONTAINS compares the base64
-            // texts, one spelling per value) and the names expected absent are not. InnoDB
-            // evaluates an UPDATE's WHERE on the newest row version, under its lock, so the
-            // check and the write are one step. Zero rows (gone, spilled, or a condition
-            // failed) goes the transactional way, which tells them apart.
+            // `patch_small` for a conditional change whose conditions all expect small values
+            // (the steady state of an `update`): they are in the inline document if
+            // JSON_CONTAINS finds them (it compares the base64 texts, one spelling per value).
+            // InnoDB evaluates an UPDATE's WHERE on the newest row version, under its lock, so
+            // the check and the write are one step. Zero rows (gone, spilled, or a condition
+            // failed) goes the transactional way, which tells them apart, and so does a
+            // condition that a key is absent (MariaDB before 10.9 and MySQL before 8.0.17 have
+            // no JSON_OVERLAPS to ask that in one expression).
             patch_small_if: format!(
                 "UPDATE {t} SET {bump}, data = JSON_MERGE_PATCH(data, ?) {live} AND spilled = FALSE \
-                 AND JSON_CONTAINS(data, ?) AND NOT JSON_OVERLAPS(JSON_KEYS(data), ?)"
+                 AND JSON_CONTAINS(data, ?)"
             )
             .into(),
             patch: format!(
@@ -485,14 +487,12 @@ impl Store for MySqlStore {
         let patch = inline_doc(&change.set, placed.leaving_doc.iter().copied());
         // A cleared change replaces the whole document.
         let doc = change.cleared.then(|| inline_doc(&change.set, []));
-        // The conditions as `patch_small_if` checks them (expected present, expected absent).
+        // The conditions as `patch_small_if` checks them: the values expected present.
         let inline = conditional
             .then(|| inline_conditions(change))
             .flatten()
-            .map(|(present, absent)| {
-                let absent = serde_json::Value::from(absent).to_string();
-                (present, absent)
-            });
+            .filter(|(_, absent)| absent.is_empty())
+            .map(|(present, _)| present);
         retry_transient("applying a change", || {
             with_conn!(self.pool, |c| async {
                 if (!conditional || inline.is_some()) && !change.cleared && !has_large {
@@ -507,8 +507,8 @@ impl Store for MySqlStore {
                         .bind(&patch)
                         .bind(key.as_bytes().as_slice())
                         .bind(now_ms());
-                    if let Some((present, absent)) = &inline {
-                        query = query.bind(present).bind(absent);
+                    if let Some(present) = &inline {
+                        query = query.bind(present);
                     }
                     let patched = query.execute(&mut *c).await?;
                     if patched.rows_affected() > 0 {

@@ -57,6 +57,9 @@ pub(crate) async fn start(
         (BEFORE, Some(path)) => (PathBuf::from(path), "sessionkit"),
         _ => (std::env::current_exe().expect("own path"), lib),
     };
+    // A directory per library: two builds of sessionkit must not share an SQLite file.
+    let workdir = workdir.join(lib);
+    std::fs::create_dir_all(&workdir).expect("a work directory");
     let child = Command::new(exe)
         .args([
             "serve",
@@ -235,9 +238,15 @@ pub(crate) async fn run(
         let mut servers = Vec::new();
         // On Redis a second floor: the same bare commands on sessionkit's own connection.
         let pipelined_floor = with_floor && store == "redis";
-        for (lib, port) in LIBS
-            .into_iter()
-            .chain(baseline.map(|_| BEFORE))
+        // Against a baseline build, only the two builds of sessionkit run.
+        let libs: &[&str] = if baseline.is_some() {
+            &["sessionkit", BEFORE]
+        } else {
+            &LIBS
+        };
+        for (lib, port) in libs
+            .iter()
+            .copied()
             .chain(with_floor.then_some("raw"))
             .chain(pipelined_floor.then_some("raw-pipelined"))
             .zip(PORT..)
