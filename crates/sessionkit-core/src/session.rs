@@ -16,6 +16,9 @@ use crate::record::{Data, Record};
 use crate::store::CycleOutcome;
 use crate::time::Timestamp;
 
+mod updates;
+use updates::Updates;
+
 /// Data keys starting with this are the library's own (the per-session expiry lives there).
 /// Applications cannot write them, and [`Session::keys`] does not list them.
 pub const RESERVED_PREFIX: &str = "__sessionkit.";
@@ -35,10 +38,6 @@ const ID_ATTEMPTS: usize = 4;
 pub const UPDATE_ATTEMPTS: u32 = 32;
 /// The longest pause between two rounds of a conflicting commit.
 const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
-
-/// An [`Session::update`] kept for commit time: runs the update closure on a value's bytes
-/// (`None`: absent) and returns the new bytes.
-type Replay = Box<dyn FnMut(Option<&[u8]>) -> Result<Vec<u8>> + Send>;
 
 /// How a session's deadline moves.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,17 +125,8 @@ struct Loaded {
     data: Data,
     owner: Option<String>,
     change: Change,
-    /// The [`Session::update`] closures of each key written conditionally, in call order: run
-    /// again on the fresh value when the store reports a conflict.
-    updates: std::collections::BTreeMap<String, Vec<Replay>>,
-    /// Keys this request wrote blindly without changing them (an `insert` of the value the key
-    /// holds, a `remove` of an absent key): not in the change, but no longer the stored value's
-    /// either, so a later `update` of them is blind too.
-    settled: std::collections::BTreeSet<String>,
-    /// A store error interrupted an apply of this change's conditions: it may have been
-    /// written. A conflict on retry then cannot tell this request's own write from another's,
-    /// so the updates are not re-run (they would be applied twice).
-    unsure: bool,
+    /// What this request's updates keep until commit (none until the first).
+    updates: Option<Box<Updates>>,
     cycle: bool,
     /// Keys to delete at commit (`destroy()`), kept until the delete succeeded.
     destroy: Vec<SessionKey>,
@@ -151,9 +141,7 @@ impl Loaded {
             data: Data::new(),
             owner: None,
             change: Change::default(),
-            updates: std::collections::BTreeMap::new(),
-            settled: std::collections::BTreeSet::new(),
-            unsure: false,
+            updates: None,
             cycle: false,
             destroy: Vec::new(),
             adopt,
@@ -182,104 +170,6 @@ impl Loaded {
             self.change.remove(key);
         }
         existed
-    }
-
-    /// A blind write of `key` is coming: it replaces whatever updates made of the key, so
-    /// their condition and closures go.
-    fn blind(&mut self, key: &str) {
-        self.updates.remove(key);
-        self.change.expected.remove(key);
-    }
-
-    /// After a blind write of `key`: if it changed nothing, remember that the key's value is
-    /// still this request's own.
-    fn settle(&mut self, key: &str) {
-        if !self.change.set.contains_key(key) && !self.change.removed.contains(key) {
-            self.settled.insert(key.to_owned());
-        }
-    }
-
-    /// Records an update of `key` to `bytes`. The first update of a key this request has not
-    /// written blindly makes the write conditional on the value it read; later ones build on
-    /// it. After a blind write the key's value is this request's own, so no condition applies.
-    fn put_updated(&mut self, key: &str, bytes: Vec<u8>, replay: Replay) {
-        if let Some(replays) = self.updates.get_mut(key) {
-            replays.push(replay);
-        } else if !(self.change.cleared
-            || self.change.set.contains_key(key)
-            || self.change.removed.contains(key)
-            || self.settled.contains(key))
-        {
-            if self.data.get(key) == Some(&bytes) {
-                return; // changes nothing: no write, no condition
-            }
-            // The value read is the witness: moved into the condition, not copied.
-            let seen = self.data.insert(key.to_owned(), bytes.clone());
-            self.change.expected.insert(key.to_owned(), seen);
-            self.updates.insert(key.to_owned(), vec![replay]);
-            self.change.set(key.to_owned(), bytes);
-            return;
-        }
-        self.put(key, bytes);
-    }
-
-    /// Drops the conditions of keys this change does not write (their updates changed
-    /// nothing): a key not written needs no check.
-    fn prune_conditions(&mut self) {
-        let change = &mut self.change;
-        change
-            .expected
-            .retain(|key, _| change.set.contains_key(key) || change.removed.contains(key));
-        self.updates
-            .retain(|key, _| change.expected.contains_key(key));
-    }
-
-    /// After a conflict: reads the conditional keys again and re-runs their updates on the
-    /// fresh values, so the next apply expects what the store holds now. False if the
-    /// session is gone.
-    async fn rerun_updates(&mut self, manager: &ManagerInner) -> Result<bool> {
-        let Some(current) = self.current.as_mut() else {
-            return Ok(false);
-        };
-        let keys: Vec<&str> = self.updates.keys().map(String::as_str).collect();
-        let mut record = manager.store.load_keys(&current.key, &keys).await?;
-        if let Some(target) = record.as_ref().and_then(|r| r.moved_to)
-            && current.via.is_none()
-        {
-            // Cycled by another request meanwhile: the session lives on under `target`.
-            record = manager.store.load_keys(&target, &keys).await?;
-            current.key = target;
-            current.id = None;
-        }
-        let Some(record) =
-            record.filter(|r| r.moved_to.is_none() && manager.is_live(r, manager.now()))
-        else {
-            return Ok(false);
-        };
-        for (key, replays) in &mut self.updates {
-            let fresh = record.data.get(key);
-            let mut value = fresh.cloned();
-            for replay in replays.iter_mut() {
-                value = Some(replay(value.as_deref())?);
-            }
-            self.change.expected.insert(key.clone(), fresh.cloned());
-            match value {
-                Some(bytes) if Some(&bytes) != fresh => {
-                    self.data.insert(key.clone(), bytes.clone());
-                    self.change.set(key.clone(), bytes);
-                }
-                _ => {
-                    // The fresh value already is the result: nothing to write for this key.
-                    match fresh {
-                        Some(bytes) => self.data.insert(key.clone(), bytes.clone()),
-                        None => self.data.remove(key),
-                    };
-                    self.change.set.remove(key);
-                }
-            }
-        }
-        self.prune_conditions();
-        Ok(true)
     }
 
     fn expiry(&self) -> Expiry {
@@ -344,9 +234,7 @@ impl Loaded {
     /// The change is in the store: start the next one, with the deadline it wrote.
     fn applied(&mut self, deadline: Option<Timestamp>) {
         self.change = Change::default();
-        self.updates.clear();
-        self.settled.clear();
-        self.unsure = false;
+        self.updates = None;
         if let (Some(current), Some(deadline)) = (self.current.as_mut(), deadline) {
             current.expires_at = deadline;
         }
@@ -480,6 +368,8 @@ impl Session {
         let mut guard = self.shared.state.lock().await;
         let loaded = match guard.take() {
             Some(loaded) => guard.insert(loaded),
+            // Boxed: inline, the load's state machine would be part of every accessor's
+            // future (and so of every handler's), and it runs once per request.
             None => guard.insert(self.load().await?),
         };
         f(loaded)
@@ -540,27 +430,20 @@ impl Session {
     ///
     /// # Errors
     /// As [`Session::get`] and [`Session::insert`]; nothing is changed on error.
-    pub async fn update<T, R, F>(&self, key: &str, mut f: F) -> Result<R>
+    pub async fn update<T, R, F>(&self, key: &str, f: F) -> Result<R>
     where
         T: Serialize + DeserializeOwned + Default + 'static,
         F: FnMut(&mut T) -> R + Send + 'static,
     {
         check_key(key)?;
         let limit = self.shared.manager.config.max_value_bytes;
+        let mut f = f;
         self.with(|loaded| {
             let mut value: T = decode_or_default(key, loaded.data.get(key).map(Vec::as_slice))?;
             let out = f(&mut value);
             let bytes = encode_value(key, &value)?;
             check_size(key, &bytes, limit)?;
-            let name = key.to_owned();
-            let replay: Replay = Box::new(move |stored| {
-                let mut value: T = decode_or_default(&name, stored)?;
-                f(&mut value);
-                let bytes = encode_value(&name, &value)?;
-                check_size(&name, &bytes, limit)?;
-                Ok(bytes)
-            });
-            loaded.put_updated(key, bytes, replay);
+            loaded.put_updated(key, bytes, updates::replay(f));
             Ok(out)
         })
         .await
@@ -618,8 +501,7 @@ impl Session {
                 .collect();
             loaded.data.clear();
             loaded.change.clear();
-            loaded.updates.clear();
-            loaded.settled.clear();
+            loaded.updates = None;
             for (key, value) in reserved {
                 loaded.data.insert(key.clone(), value.clone());
                 loaded.change.set(key, value);
@@ -959,7 +841,11 @@ async fn apply_change(
         let conditional = !loaded.change.expected.is_empty();
         let mut outcome = save(manager, &current.key, &loaded.change)
             .await
-            .inspect_err(|_| loaded.unsure |= conditional)?;
+            .inspect_err(|_| {
+                if conditional {
+                    loaded.updates.get_or_insert_with(Box::default).unsure = true;
+                }
+            })?;
         if outcome == ApplyOutcome::Gone
             && follow
             && current.via.is_none()
@@ -974,14 +860,18 @@ async fn apply_change(
             // request's browser keeps its old cookie and never learns the new id.
             outcome = save(manager, &target, &loaded.change)
                 .await
-                .inspect_err(|_| loaded.unsure |= conditional)?;
+                .inspect_err(|_| {
+                    if conditional {
+                        loaded.updates.get_or_insert_with(Box::default).unsure = true;
+                    }
+                })?;
             current.key = target;
             current.id = None;
         }
         if outcome != ApplyOutcome::Conflict {
             return Ok(outcome);
         }
-        if loaded.unsure {
+        if loaded.unsure() {
             return Err(Error::conflict(
                 "an earlier attempt to save these updates failed in a way that may have written them; \
                  they are not run again, so that none is applied twice",
@@ -989,7 +879,7 @@ async fn apply_change(
         }
         conflicts += 1;
         if conflicts >= UPDATE_ATTEMPTS {
-            let keys: Vec<&str> = loaded.updates.keys().map(String::as_str).collect();
+            let keys: Vec<&str> = loaded.change.expected.keys().map(String::as_str).collect();
             return Err(Error::conflict(format!(
                 "the update of {keys:?} conflicted with other requests {conflicts} times in a row; nothing was written"
             )));

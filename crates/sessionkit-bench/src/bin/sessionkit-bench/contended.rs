@@ -166,7 +166,7 @@ pub(crate) async fn run(stores: &str, seconds: u32, connections: usize, baseline
             .into_iter()
             .chain(baseline.map(|_| "sessionkit-before"))
         {
-            let server = start(lib, store, &workdir, PORT, baseline).await;
+            let server = start(lib, store, &workdir, PORT, baseline, true).await;
             let base = server.base();
             let cookie = new_session(&client, &server).await;
             let before = conflicts(&client, &base, &cookie).await;

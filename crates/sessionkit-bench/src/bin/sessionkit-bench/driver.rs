@@ -19,6 +19,8 @@ const FLOOR_INCRS: [&str; 2] = [TWO_CALL_INCR, GUARDED_INCR];
 pub(crate) const PORT: u16 = 38123;
 /// The library name of a baseline build's sessionkit (`--baseline PATH`).
 pub(crate) const BEFORE: &str = "sessionkit-before";
+/// Set to `1` in a `serve` process's environment: sessionkit counts conflicts.
+pub(crate) const COUNT_CONFLICTS: &str = "SESSIONKIT_BENCH_COUNT_CONFLICTS";
 const COOKIES: usize = 1000;
 
 /// wrk's Lua: each request carries the next of the pre-created cookies (also used by
@@ -45,13 +47,16 @@ impl Server {
 }
 
 /// Serves `lib` on `store`; [`BEFORE`] is sessionkit served by the `baseline` binary (another
-/// build of this benchmark, e.g. the previous release's).
+/// build of this benchmark, e.g. the previous release's). `count_conflicts`: this build's
+/// sessionkit counts its store's conflicts (`/conflicts`), at the cost of a wrapper around
+/// every store call, so only the contention benchmark asks for it.
 pub(crate) async fn start(
     lib: &str,
     store: &str,
     workdir: &Path,
     port: u16,
     baseline: Option<&str>,
+    count_conflicts: bool,
 ) -> Server {
     let (exe, served) = match (lib, baseline) {
         (BEFORE, Some(path)) => (PathBuf::from(path), "sessionkit"),
@@ -71,6 +76,7 @@ pub(crate) async fn start(
             &port.to_string(),
         ])
         .current_dir(workdir)
+        .env(COUNT_CONFLICTS, if count_conflicts { "1" } else { "" })
         .stdout(Stdio::null())
         .spawn()
         .expect("start the server");
@@ -251,7 +257,7 @@ pub(crate) async fn run(
             .chain(pipelined_floor.then_some("raw-pipelined"))
             .zip(PORT..)
         {
-            let server = start(lib, store, &workdir, port, baseline).await;
+            let server = start(lib, store, &workdir, port, baseline, false).await;
             let mut cookies = Vec::with_capacity(COOKIES);
             for _ in 0..COOKIES {
                 cookies.push(new_session(&client, &server).await);
@@ -519,7 +525,7 @@ pub(crate) async fn correctness(stores: &str, trials: usize) {
     println!("|---|---|---|---|---|");
     for store in stores.split(',') {
         for lib in LIBS {
-            let server = start(lib, store, &workdir, PORT, None).await;
+            let server = start(lib, store, &workdir, PORT, None, false).await;
             let base = server.base();
             let surviving =
                 concurrent_trials(&client, &server, trials, "/add/k", "/count/100").await;

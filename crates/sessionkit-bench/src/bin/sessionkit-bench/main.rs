@@ -197,9 +197,18 @@ mod sk {
         let store = sessionkit::open(&url)
             .await
             .expect("open the sessionkit store");
-        let counting = contended::CountingStore::new(store);
-        let conflicts = counting.conflicts();
-        let manager = SessionManager::builder(counting).build().expect("manager");
+        let counting = std::env::var(driver::COUNT_CONFLICTS).is_ok_and(|v| v == "1");
+        let (store, conflicts) = if counting {
+            let counting = contended::CountingStore::new(store);
+            let conflicts = counting.conflicts();
+            (
+                std::sync::Arc::new(counting) as std::sync::Arc<dyn sessionkit::Store>,
+                Some(conflicts),
+            )
+        } else {
+            (store, None)
+        };
+        let manager = SessionManager::builder_arc(store).build().expect("manager");
         let layer = SessionLayer::builder(manager)
             .cookie(CookieConfig::default().with_name("id").with_secure(false))
             .build()
@@ -217,9 +226,9 @@ mod sk {
             .route(
                 "/conflicts",
                 get(move || async move {
-                    conflicts
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        .to_string()
+                    conflicts.map_or_else(String::new, |c| {
+                        c.load(std::sync::atomic::Ordering::Relaxed).to_string()
+                    })
                 }),
             )
     }
