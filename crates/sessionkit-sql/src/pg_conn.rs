@@ -248,9 +248,16 @@ impl PgConnections {
         // A permit means a slot is free; the round-robin start spreads use over the slots.
         let slots = &self.inner.exclusive;
         let start = self.inner.next_exclusive.fetch_add(1, Ordering::Relaxed);
-        let mut guard = (0..slots.len())
-            .find_map(|i| slots[(start + i) % slots.len()].try_lock().ok())
-            .ok_or(PgFailure::TimedOut)?;
+        let free = (0..slots.len()).find_map(|i| slots[(start + i) % slots.len()].try_lock().ok());
+        let mut guard = match free {
+            Some(guard) => guard,
+            // Each permit holder takes at most one slot and frees it before its permit, so a
+            // slot should be free here; if a release is still under way, wait for it rather
+            // than failing a request that holds a permit.
+            None => tokio::time::timeout(self.inner.timeout, slots[start % slots.len()].lock())
+                .await
+                .map_err(|_| PgFailure::TimedOut)?,
+        };
         if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
             *guard = Some(self.connect().await?);
         }

@@ -30,6 +30,7 @@ struct Statements {
     apply: Sql,
     apply_if: Sql,
     patch_small: Sql,
+    patch_small_if: Sql,
     replace: Sql,
     clear: Sql,
     upsert: Sql,
@@ -180,6 +181,17 @@ impl Statements {
             patch_small: format!(
                 "UPDATE {t} SET {bump}, data = (data - $6::text[]) || $7::text::jsonb \
                  {live} AND NOT spilled RETURNING version"
+            )
+            .into(),
+            // `patch_small` for a conditional change (the steady state of an `update`): the
+            // same plain UPDATE, its conditions on the row's own document in the WHERE, which
+            // READ COMMITTED re-checks on the newest row version (see `apply_if`). Zero rows
+            // (gone, spilled, or a condition failing) goes to `apply_if`, which tells them
+            // apart. $8/$9 the conditions (values expected present, names expected absent).
+            patch_small_if: format!(
+                "UPDATE {t} SET {bump}, data = (data - $6::text[]) || $7::text::jsonb \
+                 {live} AND NOT spilled AND data @> $8::text::jsonb AND NOT (data ?| $9::text[]) \
+                 RETURNING version"
             )
             .into(),
             // A cleared change: the document becomes the change's inline values, and the
@@ -379,6 +391,39 @@ impl PostgresStore {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, PgFailure> {
         self.conns.shared().await?.query_opt(sql, params).await
+    }
+
+    /// A conditional change as one plain UPDATE, where it can be (a small session, a small
+    /// change, small values expected): the new version, or `None` for `apply_conditional` to
+    /// settle (gone, spilled, or a condition failing).
+    async fn patch_small_if(&self, change: &Change, w: &Write<'_>) -> Result<Option<i64>> {
+        let Some((present, absent)) = inline_conditions(change) else {
+            return Ok(None);
+        };
+        if change.cleared || w.has_large() {
+            return Ok(None);
+        }
+        let row = retry_transient("applying a change", || async {
+            let client = self.conns.exclusive().await?;
+            client
+                .query_opt(
+                    &self.sql.patch_small_if,
+                    &[
+                        &w.key,
+                        &now_ms(),
+                        &w.expires,
+                        &w.owner_changes,
+                        &w.owner,
+                        &w.placed.leaving_doc,
+                        &w.doc,
+                        &present,
+                        &absent,
+                    ],
+                )
+                .await
+        })
+        .await?;
+        row.map(|row| row.int(0)).transpose()
     }
 
     /// `apply` for a change with conditions: `apply_if` when it can settle it in one
@@ -691,6 +736,9 @@ impl Store for PostgresStore {
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         let w = Write::new(key, change);
         if !change.expected.is_empty() {
+            if let Some(version) = self.patch_small_if(change, &w).await? {
+                return applied(version);
+            }
             return self.apply_conditional(change, &w).await;
         }
         let row: Option<Row> = retry_transient("applying a change", || async {

@@ -412,9 +412,76 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
-/// For a conditional change: `Gone` if the session is not live, `Conflict` if a key no longer
-/// holds what the change expects, `None` to go on. Runs in the writer's transaction, which
-/// holds the database's write lock, so nothing changes between this check and the write.
+/// Checks liveness and the change's conditions, and bumps the session's version, deadline and
+/// owner: the new version, or why nothing was written (`Gone`, `Conflict`). Runs in the
+/// writer's transaction, which holds the database's write lock, so nothing changes between the
+/// checks and the write. One condition (an `update` of one key) is checked by the bump itself.
+fn bump(
+    conn: &Connection,
+    sql: &Sql,
+    key: &SessionKey,
+    change: &Change,
+) -> Result<std::result::Result<i64, ApplyOutcome>> {
+    let e = |e| sql_error("applying a change", e);
+    let single = (change.expected.len() == 1)
+        .then(|| change.expected.iter().next())
+        .flatten();
+    if single.is_none()
+        && let Some(refused) = check_conditions(conn, sql, key, change)?
+    {
+        return Ok(Err(refused));
+    }
+    let owner_changes = change.owner.is_some();
+    let owner = change.owner.clone().flatten();
+    let expires = change.expires_at.map(Timestamp::as_millis);
+    let now = now_ms();
+    let version: Option<i64> = match single {
+        Some((name, seen)) => conn.prepare_cached(&sql.bump_if).and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    key.as_bytes(),
+                    now,
+                    expires,
+                    owner_changes,
+                    owner,
+                    name,
+                    seen
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+        }),
+        None => conn.prepare_cached(&sql.bump).and_then(|mut stmt| {
+            stmt.query_row(
+                params![key.as_bytes(), now, expires, owner_changes, owner],
+                |row| row.get(0),
+            )
+            .optional()
+        }),
+    }
+    .map_err(e)?;
+    match version {
+        Some(version) => Ok(Ok(version)),
+        None if single.is_some() && is_live(conn, sql, key, now)? => {
+            Ok(Err(ApplyOutcome::Conflict))
+        }
+        None => Ok(Err(ApplyOutcome::Gone)),
+    }
+}
+
+/// Whether a live session is stored under `key`.
+fn is_live(conn: &Connection, sql: &Sql, key: &SessionKey, now: i64) -> Result<bool> {
+    conn.prepare_cached(&sql.live)
+        .and_then(|mut s| {
+            s.query_row(params![key.as_bytes(), now], |_| Ok(()))
+                .optional()
+        })
+        .map(|row| row.is_some())
+        .map_err(|e| sql_error("checking a session", e))
+}
+
+/// For a change with several conditions: `Gone` if the session is not live, `Conflict` if a
+/// key no longer holds what the change expects, `None` to go on.
 fn check_conditions(
     conn: &Connection,
     sql: &Sql,
@@ -425,14 +492,7 @@ fn check_conditions(
         return Ok(None);
     }
     let e = |e| sql_error("checking a conditional change", e);
-    let live = conn
-        .prepare_cached(&sql.live)
-        .and_then(|mut s| {
-            s.query_row(params![key.as_bytes(), now_ms()], |_| Ok(()))
-                .optional()
-        })
-        .map_err(e)?;
-    if live.is_none() {
+    if !is_live(conn, sql, key, now_ms())? {
         return Ok(Some(ApplyOutcome::Gone));
     }
     let mut current = conn.prepare_cached(&sql.load_value).map_err(e)?;
@@ -591,29 +651,9 @@ impl Store for SqliteStore {
         let (key, change) = (*key, change.clone());
         self.write(move |conn, sql| {
             let e = |e| sql_error("applying a change", e);
-            if let Some(refused) = check_conditions(conn, sql, &key, &change)? {
-                return Ok(refused);
-            }
-            let owner_changes = change.owner.is_some();
-            let owner = change.owner.clone().flatten();
-            let version: Option<i64> = conn
-                .prepare_cached(&sql.bump)
-                .and_then(|mut stmt| {
-                    stmt.query_row(
-                        params![
-                            key.as_bytes(),
-                            now_ms(),
-                            change.expires_at.map(Timestamp::as_millis),
-                            owner_changes,
-                            owner
-                        ],
-                        |row| row.get(0),
-                    )
-                    .optional()
-                })
-                .map_err(e)?;
-            let Some(version) = version else {
-                return Ok(ApplyOutcome::Gone);
+            let version = match bump(conn, sql, &key, &change)? {
+                Ok(version) => version,
+                Err(refused) => return Ok(refused),
             };
             if change.cleared {
                 conn.prepare_cached(&sql.clear_values)

@@ -28,6 +28,7 @@ pub(crate) struct Sql {
     /// One value of a session, by name (`load_keys`).
     pub load_value: String,
     pub bump: String,
+    pub bump_if: String,
     pub clear_values: String,
     pub remove_value: String,
     pub delete: String,
@@ -92,6 +93,14 @@ impl Sql {
                 "UPDATE {t} SET version = version + 1, expires_at = coalesce(?3, expires_at), \
                  owner = CASE WHEN ?4 THEN ?5 ELSE owner END \
                  WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL RETURNING version"
+            ),
+            // `bump` for a change with one condition (an `update` of one key): the key's value
+            // (NULL: absent) must be `?6`. Zero rows: gone or a conflict, told apart by `live`.
+            bump_if: format!(
+                "UPDATE {t} SET version = version + 1, expires_at = coalesce(?3, expires_at), \
+                 owner = CASE WHEN ?4 THEN ?5 ELSE owner END \
+                 WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL \
+                 AND (SELECT value FROM {v} WHERE session = ?1 AND name = ?6) IS ?7 RETURNING version"
             ),
             clear_values: format!("DELETE FROM {v} WHERE session = ?1"),
             remove_value: format!("DELETE FROM {v} WHERE session = ?1 AND name = ?2"),
