@@ -90,33 +90,47 @@ fn bench_store(
             }
         })
     });
-    group.bench_function("apply(1 key) x64 concurrent, per apply", |b| {
-        b.to_async(runtime).iter_custom(|iters| {
-            let store = Arc::clone(&store);
-            async move {
-                let started = Instant::now();
-                let batches = iters.div_ceil(64);
-                for _ in 0..batches {
-                    let tasks: Vec<_> = (0..64u64)
-                        .map(|i| {
-                            let store = Arc::clone(&store);
-                            tokio::spawn(async move {
-                                let mut change = Change::default();
-                                change.set(format!("k{i}"), i.to_le_bytes().to_vec());
-                                store.apply(&key, &change).await.expect("apply")
+    let mut seed = Change::default();
+    for i in 0..64u64 {
+        seed.set(format!("k{i}"), i.to_le_bytes().to_vec());
+    }
+    let _ = runtime.block_on(store.apply(&key, &seed)).expect("seed");
+    for conditional in [false, true] {
+        let name = if conditional { "apply_if" } else { "apply" };
+        group.bench_function(format!("{name}(1 key) x64 concurrent, per apply"), |b| {
+            b.to_async(runtime).iter_custom(|iters| {
+                let store = Arc::clone(&store);
+                async move {
+                    let started = Instant::now();
+                    let batches = iters.div_ceil(64);
+                    for _ in 0..batches {
+                        let tasks: Vec<_> = (0..64u64)
+                            .map(|i| {
+                                let store = Arc::clone(&store);
+                                tokio::spawn(async move {
+                                    let mut change = Change::default();
+                                    let name = format!("k{i}");
+                                    if conditional {
+                                        // As `update` writes: conditional on the value it
+                                        // replaces (which holds: every write keeps it).
+                                        change.expect(&name, Some(&i.to_le_bytes()));
+                                    }
+                                    change.set(name, i.to_le_bytes().to_vec());
+                                    store.apply(&key, &change).await.expect("apply")
+                                })
                             })
-                        })
-                        .collect();
-                    for task in tasks {
-                        let _ = task.await.expect("task");
+                            .collect();
+                        for task in tasks {
+                            let _ = task.await.expect("task");
+                        }
                     }
+                    started
+                        .elapsed()
+                        .mul_f64(iters as f64 / (batches * 64) as f64)
                 }
-                started
-                    .elapsed()
-                    .mul_f64(iters as f64 / (batches * 64) as f64)
-            }
-        })
-    });
+            })
+        });
+    }
     group.finish();
 }
 

@@ -12,9 +12,9 @@ use tokio_postgres::{GenericClient, Row, Transaction};
 
 use crate::common::delete_in_batches;
 use crate::common::{
-    CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, attach_values, fold_joined,
-    inline_conditions, inline_doc, inline_witness, listed_sessions, lock_id, now_ms, place,
-    retry_transient, version_param,
+    CLEANUP_BATCH, DriverError, Placement, SessionRow, Sql, SqlOptions, attach_values,
+    encode_inline, fold_joined, inline_conditions, inline_doc, inline_witness, listed_sessions,
+    lock_id, now_ms, place, retry_transient, version_param,
 };
 use crate::pg_conn::{PgClient, PgConnections, PgFailure};
 
@@ -31,6 +31,7 @@ struct Statements {
     apply_if: Sql,
     patch_small: Sql,
     patch_small_if: Sql,
+    patch_small_if_one: Sql,
     replace: Sql,
     clear: Sql,
     upsert: Sql,
@@ -191,6 +192,15 @@ impl Statements {
             patch_small_if: format!(
                 "UPDATE {t} SET {bump}, data = (data - $6::text[]) || $7::text::jsonb \
                  {live} AND NOT spilled AND data @> $8::text::jsonb AND NOT (data ?| $9::text[]) \
+                 RETURNING version"
+            )
+            .into(),
+            // The same for the most common condition, one key (an `update` of one key): its
+            // base64 text in the document, or NULL for absent, compared as text rather than
+            // by building and matching a document. $8 the name, $9 the text or NULL.
+            patch_small_if_one: format!(
+                "UPDATE {t} SET {bump}, data = (data - $6::text[]) || $7::text::jsonb \
+                 {live} AND NOT spilled AND (data ->> $8::text) IS NOT DISTINCT FROM $9::text \
                  RETURNING version"
             )
             .into(),
@@ -403,24 +413,36 @@ impl PostgresStore {
         if change.cleared || w.has_large() {
             return Ok(None);
         }
+        // One condition: its name and its inline text (None: absent).
+        let one = match change.expected.iter().next() {
+            Some((name, seen)) if change.expected.len() == 1 => {
+                Some((name, seen.as_deref().map(encode_inline)))
+            }
+            _ => None,
+        };
         let row = retry_transient("applying a change", || async {
             let client = self.conns.exclusive().await?;
-            client
-                .query_opt(
-                    &self.sql.patch_small_if,
-                    &[
-                        &w.key,
-                        &now_ms(),
-                        &w.expires,
-                        &w.owner_changes,
-                        &w.owner,
-                        &w.placed.leaving_doc,
-                        &w.doc,
-                        &present,
-                        &absent,
-                    ],
-                )
-                .await
+            let now = now_ms();
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+                &w.key,
+                &now,
+                &w.expires,
+                &w.owner_changes,
+                &w.owner,
+                &w.placed.leaving_doc,
+                &w.doc,
+            ];
+            let statement = match &one {
+                Some((name, text)) => {
+                    params.extend([*name as &(dyn ToSql + Sync), text]);
+                    &self.sql.patch_small_if_one
+                }
+                None => {
+                    params.extend([&present as &(dyn ToSql + Sync), &absent]);
+                    &self.sql.patch_small_if
+                }
+            };
+            client.query_opt(statement, &params).await
         })
         .await?;
         row.map(|row| row.int(0)).transpose()

@@ -379,6 +379,19 @@ impl SqliteStore {
         self.inner.writer.write(move |conn| work(conn, &sql)).await
     }
 
+    /// As [`SqliteStore::write`], with the writer's `keep` (see [`Writer::write_if`]).
+    async fn write_if<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection, &Sql) -> Result<T> + Send + 'static,
+        keep: fn(&T) -> bool,
+    ) -> Result<T> {
+        let sql = Arc::clone(&self.inner.sql);
+        self.inner
+            .writer
+            .write_if(move |conn| work(conn, &sql), keep)
+            .await
+    }
+
     async fn check_schema(&self) -> Result<()> {
         let table = self.inner.table.clone();
         let found = match self
@@ -412,61 +425,38 @@ pub fn register(registry: &mut Registry) {
     });
 }
 
-/// Checks liveness and the change's conditions, and bumps the session's version, deadline and
-/// owner: the new version, or why nothing was written (`Gone`, `Conflict`). Runs in the
-/// writer's transaction, which holds the database's write lock, so nothing changes between the
-/// checks and the write. One condition (an `update` of one key) is checked by the bump itself.
-fn bump(
+/// One key's write guarded by its condition: the name, the value expected (`None`: absent),
+/// the value to write.
+type GuardedWrite<'a> = (&'a String, &'a Option<Vec<u8>>, &'a Vec<u8>);
+
+/// The change's one condition, if it has exactly one and on a key it sets (an `update` of one
+/// key): that key's write is then guarded by the condition itself, with no extra statement.
+fn guarded_write(change: &Change) -> Option<GuardedWrite<'_>> {
+    let mut conditions = change.expected.iter();
+    match (conditions.next(), conditions.next()) {
+        (Some((name, seen)), None) => change.set.get(name).map(|value| (name, seen, value)),
+        _ => None,
+    }
+}
+
+/// Writes `value` under `name` if the key still holds `seen` (`None`: is absent); whether it
+/// did.
+fn put_if(
     conn: &Connection,
     sql: &Sql,
     key: &SessionKey,
-    change: &Change,
-) -> Result<std::result::Result<i64, ApplyOutcome>> {
-    let e = |e| sql_error("applying a change", e);
-    let single = (change.expected.len() == 1)
-        .then(|| change.expected.iter().next())
-        .flatten();
-    if single.is_none()
-        && let Some(refused) = check_conditions(conn, sql, key, change)?
-    {
-        return Ok(Err(refused));
+    (name, seen, value): GuardedWrite<'_>,
+) -> Result<bool> {
+    let written = match seen {
+        Some(seen) => conn
+            .prepare_cached(&sql.update_value_if)
+            .and_then(|mut s| s.execute(params![key.as_bytes(), name, value, seen])),
+        None => conn
+            .prepare_cached(&sql.insert_value_if_absent)
+            .and_then(|mut s| s.execute(params![key.as_bytes(), name, value])),
     }
-    let owner_changes = change.owner.is_some();
-    let owner = change.owner.clone().flatten();
-    let expires = change.expires_at.map(Timestamp::as_millis);
-    let now = now_ms();
-    let version: Option<i64> = match single {
-        Some((name, seen)) => conn.prepare_cached(&sql.bump_if).and_then(|mut stmt| {
-            stmt.query_row(
-                params![
-                    key.as_bytes(),
-                    now,
-                    expires,
-                    owner_changes,
-                    owner,
-                    name,
-                    seen
-                ],
-                |row| row.get(0),
-            )
-            .optional()
-        }),
-        None => conn.prepare_cached(&sql.bump).and_then(|mut stmt| {
-            stmt.query_row(
-                params![key.as_bytes(), now, expires, owner_changes, owner],
-                |row| row.get(0),
-            )
-            .optional()
-        }),
-    }
-    .map_err(e)?;
-    match version {
-        Some(version) => Ok(Ok(version)),
-        None if single.is_some() && is_live(conn, sql, key, now)? => {
-            Ok(Err(ApplyOutcome::Conflict))
-        }
-        None => Ok(Err(ApplyOutcome::Gone)),
-    }
+    .map_err(|e| sql_error("applying a change", e))?;
+    Ok(written == 1)
 }
 
 /// Whether a live session is stored under `key`.
@@ -649,35 +639,70 @@ impl Store for SqliteStore {
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         let (key, change) = (*key, change.clone());
-        self.write(move |conn, sql| {
-            let e = |e| sql_error("applying a change", e);
-            let version = match bump(conn, sql, &key, &change)? {
-                Ok(version) => version,
-                Err(refused) => return Ok(refused),
-            };
-            if change.cleared {
-                conn.prepare_cached(&sql.clear_values)
-                    .and_then(|mut s| s.execute([key.as_bytes()]))
-                    .map_err(e)?;
-            }
-            if !change.removed.is_empty() {
-                let mut remove = conn.prepare_cached(&sql.remove_value).map_err(e)?;
-                for name in &change.removed {
-                    remove.execute(params![key.as_bytes(), name]).map_err(e)?;
+        self.write_if(
+            move |conn, sql| {
+                let e = |e| sql_error("applying a change", e);
+                let guarded = guarded_write(&change);
+                if guarded.is_none()
+                    && let Some(refused) = check_conditions(conn, sql, &key, &change)?
+                {
+                    return Ok(refused);
                 }
-            }
-            if !change.set.is_empty() {
-                let mut upsert = conn.prepare_cached(&sql.upsert_value).map_err(e)?;
-                for (name, value) in &change.set {
-                    upsert
-                        .execute(params![key.as_bytes(), name, value])
+                let owner_changes = change.owner.is_some();
+                let owner = change.owner.clone().flatten();
+                let version: Option<i64> = conn
+                    .prepare_cached(&sql.bump)
+                    .and_then(|mut stmt| {
+                        stmt.query_row(
+                            params![
+                                key.as_bytes(),
+                                now_ms(),
+                                change.expires_at.map(Timestamp::as_millis),
+                                owner_changes,
+                                owner
+                            ],
+                            |row| row.get(0),
+                        )
+                        .optional()
+                    })
+                    .map_err(e)?;
+                let Some(version) = version else {
+                    return Ok(ApplyOutcome::Gone);
+                };
+                if let Some(write) = guarded
+                    && !put_if(conn, sql, &key, write)?
+                {
+                    // The writer rolls the bump back: a conflict writes nothing.
+                    return Ok(ApplyOutcome::Conflict);
+                }
+                if change.cleared {
+                    conn.prepare_cached(&sql.clear_values)
+                        .and_then(|mut s| s.execute([key.as_bytes()]))
                         .map_err(e)?;
                 }
-            }
-            Ok(ApplyOutcome::Applied {
-                version: u64::try_from(version).unwrap_or_default(),
-            })
-        })
+                if !change.removed.is_empty() {
+                    let mut remove = conn.prepare_cached(&sql.remove_value).map_err(e)?;
+                    for name in &change.removed {
+                        remove.execute(params![key.as_bytes(), name]).map_err(e)?;
+                    }
+                }
+                if !change.set.is_empty() {
+                    let mut upsert = conn.prepare_cached(&sql.upsert_value).map_err(e)?;
+                    for (name, value) in &change.set {
+                        if guarded.is_some_and(|(written, ..)| written == name) {
+                            continue; // written by `put_if`
+                        }
+                        upsert
+                            .execute(params![key.as_bytes(), name, value])
+                            .map_err(e)?;
+                    }
+                }
+                Ok(ApplyOutcome::Applied {
+                    version: u64::try_from(version).unwrap_or_default(),
+                })
+            },
+            |outcome| *outcome != ApplyOutcome::Conflict,
+        )
         .await
     }
 

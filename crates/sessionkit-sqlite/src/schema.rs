@@ -28,7 +28,8 @@ pub(crate) struct Sql {
     /// One value of a session, by name (`load_keys`).
     pub load_value: String,
     pub bump: String,
-    pub bump_if: String,
+    pub update_value_if: String,
+    pub insert_value_if_absent: String,
     pub clear_values: String,
     pub remove_value: String,
     pub delete: String,
@@ -94,13 +95,13 @@ impl Sql {
                  owner = CASE WHEN ?4 THEN ?5 ELSE owner END \
                  WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL RETURNING version"
             ),
-            // `bump` for a change with one condition (an `update` of one key): the key's value
-            // (NULL: absent) must be `?6`. Zero rows: gone or a conflict, told apart by `live`.
-            bump_if: format!(
-                "UPDATE {t} SET version = version + 1, expires_at = coalesce(?3, expires_at), \
-                 owner = CASE WHEN ?4 THEN ?5 ELSE owner END \
-                 WHERE key = ?1 AND expires_at > ?2 AND moved_to IS NULL \
-                 AND (SELECT value FROM {v} WHERE session = ?1 AND name = ?6) IS ?7 RETURNING version"
+            // An `update`'s write of its one key, guarded by its condition: no row changed
+            // means the key no longer holds what the request read (or, inserting, is present).
+            update_value_if: format!(
+                "UPDATE {v} SET value = ?3 WHERE session = ?1 AND name = ?2 AND value = ?4"
+            ),
+            insert_value_if_absent: format!(
+                "INSERT INTO {v} (session, name, value) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING"
             ),
             clear_values: format!("DELETE FROM {v} WHERE session = ?1"),
             remove_value: format!("DELETE FROM {v} WHERE session = ?1 AND name = ?2"),

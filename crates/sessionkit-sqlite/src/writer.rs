@@ -33,6 +33,8 @@ trait Job: Send {
 struct WriteJob<T, F> {
     work: Option<F>,
     output: Option<Result<T>>,
+    /// Whether an `Ok` output's writes stand (else its savepoint is rolled back).
+    keep: fn(&T) -> bool,
     reply: oneshot::Sender<Result<T>>,
 }
 
@@ -46,9 +48,9 @@ where
             Some(work) => work(conn),
             None => Err(Error::conflict("a write job ran twice")),
         };
-        let ok = output.is_ok();
+        let keep = output.as_ref().is_ok_and(self.keep);
         self.output = Some(output);
-        ok
+        keep
     }
 
     fn finish(self: Box<Self>, failure: Option<&Arc<rusqlite::Error>>) {
@@ -90,10 +92,21 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.write_if(work, |_| true).await
+    }
+
+    /// As [`Writer::write`], but an `Ok` result for which `keep` is false has its writes
+    /// rolled back (a job that found half-way that it must write nothing).
+    pub(crate) async fn write_if<T, F>(&self, work: F, keep: fn(&T) -> bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(WriteJob {
             work: Some(work),
             output: None,
+            keep,
             reply,
         });
         self.queue.send(job).map_err(|_| stopped())?;
