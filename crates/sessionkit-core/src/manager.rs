@@ -232,6 +232,9 @@ impl SessionManagerBuilder {
             hooks: self.hooks,
             cleanup_running: AtomicBool::new(false),
             background: Mutex::new(None),
+            update_turns: (0..UPDATE_TURN_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         });
         if let Some(every) = background {
             let runtime = tokio::runtime::Handle::try_current()
@@ -268,7 +271,15 @@ pub(crate) struct ManagerInner {
     pub(crate) hooks: Arc<dyn SessionHooks>,
     cleanup_running: AtomicBool,
     background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Conditional commits of one session in this process take turns (striped by session key),
+    /// so they do not collide with each other: a request whose read went stale meets one
+    /// conflict, re-runs its updates and lands, instead of racing every other request of the
+    /// session round after round. Conflicts then come only from other processes.
+    update_turns: Box<[tokio::sync::Mutex<()>]>,
 }
+
+/// Stripes of [`ManagerInner::update_turns`].
+const UPDATE_TURN_STRIPES: usize = 64;
 
 impl Drop for ManagerInner {
     fn drop(&mut self) {
@@ -281,6 +292,11 @@ impl Drop for ManagerInner {
 }
 
 impl ManagerInner {
+    /// The turn a conditional commit of the session under `key` takes in this process.
+    pub(crate) fn update_turn(&self, key: &SessionKey) -> &tokio::sync::Mutex<()> {
+        &self.update_turns[usize::from(key.as_bytes()[0]) % self.update_turns.len()]
+    }
+
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }

@@ -833,6 +833,10 @@ async fn apply_change(
     follow: bool,
 ) -> Result<ApplyOutcome> {
     loaded.prune_conditions();
+    let _turn = match (&loaded.current, loaded.change.expected.is_empty()) {
+        (Some(current), false) => Some(manager.update_turn(&current.key).lock().await),
+        _ => None,
+    };
     let mut conflicts = 0;
     loop {
         let Some(current) = loaded.current.as_mut() else {
