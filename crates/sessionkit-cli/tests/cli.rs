@@ -305,7 +305,7 @@ async fn two_demos_keep_every_cart_item(dir: &Path, url: &str, store: impl Store
     let posts: Vec<_> = (0..100)
         .map(|i| {
             let item = ITEMS[i % ITEMS.len()];
-            let base = if (i / ITEMS.len()) % 2 == 0 {
+            let base = if (i / ITEMS.len()).is_multiple_of(2) {
                 a.clone()
             } else {
                 b.clone()

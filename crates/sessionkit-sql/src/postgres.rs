@@ -456,31 +456,9 @@ impl PostgresStore {
             let now = now_ms();
             let mut conn = self.conns.exclusive().await?;
             if let Some((present, absent)) = &conditions {
-                let [
-                    key,
-                    now,
-                    expires,
-                    owner_changes,
-                    owner,
-                    large_names,
-                    large_values,
-                    leaving_doc,
-                    doc,
-                    _,
-                ] = w.apply_params(&now);
-                let params: [&(dyn ToSql + Sync); 11] = [
-                    key,
-                    now,
-                    expires,
-                    owner_changes,
-                    owner,
-                    large_names,
-                    large_values,
-                    leaving_doc,
-                    doc,
-                    present,
-                    absent,
-                ];
+                // `apply`'s parameters but the last, then the conditions.
+                let mut params: Vec<&(dyn ToSql + Sync)> = w.apply_params(&now)[..9].to_vec();
+                params.extend([present as &(dyn ToSql + Sync), absent]);
                 // A race (a commit between the statement's snapshot and its UPDATE) is met by
                 // running the statement again on a fresh snapshot, a round trip, rather than by
                 // a transaction that holds the row across four; the locked way is the last
