@@ -67,6 +67,9 @@
 //!   the request read (the bytes themselves are the witness, see [`Change::expected`]); if
 //!   another request changed the key first, the store writes nothing of this commit, and the
 //!   commit reads the key again, re-runs the update closures on the fresh value and retries.
+//!   The conditional commits of one session take turns within a process (requests of
+//!   other processes are settled by the store), so one request meets at most one conflict
+//!   from the updates of its own process.
 //!   With no conflict this is the same single store write as a blind one. After
 //!   [`UPDATE_ATTEMPTS`] conflicting rounds in a row the commit fails with
 //!   [`ErrorKind::Conflict`] and writes nothing of the request (the web integrations answer

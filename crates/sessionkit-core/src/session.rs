@@ -32,9 +32,10 @@ pub const MAX_OWNER_LEN: usize = 255;
 /// conflict).
 const ID_ATTEMPTS: usize = 4;
 /// How many times a commit whose [`Session::update`]s conflicted is tried before it fails with
-/// [`ErrorKind::Conflict`]. Every round some request of the session wins, so a request meets
-/// this many conflicts only under sustained contention on one key by many requests; the
-/// growing, jittered pauses between rounds spread such requests out.
+/// [`ErrorKind::Conflict`]. Within one process the conditional commits of a session take
+/// turns, so a request meets at most one conflict from the updates of its own process; more
+/// come from blind writes of the key or from other processes, and every round one writer
+/// wins. The growing, jittered pauses between rounds spread such requests out.
 pub const UPDATE_ATTEMPTS: u32 = 32;
 /// The longest pause between two rounds of a conflicting commit.
 const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);

@@ -257,8 +257,9 @@ async fn conditions_are_checked_again_after_waiting_for_a_move() {
         (None, ApplyOutcome::Applied { version: 2 }),
         (Some("5"), ApplyOutcome::Conflict),
     ] {
-        // A move in progress for the next 300 ms, as a cycle's first step leaves it.
-        let until = Timestamp::now().as_millis() + 300;
+        // A move in progress, as a cycle's first step leaves it; it ends when this test
+        // removes its mark (the deadline is far enough that a slow machine never reaches it).
+        let until = Timestamp::now().as_millis() + 4_000;
         let _: i64 = redis::cmd("HSET")
             .arg(&hash)
             .arg("__m")
@@ -284,6 +285,13 @@ async fn conditions_are_checked_again_after_waiting_for_a_move() {
                 .await
                 .expect("HSET");
         }
+        let _: i64 = redis::cmd("HDEL")
+            .arg(&hash)
+            .arg("__m")
+            .arg("__mu")
+            .query_async(&mut conn)
+            .await
+            .expect("HDEL");
         let outcome = apply.await.expect("task").expect("apply");
         assert_eq!(outcome, expected, "written meanwhile: {written:?}");
         let _: i64 = redis::cmd("HSET")
