@@ -220,6 +220,17 @@ async fn start(manager: &SessionManager) -> String {
     }
 }
 
+/// Starts a session and a request on it that pushes `mine` to the list under `list`.
+async fn start_pushing_mine(manager: &SessionManager) -> (String, sessionkit_core::Session) {
+    let cookie = start(manager).await;
+    let session = manager.session(Some(&cookie));
+    session
+        .update("list", |list: &mut Vec<String>| list.push("mine".into()))
+        .await
+        .expect("update");
+    (cookie, session)
+}
+
 fn cookie_id(update: &CookieUpdate) -> String {
     match update {
         CookieUpdate::Set { id, .. } => id.expose(),
@@ -1130,12 +1141,7 @@ async fn a_conflicting_update_is_rerun_on_the_fresh_value() {
 async fn an_update_that_keeps_conflicting_fails_and_writes_nothing() {
     let fx = Fixture::new();
     let manager = fx.manager();
-    let cookie = start(&manager).await;
-    let session = manager.session(Some(&cookie));
-    session
-        .update("list", |list: &mut Vec<String>| list.push("mine".into()))
-        .await
-        .expect("update");
+    let (cookie, session) = start_pushing_mine(&manager).await;
     session.insert("blind", &7u8).await.expect("insert");
     fx.probe.rivals.store(usize::MAX, Ordering::SeqCst);
     let err = session.commit().await.expect_err("conflicts every time");
@@ -1213,12 +1219,7 @@ async fn a_login_whose_updates_keep_conflicting_rotates_nothing() {
 async fn an_update_whose_reply_was_lost_is_never_applied_twice() {
     let fx = Fixture::new();
     let manager = fx.manager();
-    let cookie = start(&manager).await;
-    let session = manager.session(Some(&cookie));
-    session
-        .update("list", |list: &mut Vec<String>| list.push("mine".into()))
-        .await
-        .expect("update");
+    let (cookie, session) = start_pushing_mine(&manager).await;
     fx.probe.lose_reply.store(true, Ordering::SeqCst);
     let lost = session.commit().await.expect_err("the reply was lost");
     assert_eq!(lost.kind(), ErrorKind::Unavailable);
