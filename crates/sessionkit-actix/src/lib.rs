@@ -29,6 +29,8 @@
 //! [`WebConfig::finish`]): no store call unless the handler uses the session, `Set-Cookie` with
 //! `Cache-Control: no-store`, and a 503/500 error page (customisable) when saving fails.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;

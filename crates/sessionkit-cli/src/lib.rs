@@ -14,6 +14,8 @@
 //! Every command takes `--store URL` (or `SESSIONKIT_STORE`); the default is the SQLite file the
 //! demo uses. Errors print one line and exit non-zero.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod admin;
 mod bench;
 pub mod demo;

@@ -148,9 +148,9 @@ async fn stats_and_purge_count_expired_sessions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrate_copies_live_sessions_to_postgres_and_is_idempotent() {
-    let base = sessionkit_sql::testing::postgres_url();
-    let pg_url = format!("{base}?table={}", sessionkit_sql::testing::scratch_table());
-    if let Err(err) = sessionkit_sql::testing::drop_stale_tables(&base).await {
+    let base = sessionkit_testkit::postgres_url();
+    let pg_url = format!("{base}?table={}", sessionkit_testkit::scratch_table());
+    if let Err(err) = sessionkit_testkit::sql::drop_stale_postgres_tables(&base).await {
         return sessionkit_conformance::server_unavailable("PostgreSQL", &base, err).unwrap_or(());
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -238,7 +238,7 @@ fn errors_are_one_clear_line() {
 
 #[test]
 fn a_missing_schema_is_reported_with_the_fix() {
-    let base = sessionkit_sql::testing::postgres_url();
+    let base = sessionkit_testkit::postgres_url();
     let dir = tempfile::tempdir().expect("dir");
     let url = format!("{base}?table=sk_never_created");
     let output = sk(dir.path())

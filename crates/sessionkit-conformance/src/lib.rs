@@ -15,6 +15,9 @@
 //! Deadlines are real wall-clock times a few hundred milliseconds out, because stores judge
 //! expiry by their own clock (for Redis and Memcached, the server's).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod cleanup;
 mod conditions;
 #[cfg(feature = "http")]
 pub mod http;

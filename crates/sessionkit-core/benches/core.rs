@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use criterion::{BatchSize, Criterion, black_box, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use serde::{Deserialize, Serialize};
 use sessionkit_core::codec::{decode_value, encode_value};
 use sessionkit_core::{CleanupPolicy, CookieUpdate, Record, SessionId, SessionManager, Timestamp};

@@ -95,10 +95,13 @@
 //!   deserialization, and a value that no longer fits its type is a typed error for that key.
 //! - Values above 1 MiB (configurable) are refused with [`ErrorKind::TooLarge`] before any write.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 #[cfg(feature = "actix")]
 mod actix_extract;
 #[cfg(feature = "axum")]
 mod axum_extract;
+pub mod backend;
 mod change;
 pub mod codec;
 mod error;

@@ -91,42 +91,6 @@ pub fn scheme_of(url: &str) -> Option<&str> {
     .then_some(scheme)
 }
 
-/// Splits `scheme://rest` into the part after `//` (or after `:` when there is no `//`) and its
-/// query string, parsed into pairs. Backends use it for options like `?table=sessions`.
-pub fn split_options(url: &str) -> (&str, Vec<(String, String)>) {
-    let body = url.split_once(':').map_or(url, |(_, rest)| rest);
-    let body = body.strip_prefix("//").unwrap_or(body);
-    match body.split_once('?') {
-        None => (body, Vec::new()),
-        Some((path, query)) => (
-            path,
-            query
-                .split('&')
-                .filter(|pair| !pair.is_empty())
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, v)) => (k.to_owned(), v.to_owned()),
-                    None => (pair.to_owned(), String::new()),
-                })
-                .collect(),
-        ),
-    }
-}
-
-/// The path of a URL that names only a path (`file:///dir`, `redb://file.redb`).
-///
-/// # Errors
-/// [`ErrorKind::Config`](crate::ErrorKind::Config) for a URL without a path or with options;
-/// `example` shows the expected form.
-pub fn path_only<'a>(url: &'a str, example: &str) -> Result<&'a str> {
-    let (path, options) = split_options(url);
-    if path.is_empty() || !options.is_empty() {
-        return Err(Error::config(format!(
-            "{url:?}: expected {example} with no options"
-        )));
-    }
-    Ok(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,17 +103,6 @@ mod tests {
         assert_eq!(scheme_of("no-colon"), None);
         assert_eq!(scheme_of("1abc:"), None);
         assert_eq!(scheme_of(":x"), None);
-    }
-
-    #[test]
-    fn options_are_split() {
-        let (path, opts) = split_options("sqlite://dir/app.db?table=s&wal");
-        assert_eq!(path, "dir/app.db");
-        assert_eq!(
-            opts,
-            vec![("table".into(), "s".into()), ("wal".into(), String::new())]
-        );
-        assert_eq!(split_options("memory:").0, "");
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 use crate::change::{ApplyOutcome, Change};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{ErrorKind, Result};
 use crate::id::SessionKey;
 use crate::record::{Record, StoredSession};
 use crate::time::Timestamp;
@@ -428,94 +428,37 @@ impl fmt::Display for Capabilities {
     }
 }
 
-/// Checks a table (or prefix) name that SQL stores splice into their statements: 1 to 48
-/// characters, a letter or `_` first, then letters, digits and `_`. SQL stores call this before
-/// building any statement, so a configured name can never inject SQL.
-///
-/// # Errors
-/// [`ErrorKind::Config`] naming the offending value.
-pub fn validate_table_name(name: &str) -> Result<&str> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if first_ok && name.len() <= 48 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        Ok(name)
-    } else {
-        Err(Error::config(format!(
-            "{name:?} is not a valid table name (1-48 of A-Z a-z 0-9 _, not starting with a digit)"
-        )))
-    }
-}
-
-/// Runs blocking store work (file I/O, an embedded database) on Tokio's blocking pool, for
-/// stores whose driver is synchronous. A panic in `work` becomes a `Backend` error naming `store`.
-///
-/// # Errors
-/// Whatever `work` returns, or `Backend` if it panicked.
-pub async fn blocking<T: Send + 'static>(
-    store: &'static str,
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Error::backend(format!("a blocking {store} task failed"), e))?
-}
-
-/// Shorthand for the error an unsupported operation returns.
-pub fn unsupported(store: &'static str, operation: &'static str) -> Error {
-    Error::Unsupported { store, operation }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn unsupported_policy_maps_only_unsupported() {
-        let unsupported_result: Result<Vec<u8>> = Err(unsupported("memcached", "list"));
+        let unsupported_result: Result<Vec<u8>> =
+            Err(crate::backend::unsupported("memcached", "list"));
         assert!(
             UnsupportedPolicy::Error
                 .resolve(unsupported_result, Vec::new)
                 .is_err()
         );
-        let unsupported_result: Result<Vec<u8>> = Err(unsupported("memcached", "list"));
+        let unsupported_result: Result<Vec<u8>> =
+            Err(crate::backend::unsupported("memcached", "list"));
         assert_eq!(
             UnsupportedPolicy::Warn
                 .resolve(unsupported_result, Vec::new)
                 .ok(),
             Some(vec![])
         );
-        let unsupported_result: Result<Vec<u8>> = Err(unsupported("memcached", "list"));
+        let unsupported_result: Result<Vec<u8>> =
+            Err(crate::backend::unsupported("memcached", "list"));
         assert_eq!(
             UnsupportedPolicy::Ignore
                 .resolve(unsupported_result, Vec::new)
                 .ok(),
             Some(vec![])
         );
-        let other: Result<Vec<u8>> = Err(Error::Gone);
+        let other: Result<Vec<u8>> = Err(crate::Error::Gone);
         assert!(UnsupportedPolicy::Ignore.resolve(other, Vec::new).is_err());
-    }
-
-    #[test]
-    fn table_names_are_validated() {
-        assert!(validate_table_name("sessions").is_ok());
-        assert!(validate_table_name("_s2").is_ok());
-        for bad in [
-            "",
-            "1s",
-            "s;drop table x",
-            "s-t",
-            "s t",
-            "\"s\"",
-            &"a".repeat(49),
-            "sé",
-        ] {
-            assert_eq!(
-                validate_table_name(bad).expect_err(bad).kind(),
-                ErrorKind::Config
-            );
-        }
     }
 
     #[test]

@@ -36,14 +36,16 @@
 //! number of sessions, fine for tens of thousands, slow for millions (use SQLite or a server
 //! store there). `by_owner` reads only the owner's markers and sessions.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind as IoKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use sessionkit_core::registry::path_only;
-use sessionkit_core::store::blocking;
+use sessionkit_core::backend::blocking;
+use sessionkit_core::backend::path_only;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, Page, PageRequest, Record,
     Registry, Result, SessionId, SessionKey, Store, StoredSession, Timestamp, async_trait,

@@ -23,14 +23,16 @@
 //!   1 MiB, Memcached's default `-I`) fails with
 //!   [`ErrorKind::TooLarge`](sessionkit_core::ErrorKind::TooLarge) before anything is written.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod protocol;
 mod ring;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessionkit_core::registry::split_options;
-use sessionkit_core::store::unsupported;
+use sessionkit_core::backend::split_options;
+use sessionkit_core::backend::unsupported;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, Page, PageRequest, Record,
     Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,

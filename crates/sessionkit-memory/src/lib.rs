@@ -20,6 +20,8 @@
 //! All state sits behind one mutex that is never held across an `.await`; every operation is a
 //! few map updates, and cleanup releases the lock between batches of [`CLEANUP_BATCH`] records.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -25,12 +25,14 @@
 //! an [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) error saying so; it
 //! never hangs. Use SQLite or a server store for several processes.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
-use sessionkit_core::registry::path_only;
-use sessionkit_core::store::blocking;
+use sessionkit_core::backend::blocking;
+use sessionkit_core::backend::path_only;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
     Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,

@@ -40,6 +40,8 @@
 //! servers: no TLS, no Unix sockets. That connection is public, [`Multiplexed`]: an application
 //! can send its own redis-rs commands down the same path.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod command;
 mod connection;
 mod resp;
@@ -54,7 +56,7 @@ use redis::{
     Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind,
     Value,
 };
-use sessionkit_core::registry::split_options;
+use sessionkit_core::backend::split_options;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
     Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,

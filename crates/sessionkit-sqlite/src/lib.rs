@@ -34,6 +34,8 @@
 //! - `delete_expired` deletes in batches of [`CLEANUP_BATCH`], each its own short write, so
 //!   cleanup interleaves with live traffic instead of holding the lock.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod schema;
 mod writer;
 
@@ -42,8 +44,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
-use sessionkit_core::registry::split_options;
-use sessionkit_core::store::{blocking, validate_table_name};
+use sessionkit_core::backend::split_options;
+use sessionkit_core::backend::{blocking, validate_table_name};
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, ListState, Page,
     PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,

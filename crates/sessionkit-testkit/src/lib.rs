@@ -1,15 +1,20 @@
-//! Test support shared by sessionkit's integration tests (web integrations, CLI): one factory
+//! Test support shared by sessionkit's tests (backends, web integrations, CLI): one factory
 //! per store, each giving a fresh, isolated store (or `None` to skip when its server is down
-//! outside CI), and a TCP proxy that can cut a store's connections to simulate an outage.
+//! outside CI), the SQL servers' scratch tables ([`sql`]), and a TCP proxy that can cut a
+//! store's connections to simulate an outage.
+
+pub mod sql;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use sessionkit_conformance::http::Outage;
 use sessionkit_conformance::server_unavailable;
 use sessionkit_core::{ErrorKind, Store};
-use sessionkit_sql::testing::{drop_stale_tables, mysql_url, postgres_url, scratch_table};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
+
+use sql::{drop_stale_mysql_tables, drop_stale_postgres_tables};
+pub use sql::{mysql_url, postgres_url, scratch_table};
 
 /// A fresh memory store.
 pub async fn memory() -> Option<Arc<dyn Store>> {
@@ -34,25 +39,87 @@ fn scratch_dir() -> std::path::PathBuf {
     dir
 }
 
-/// A PostgreSQL store on a fresh table of the test database, `extra` appended to its options.
+/// Opens a store of a server-backed kind (`what` names it in messages) at `url`: `None` (skip)
+/// when its server is down outside CI.
+///
+/// # Panics
+/// Under `CI=true` when the server is down; on any other open error.
+async fn open_server_store<S, F>(
+    what: &str,
+    base: &str,
+    url: String,
+    open: F,
+) -> Option<Arc<dyn Store>>
+where
+    S: Store,
+    F: AsyncFnOnce(String) -> sessionkit_core::Result<S>,
+{
+    match open(url).await {
+        Ok(store) => Some(Arc::new(store)),
+        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable(what, base, err),
+        Err(err) => panic!("opening {what}: {err}"),
+    }
+}
+
+/// PostgreSQL stores on `table` of the test database at `base`, `extra` appended to their
+/// options: `count` of them, as that many app servers would open it.
+///
+/// # Panics
+/// Under `CI=true` when the server is down; on any other open error.
+pub async fn postgres_servers(
+    base: &str,
+    table: &str,
+    extra: &str,
+    count: usize,
+) -> Option<Vec<Arc<dyn Store>>> {
+    if let Err(err) = drop_stale_postgres_tables(&postgres_url()).await {
+        return server_unavailable("PostgreSQL", base, err);
+    }
+    let url = format!("{base}?table={table}&setup=true&max_connections=8{extra}");
+    let mut servers = Vec::with_capacity(count);
+    for _ in 0..count {
+        servers.push(
+            open_server_store("PostgreSQL", base, url.clone(), async |url: String| {
+                sessionkit_postgres::PostgresStore::open(&url).await
+            })
+            .await?,
+        );
+    }
+    Some(servers)
+}
+
+/// MySQL/MariaDB stores on `table` of the test database: `count` of them, as that many app
+/// servers would open it.
+///
+/// # Panics
+/// Under `CI=true` when the server is down; on any other open error.
+pub async fn mysql_servers(table: &str, count: usize) -> Option<Vec<Arc<dyn Store>>> {
+    let base = mysql_url();
+    if let Err(err) = drop_stale_mysql_tables(&base).await {
+        return server_unavailable("MariaDB/MySQL", &base, err);
+    }
+    let url = format!("{base}?table={table}&setup=true&max_connections=8");
+    let mut servers = Vec::with_capacity(count);
+    for _ in 0..count {
+        servers.push(
+            open_server_store("MariaDB/MySQL", &base, url.clone(), async |url: String| {
+                sessionkit_mysql::MySqlStore::open(&url).await
+            })
+            .await?,
+        );
+    }
+    Some(servers)
+}
+
+/// A PostgreSQL store on a fresh table of the test database at `base`, `extra` appended to
+/// its options.
 ///
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
 pub async fn postgres_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
-    if let Err(err) = drop_stale_tables(&postgres_url()).await {
-        return server_unavailable("PostgreSQL", base, err);
-    }
-    let url = format!(
-        "{base}?table={}&setup=true&max_connections=8{extra}",
-        scratch_table()
-    );
-    match sessionkit_sql::PostgresStore::open(&url).await {
-        Ok(store) => Some(Arc::new(store)),
-        Err(err) if err.kind() == ErrorKind::Unavailable => {
-            server_unavailable("PostgreSQL", base, err)
-        }
-        Err(err) => panic!("opening PostgreSQL: {err}"),
-    }
+    postgres_servers(base, &scratch_table(), extra, 1)
+        .await?
+        .pop()
 }
 
 /// A PostgreSQL store on a fresh table of the test database.
@@ -65,21 +132,7 @@ pub async fn postgres() -> Option<Arc<dyn Store>> {
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
 pub async fn mysql() -> Option<Arc<dyn Store>> {
-    let base = mysql_url();
-    if let Err(err) = drop_stale_tables(&base).await {
-        return server_unavailable("MariaDB/MySQL", &base, err);
-    }
-    let url = format!(
-        "{base}?table={}&setup=true&max_connections=8",
-        scratch_table()
-    );
-    match sessionkit_sql::MySqlStore::open(&url).await {
-        Ok(store) => Some(Arc::new(store)),
-        Err(err) if err.kind() == ErrorKind::Unavailable => {
-            server_unavailable("MariaDB/MySQL", &base, err)
-        }
-        Err(err) => panic!("opening MySQL: {err}"),
-    }
+    mysql_servers(&scratch_table(), 1).await?.pop()
 }
 
 fn redis_url() -> String {
@@ -92,11 +145,10 @@ fn redis_url() -> String {
 /// Under `CI=true` when the server is down; on any other open error.
 pub async fn redis_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
     let url = format!("{base}?namespace={}{extra}", scratch_table());
-    match sessionkit_redis::RedisStore::open(&url).await {
-        Ok(store) => Some(Arc::new(store)),
-        Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable("Redis", base, err),
-        Err(err) => panic!("opening Redis: {err}"),
-    }
+    open_server_store("Redis", base, url, async |url: String| {
+        sessionkit_redis::RedisStore::open(&url).await
+    })
+    .await
 }
 
 /// A Redis store in a fresh namespace of the test server (`SESSIONKIT_REDIS_URL`).

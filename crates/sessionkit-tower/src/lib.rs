@@ -33,6 +33,8 @@
 //! - Handlers see load errors themselves (`session.get(..).await` returns `Err`) and decide;
 //!   returning [`SessionError`] (via `?`) renders the same error page.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

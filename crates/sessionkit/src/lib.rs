@@ -38,6 +38,8 @@
 //! Web integrations: `tower` ([`tower`]: the tower `SessionLayer` and the axum extractor) and
 //! `actix` ([`actix`]: the actix-web `SessionMiddleware` and extractor).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub use sessionkit_core::*;
 
 #[cfg(feature = "actix")]
@@ -48,14 +50,14 @@ pub use sessionkit_file::FileStore;
 pub use sessionkit_memcached::MemcachedStore;
 #[cfg(feature = "memory")]
 pub use sessionkit_memory::MemoryStore;
+#[cfg(feature = "mysql")]
+pub use sessionkit_mysql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use sessionkit_postgres::PostgresStore;
 #[cfg(feature = "redb")]
 pub use sessionkit_redb::RedbStore;
 #[cfg(feature = "redis")]
 pub use sessionkit_redis::RedisStore;
-#[cfg(feature = "mysql")]
-pub use sessionkit_sql::MySqlStore;
-#[cfg(feature = "postgres")]
-pub use sessionkit_sql::PostgresStore;
 #[cfg(feature = "sqlite")]
 pub use sessionkit_sqlite::SqliteStore;
 #[cfg(feature = "tower")]
@@ -73,8 +75,10 @@ pub fn registry() -> Registry {
     sessionkit_file::register(&mut registry);
     #[cfg(feature = "redb")]
     sessionkit_redb::register(&mut registry);
-    #[cfg(any(feature = "postgres", feature = "mysql"))]
-    sessionkit_sql::register(&mut registry);
+    #[cfg(feature = "postgres")]
+    sessionkit_postgres::register(&mut registry);
+    #[cfg(feature = "mysql")]
+    sessionkit_mysql::register(&mut registry);
     #[cfg(feature = "redis")]
     sessionkit_redis::register(&mut registry);
     #[cfg(feature = "memcached")]

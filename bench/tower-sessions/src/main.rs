@@ -1,0 +1,134 @@
+//! The benchmark's app on tower-sessions: the same routes as sessionkit's (`/read`, `/incr`,
+//! `/add/{k}`, `/count/{n}`, `/logout`, `/slow-add/{k}/{ms}`, `/push/{k}`, `/pushed`) on each
+//! store tower-sessions has. Started by `sessionkit-bench` (`serve --lib tower-sessions`, and
+//! `layer-worker` under valgrind); see `docs/BENCHMARKS.md`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::routing::get;
+use bench_harness::{PROFILE, distinct};
+use tower_sessions::{Session, SessionManagerLayer, SessionStore};
+use tower_sessions_sqlx_store::sqlx;
+
+type Failure = (axum::http::StatusCode, String);
+fn fail(e: impl std::fmt::Display) -> Failure {
+    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
+async fn read(s: Session) -> Result<String, Failure> {
+    Ok(s.get::<i64>("counter")
+        .await
+        .map_err(fail)?
+        .unwrap_or(0)
+        .to_string())
+}
+async fn incr(s: Session) -> Result<String, Failure> {
+    let n = s.get::<i64>("counter").await.map_err(fail)?;
+    if n.is_none() {
+        s.insert("profile", PROFILE).await.map_err(fail)?;
+    }
+    let n = n.unwrap_or(0) + 1;
+    s.insert("counter", n).await.map_err(fail)?;
+    Ok(n.to_string())
+}
+async fn add(s: Session, Path(k): Path<String>) -> Result<&'static str, Failure> {
+    s.insert(&k, true).await.map_err(fail)?;
+    Ok("ok")
+}
+async fn count(s: Session, Path(n): Path<usize>) -> Result<String, Failure> {
+    let mut found = 0;
+    for i in 0..n {
+        if s.get::<bool>(&format!("k{i}"))
+            .await
+            .map_err(fail)?
+            .is_some()
+        {
+            found += 1;
+        }
+    }
+    Ok(found.to_string())
+}
+async fn logout(s: Session) -> Result<&'static str, Failure> {
+    s.flush().await.map_err(fail)?;
+    Ok("ok")
+}
+/// tower-sessions has no read-modify-write: a read, then an insert of the whole list.
+async fn push(s: Session, Path(k): Path<String>) -> Result<&'static str, Failure> {
+    let mut list: Vec<String> = s.get("list").await.map_err(fail)?.unwrap_or_default();
+    list.push(k);
+    s.insert("list", list).await.map_err(fail)?;
+    Ok("ok")
+}
+async fn pushed(s: Session) -> Result<String, Failure> {
+    let list: Vec<String> = s.get("list").await.map_err(fail)?.unwrap_or_default();
+    Ok(distinct(list).to_string())
+}
+async fn slow_add(s: Session, Path((k, ms)): Path<(String, u64)>) -> Result<&'static str, Failure> {
+    let _ = s.get::<i64>("counter").await.map_err(fail)?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    s.insert(&k, true).await.map_err(fail)?;
+    Ok("ok")
+}
+
+fn routes<S: SessionStore + Clone>(store: S) -> Router {
+    Router::new()
+        .route("/read", get(read))
+        .route("/incr", get(incr))
+        .route("/add/{k}", get(add))
+        .route("/count/{n}", get(count))
+        .route("/logout", get(logout))
+        .route("/slow-add/{k}/{ms}", get(slow_add))
+        .route("/push/{k}", get(push))
+        .route("/pushed", get(pushed))
+        .layer(SessionManagerLayer::new(store).with_secure(false))
+}
+
+async fn app(store: &str) -> Router {
+    match store {
+        "memory" => routes(tower_sessions::MemoryStore::default()),
+        "sqlite" => {
+            let _ = std::fs::remove_file("bench-tower-sessions.db");
+            let pool = sqlx::SqlitePool::connect("sqlite://bench-tower-sessions.db?mode=rwc")
+                .await
+                .expect("sqlite");
+            let store = tower_sessions_sqlx_store::SqliteStore::new(pool);
+            store.migrate().await.expect("migrate");
+            routes(store)
+        }
+        "postgres" => {
+            let pool = sqlx::PgPool::connect("postgres://root@127.0.0.1:5432/test")
+                .await
+                .expect("postgres");
+            let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+            store.migrate().await.expect("migrate");
+            routes(store)
+        }
+        "mysql" => {
+            let pool = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test")
+                .await
+                .expect("mysql");
+            let store = tower_sessions_sqlx_store::MySqlStore::new(pool);
+            store.migrate().await.expect("migrate");
+            routes(store)
+        }
+        "redis" => {
+            use tower_sessions_redis_store::fred::prelude::*;
+            let pool = Pool::new(Config::default(), None, None, None, 6).expect("fred pool");
+            pool.init().await.expect("redis");
+            routes(tower_sessions_redis_store::RedisStore::new(pool))
+        }
+        other => panic!("unknown store {other}"),
+    }
+}
+
+fn main() {
+    bench_harness::main(|lib, store| async move {
+        assert_eq!(
+            lib, "tower-sessions",
+            "this binary serves tower-sessions only"
+        );
+        app(&store).await
+    });
+}

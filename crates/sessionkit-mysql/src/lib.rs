@@ -1,0 +1,79 @@
+//! # sessionkit-mysql
+//!
+//! The MySQL / MariaDB store for [sessionkit](https://docs.rs/sessionkit), on sqlx.
+//! URL: `mysql://user@host:3306/db` (or `mariadb://`), with the options `table` (default
+//! `sessions`), `max_connections` (16), `acquire_timeout_ms` (5000) and `setup=true` (create
+//! the schema on open); other query options go to the driver. Needs MariaDB ≥ 10.2.3 or
+//! MySQL ≥ 5.7 (JSON functions).
+//!
+//! ```no_run
+//! # async fn example() -> sessionkit_core::Result<()> {
+//! use sessionkit_core::SessionManager;
+//! use sessionkit_mysql::MySqlStore;
+//!
+//! let store = MySqlStore::open("mysql://app@127.0.0.1/app?setup=true").await?;
+//! let manager = SessionManager::builder(store).build()?;
+//! # let _ = manager;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
+//! milliseconds with an index, `owner` indexed, and the session's small values inline in `data`
+//! (a JSON object of name → base64, values up to
+//! [`INLINE_MAX`](sessionkit_core::backend::sql::INLINE_MAX) = 1 KiB).
+//! `<table>_values`: one row per larger value (`LONGBLOB`, up to 4 GiB; the server's
+//! `max_allowed_packet` is the practical limit; `ON DELETE CASCADE`), read only for sessions
+//! whose `spilled` flag says they have such rows. `sessionkit_schema`: the layout version per
+//! table (2; `setup` upgrades a version-1 table in place).
+//!
+//! A typical session is one row: a load is one primary-key lookup and a save one statement
+//! without a transaction unless large values or conditions are involved. [`Store::schema`]
+//! prints the DDL for your own migration tool; `setup()` runs it (idempotent, safe from
+//! several servers at once).
+//!
+//! ## Connections
+//! The store's own small pool of sqlx connections: opened lazily, at most `max_connections`, a
+//! request waits at most `acquire_timeout_ms` for one (else `Unavailable`); a connection the
+//! server ended or the network broke is replaced, so after a database restart a request that
+//! meets a dead connection fails once with `Unavailable` and the next one connects afresh.
+//! Connections idle for 30 s are pinged before use, those idle for 10 minutes closed.
+//!
+//! ## Concurrency
+//! - `apply` locks the session's row first, so concurrent applies to one session serialize on
+//!   that row and never deadlock; each is atomic and update-only, so a save racing a logout
+//!   finds no row and re-creates nothing.
+//! - A conditional change ([`Change::expected`](sessionkit_core::Change::expected)) on small
+//!   values is one `UPDATE … WHERE JSON_CONTAINS(…)`; otherwise the apply transaction locks the
+//!   row (`SELECT … FOR UPDATE`) and compares before writing.
+//! - Transactions the database aborts (deadlock, lock wait timeout) are retried up to
+//!   [`TRANSIENT_ATTEMPTS`](sessionkit_core::backend::TRANSIENT_ATTEMPTS) times with jittered
+//!   backoff before an error reaches the caller.
+//! - `delete_expired` runs under an advisory lock (`GET_LOCK`), so with several app servers
+//!   one cleans at a time and the others return at once; it deletes in batches of
+//!   [`CLEANUP_BATCH`](sessionkit_core::backend::sql::CLEANUP_BATCH) by primary key, at
+//!   `READ COMMITTED` so no gap locks block inserts.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod driver;
+mod pool;
+mod store;
+
+use std::sync::Arc;
+
+use sessionkit_core::{Registry, Store};
+pub use store::MySqlStore;
+
+/// The URL schemes this crate's store opens.
+pub const SCHEMES: [&str; 2] = ["mysql", "mariadb"];
+
+/// Registers `mysql:` and `mariadb:` with `registry`.
+pub fn register(registry: &mut Registry) {
+    for scheme in SCHEMES {
+        registry.register(scheme, |url| async move {
+            Ok(Arc::new(MySqlStore::open(&url).await?) as Arc<dyn Store>)
+        });
+    }
+}

@@ -1,0 +1,87 @@
+//! # sessionkit-postgres
+//!
+//! The PostgreSQL store for [sessionkit](https://docs.rs/sessionkit), on tokio-postgres.
+//! URL: `postgres://user@host:5432/db` (or `postgresql://`), with the options `table`
+//! (default `sessions`), `max_connections` (16), `shared_connections`, `acquire_timeout_ms`
+//! (5000) and `setup=true` (create the schema on open); other query options go to the driver.
+//!
+//! ```no_run
+//! # async fn example() -> sessionkit_core::Result<()> {
+//! use sessionkit_core::SessionManager;
+//! use sessionkit_postgres::PostgresStore;
+//!
+//! let store = PostgresStore::open("postgres://app@127.0.0.1/app?setup=true").await?;
+//! let manager = SessionManager::builder(store).build()?;
+//! # let _ = manager;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Layout
+//! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
+//! milliseconds with an index, `owner` indexed, and the session's small values inline in `data`
+//! (a JSONB object of name → base64, values up to
+//! [`INLINE_MAX`](sessionkit_core::backend::sql::INLINE_MAX) = 1 KiB).
+//! `<table>_values`: one row per larger value (`ON DELETE CASCADE`), read only for sessions
+//! whose `spilled` flag says they have such rows. `sessionkit_schema`: the layout version per
+//! table (2; `setup` upgrades a version-1 table, which kept every value in `<table>_values`, in
+//! place).
+//!
+//! So a typical session (a few small values) is one row: a load is one primary-key lookup and
+//! a save one statement, whatever the change, conditional or not; and a session's large values
+//! are saved one row each, so saving one key of a 1 MiB session never rewrites the rest.
+//! `docs/BENCHMARKS.md` has the measurements behind this (per-key rows, a JSON document, and
+//! this hybrid). [`Store::schema`] prints the DDL for your own migration tool; `setup()` runs
+//! it (idempotent, safe from several servers at once). Upgrade every app server together: a
+//! version-1 build does not read inline values.
+//!
+//! ## Connections
+//! `shared_connections` of them (default: half the CPUs, at least one, at most half of
+//! `max_connections`) are shared: every load and every single-statement write of every request
+//! is pipelined on them, each statement prepared once per connection; the rest are lent one at
+//! a time for saves and transactions (a cleared save, an id cycle, setup, cleanup), so that
+//! concurrent commits do not queue behind one another. Connections open lazily; a request waits
+//! at most `acquire_timeout_ms` for one (else `Unavailable`); a connection the server ended or
+//! the network broke is replaced: after a database restart, a request that meets a dead
+//! connection fails once with `Unavailable` and the next one connects afresh.
+//!
+//! ## Concurrency
+//! - `apply` locks the session's row first (an `UPDATE … WHERE live`), so concurrent applies to
+//!   one session serialize on that row and never deadlock; each is atomic and update-only, so a
+//!   save racing a logout finds no row and re-creates nothing. The common apply is one
+//!   statement (one round trip).
+//! - A conditional change ([`Change::expected`](sessionkit_core::Change::expected)) is checked
+//!   and written in one atomic step: for a session with nothing in the values table, one
+//!   statement whose `UPDATE` carries the conditions on the row's inline document (re-checked
+//!   on the newest row version when it waits for a concurrent writer) and reports `Gone` or
+//!   `Conflict` when it updates nothing; otherwise a transaction that locks the session row
+//!   first and then reads and compares the values wherever they live.
+//! - Transactions the database aborts (deadlock, serialization failure) are retried up to
+//!   [`TRANSIENT_ATTEMPTS`](sessionkit_core::backend::TRANSIENT_ATTEMPTS) times with jittered
+//!   backoff before an error reaches the caller.
+//! - `delete_expired` runs under an advisory lock (`pg_try_advisory_lock`), so with several app
+//!   servers one cleans at a time and the others return at once; it deletes in batches of
+//!   [`CLEANUP_BATCH`](sessionkit_core::backend::sql::CLEANUP_BATCH) by primary key, skipping
+//!   rows live requests hold (`SKIP LOCKED`).
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod connections;
+mod store;
+
+use std::sync::Arc;
+
+use sessionkit_core::{Registry, Store};
+pub use store::PostgresStore;
+
+/// The URL schemes this crate's store opens.
+pub const SCHEMES: [&str; 2] = ["postgres", "postgresql"];
+
+/// Registers `postgres:` and `postgresql:` with `registry`.
+pub fn register(registry: &mut Registry) {
+    for scheme in SCHEMES {
+        registry.register(scheme, |url| async move {
+            Ok(Arc::new(PostgresStore::open(&url).await?) as Arc<dyn Store>)
+        });
+    }
+}
