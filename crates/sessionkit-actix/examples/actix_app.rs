@@ -38,7 +38,7 @@ async fn logout(session: Session) -> Result<&'static str, SessionError> {
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = sessionkit::open("sqlite://actix_app.db").await?;
-    let manager = SessionManager::builder_arc(store).build()?;
+    let manager = SessionManager::builder(store).build()?;
     println!("listening on http://127.0.0.1:3001");
     HttpServer::new(move || {
         App::new()

@@ -15,7 +15,7 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let manager = SessionManager::builder_arc(sessionkit::open("sqlite://sessions.db").await?).build()?;
+//! let manager = SessionManager::builder(sessionkit::open("sqlite://sessions.db").await?).build()?;
 //! HttpServer::new(move || {
 //!     App::new().wrap(SessionMiddleware::new(manager.clone())).route("/", web::get().to(visits))
 //! })
@@ -36,15 +36,14 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{COOKIE, HeaderName, HeaderValue};
-use actix_web::{HttpMessage, HttpResponse, ResponseError};
 pub use sessionkit_core::Session;
-pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, WebConfig};
-use sessionkit_core::web::{ErrorPage, ResponseUpdate, SessionFailure};
-use sessionkit_core::{Error, Result, SessionManager};
+pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, SessionError, WebConfig};
+use sessionkit_core::web::{ResponseUpdate, SessionFailure};
+use sessionkit_core::{Result, SessionManager};
 
 /// Adds sessions to an actix-web app (`App::new().wrap(SessionMiddleware::new(manager))`).
 #[derive(Clone, Debug)]
@@ -62,7 +61,8 @@ impl SessionMiddleware {
         }
     }
 
-    /// Middleware with custom settings.
+    /// Middleware with custom settings (cookie, error page), as
+    /// [`SessionLayer::with_config`](https://docs.rs/sessionkit-tower) takes them too.
     ///
     /// # Errors
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
@@ -101,15 +101,6 @@ pub struct SessionMiddlewareService<S> {
     service: Rc<S>,
     manager: SessionManager,
     web: Arc<WebConfig>,
-}
-
-fn page_response(page: &ErrorPage) -> HttpResponse {
-    HttpResponse::build(
-        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .content_type(page.content_type)
-    .insert_header(("cache-control", "no-store"))
-    .body(page.body.clone())
 }
 
 impl<S, B> Service<ServiceRequest> for SessionMiddlewareService<S>
@@ -162,41 +153,9 @@ where
                 }
                 ResponseUpdate::Replace(page) => {
                     let (request, _) = response.into_parts();
-                    Ok(ServiceResponse::new(request, page_response(&page)).map_into_right_body())
+                    Ok(ServiceResponse::new(request, page.to_actix()).map_into_right_body())
                 }
             }
         })
-    }
-}
-
-/// A session error returned from an actix handler (`?` converts): rendered as the middleware's
-/// error page (503 for an unreachable store, 500 otherwise).
-#[derive(Debug)]
-pub struct SessionError(pub Arc<Error>);
-
-impl From<Error> for SessionError {
-    fn from(err: Error) -> Self {
-        Self(Arc::new(err))
-    }
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl ResponseError for SessionError {
-    fn status_code(&self) -> StatusCode {
-        let page = sessionkit_core::web::default_error_page(&self.0);
-        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut response = page_response(&sessionkit_core::web::default_error_page(&self.0));
-        response
-            .extensions_mut()
-            .insert(SessionFailure(Arc::clone(&self.0)));
-        response
     }
 }

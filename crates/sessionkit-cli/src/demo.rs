@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sessionkit::tower::{CookieConfig, SessionError, SessionLayer};
+use sessionkit::tower::{CookieConfig, SessionError, SessionLayer, WebConfig};
 use sessionkit::{
     CleanupPolicy, ListFilter, ListState, PageRequest, Session, SessionKey, SessionManager, Store,
     Timestamp, codec,
@@ -60,16 +60,17 @@ pub async fn run(store_url: &str, addr: &str) -> Result<(), CliError> {
 /// # Errors
 /// A manager or cookie configuration error.
 pub fn app(store: Arc<dyn Store>, secure_cookies: bool) -> Result<Router, CliError> {
-    let manager = SessionManager::builder_arc(store)
+    let manager = SessionManager::builder(store)
         .cleanup(CleanupPolicy::Probabilistic { one_in: 200 })
         .build()?;
-    let layer = SessionLayer::builder(manager.clone())
-        .cookie(
+    let layer = SessionLayer::with_config(
+        manager.clone(),
+        WebConfig::default().with_cookie(
             CookieConfig::default()
                 .with_name("sessionkit_demo")
                 .with_secure(secure_cookies),
-        )
-        .build()?;
+        ),
+    )?;
     Ok(Router::new()
         .route("/", get(home))
         .route("/login", post(login))

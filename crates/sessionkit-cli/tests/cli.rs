@@ -178,7 +178,7 @@ async fn migrate_copies_live_sessions_to_postgres_and_is_idempotent() {
             .contains("2 session(s)")
     );
     // The browser's cookie works against the new store: keys are hashes of the same ids.
-    let manager = SessionManager::builder_arc(sessionkit::open(&pg_url).await.expect("pg"))
+    let manager = SessionManager::builder(sessionkit::open(&pg_url).await.expect("pg"))
         .build()
         .expect("manager");
     let cart: Option<Vec<String>> = manager

@@ -38,7 +38,7 @@ pub const COOKIE: &str = "sessionkit";
 /// # Panics
 /// Never for these settings.
 pub fn test_manager(store: Arc<dyn Store>) -> SessionManager {
-    SessionManager::builder_arc(store)
+    SessionManager::builder(store)
         .idle_timeout(IDLE)
         .cycle_grace(GRACE)
         .cleanup(CleanupPolicy::Off)

@@ -1,11 +1,45 @@
-//! `Session` as an actix-web extractor (feature `actix`).
+//! `Session` as an actix-web extractor, and session errors and error pages as responses
+//! (feature `actix`).
 
 use std::future::{Ready, ready};
 
+use std::sync::Arc;
+
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use actix_web::http::StatusCode;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
 use crate::session::Session;
+use crate::web::{ErrorPage, SessionError, SessionFailure, default_error_page};
+
+impl ErrorPage {
+    /// The page as an actix-web response (`Cache-Control: no-store`).
+    pub fn to_actix(&self) -> HttpResponse {
+        HttpResponse::build(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
+        .content_type(self.content_type)
+        .insert_header(("cache-control", "no-store"))
+        .body(self.body.clone())
+    }
+}
+
+/// The default error page, marked so that the session middleware renders its configured one
+/// instead.
+impl ResponseError for SessionError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(default_error_page(&self.0).status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = default_error_page(&self.0).to_actix();
+        response
+            .extensions_mut()
+            .insert(SessionFailure(Arc::clone(&self.0)));
+        response
+    }
+}
 
 impl FromRequest for Session {
     type Error = actix_web::Error;

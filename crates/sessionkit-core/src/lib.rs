@@ -106,6 +106,7 @@ mod change;
 pub mod codec;
 mod error;
 mod id;
+mod lifecycle;
 mod manager;
 mod record;
 pub mod registry;
@@ -117,14 +118,12 @@ pub mod web;
 pub use change::{ApplyOutcome, Change};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::{ID_BYTES, ID_LEN, InvalidSessionId, KEY_BYTES, SessionId, SessionKey};
-pub use manager::{
-    CleanupPolicy, Config, NoHooks, SessionHooks, SessionManager, SessionManagerBuilder,
-};
+pub use lifecycle::{CleanupPolicy, Config, Expiry, NoHooks, SessionHooks};
+pub use manager::{SessionManager, SessionManagerBuilder};
 pub use record::{Data, Record, StoredSession};
 pub use registry::Registry;
 pub use session::{
-    Committed, CookieUpdate, Expiry, MAX_KEY_LEN, MAX_OWNER_LEN, RESERVED_PREFIX, Session,
-    UPDATE_ATTEMPTS,
+    Committed, CookieUpdate, MAX_KEY_LEN, MAX_OWNER_LEN, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
 };
 pub use store::{
     Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,

@@ -4,14 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use crate::change::{ApplyOutcome, Change};
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{SessionId, SessionKey};
-use crate::manager::ManagerInner;
+use crate::lifecycle::{Expiry, ManagerInner};
 use crate::record::{Data, Record};
 use crate::store::CycleOutcome;
 use crate::time::Timestamp;
@@ -39,19 +39,6 @@ const ID_ATTEMPTS: usize = 4;
 pub const UPDATE_ATTEMPTS: u32 = 32;
 /// The longest pause between two rounds of a conflicting commit.
 const MAX_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
-
-/// How a session's deadline moves.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum Expiry {
-    /// The manager's idle timeout, extended by activity.
-    #[default]
-    Default,
-    /// This idle timeout instead of the manager's, extended by activity ("remember me").
-    OnInactivity(Duration),
-    /// A fixed deadline that activity does not extend.
-    AtTimestamp(Timestamp),
-}
 
 /// What the caller (the web integration) must do with the cookie after [`Session::commit`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,38 +226,6 @@ impl Loaded {
         if let (Some(current), Some(deadline)) = (self.current.as_mut(), deadline) {
             current.expires_at = deadline;
         }
-    }
-}
-
-impl ManagerInner {
-    fn is_live(&self, record: &Record, now: Timestamp) -> bool {
-        !record.is_expired(now)
-            && record
-                .created_at
-                .saturating_add(self.config.absolute_lifetime)
-                > now
-    }
-
-    fn deadline(&self, now: Timestamp, created_at: Timestamp, expiry: Expiry) -> Timestamp {
-        let cap = created_at.saturating_add(self.config.absolute_lifetime);
-        let wanted = match expiry {
-            Expiry::Default => now.saturating_add(self.config.idle_timeout),
-            Expiry::OnInactivity(window) => now.saturating_add(window),
-            Expiry::AtTimestamp(at) => at,
-        };
-        wanted.min(cap)
-    }
-
-    /// Whether a read-only request should write the idle deadline: only once it would move by
-    /// at least the touch fraction of the idle window.
-    fn touch_due(&self, current: Timestamp, target: Timestamp, expiry: Expiry) -> bool {
-        let window = match expiry {
-            Expiry::Default => self.config.idle_timeout,
-            Expiry::OnInactivity(window) => window,
-            Expiry::AtTimestamp(_) => return false,
-        };
-        target > current
-            && target.duration_since(current) >= window.mul_f64(self.config.touch_fraction)
     }
 }
 

@@ -229,6 +229,31 @@ pub struct ErrorPage {
     pub body: String,
 }
 
+/// A session error returned from a handler (`?` converts a sessionkit [`Error`]): both web
+/// integrations render it as the configured error page (503 for an unreachable store, 409 for
+/// updates that kept conflicting, 500 otherwise), for axum (feature `axum`) and actix-web
+/// (feature `actix`) alike.
+#[derive(Debug, Clone)]
+pub struct SessionError(pub Arc<Error>);
+
+impl From<Error> for SessionError {
+    fn from(err: Error) -> Self {
+        Self(Arc::new(err))
+    }
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
 /// Builds the response for a session failure; replace it to render your own error page.
 pub type ErrorHandler = Arc<dyn Fn(&Error) -> ErrorPage + Send + Sync>;
 
@@ -265,6 +290,25 @@ impl Default for WebConfig {
             cookie: CookieConfig::default(),
             error_page: Arc::new(default_error_page),
         }
+    }
+}
+
+impl WebConfig {
+    /// The session cookie's settings (default: [`CookieConfig::default`]).
+    #[must_use]
+    pub fn with_cookie(mut self, cookie: CookieConfig) -> Self {
+        self.cookie = cookie;
+        self
+    }
+
+    /// How a session failure is rendered (default: [`default_error_page`]).
+    #[must_use]
+    pub fn with_error_page(
+        mut self,
+        page: impl Fn(&Error) -> ErrorPage + Send + Sync + 'static,
+    ) -> Self {
+        self.error_page = Arc::new(page);
+        self
     }
 }
 

@@ -1263,3 +1263,16 @@ async fn an_update_after_a_blind_write_that_changed_nothing_is_blind() {
         "insert then update is a blind write: the last commit wins"
     );
 }
+
+#[test]
+fn a_shared_store_is_used_as_it_is() {
+    let shared: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let manager = SessionManager::builder(Arc::clone(&shared))
+        .build()
+        .expect("manager");
+    assert!(Arc::ptr_eq(manager.store(), &shared), "not wrapped again");
+    let owned = SessionManager::builder(MemoryStore::new())
+        .build()
+        .expect("manager");
+    assert_eq!(owned.store().name(), "memory");
+}

@@ -39,7 +39,7 @@ async fn logout(session: Session) -> Result<&'static str, SessionError> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = sessionkit::open("sqlite://axum_app.db").await?;
-    let manager = SessionManager::builder_arc(store).build()?;
+    let manager = SessionManager::builder(store).build()?;
     let app = Router::new()
         .route("/", get(visits))
         .route("/login/{user}", get(login))

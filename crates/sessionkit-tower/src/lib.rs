@@ -14,7 +14,7 @@
 //! }
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let manager = SessionManager::builder_arc(sessionkit::open("sqlite://sessions.db").await?).build()?;
+//! let manager = SessionManager::builder(sessionkit::open("sqlite://sessions.db").await?).build()?;
 //! let app = Router::new().route("/", get(visits)).layer(SessionLayer::new(manager));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
@@ -28,7 +28,8 @@
 //! - After the handler, commits the session's changes and sets or removes the cookie, with
 //!   `Cache-Control: no-store` on every response that does.
 //! - If saving fails, the handler's response is replaced by the error page (503 when the store
-//!   is unreachable, 500 otherwise; [`SessionLayerBuilder::error_page`] customises it). A failure
+//!   is unreachable, 409 when updates kept conflicting, 500 otherwise;
+//!   [`WebConfig::with_error_page`] customises it). A failure
 //!   never turns into a silently fresh session.
 //! - Handlers see load errors themselves (`session.get(..).await` returns `Err`) and decide;
 //!   returning [`SessionError`] (via `?`) renders the same error page.
@@ -40,13 +41,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use axum_core::response::{IntoResponse, Response as AxumResponse};
 use http::header::{COOKIE, HeaderName};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 pub use sessionkit_core::Session;
-pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, WebConfig};
-use sessionkit_core::web::{ErrorPage, ResponseUpdate, SessionFailure};
-use sessionkit_core::{Error, Result, SessionManager};
+pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, SessionError, WebConfig};
+use sessionkit_core::web::{ResponseUpdate, SessionFailure};
+use sessionkit_core::{Result, SessionManager};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -55,44 +55,6 @@ use tower_service::Service;
 pub struct SessionLayer {
     manager: SessionManager,
     web: Arc<WebConfig>,
-}
-
-/// Builds a [`SessionLayer`] with a custom cookie or error page.
-#[must_use]
-pub struct SessionLayerBuilder {
-    manager: SessionManager,
-    web: WebConfig,
-}
-
-impl SessionLayerBuilder {
-    /// The session cookie's settings (default: [`CookieConfig::default`]).
-    pub fn cookie(mut self, cookie: CookieConfig) -> Self {
-        self.web.cookie = cookie;
-        self
-    }
-
-    /// How a session failure is rendered (default:
-    /// [`default_error_page`](sessionkit_core::web::default_error_page)).
-    pub fn error_page(
-        mut self,
-        page: impl Fn(&Error) -> ErrorPage + Send + Sync + 'static,
-    ) -> Self {
-        self.web.error_page = Arc::new(page);
-        self
-    }
-
-    /// Checks the cookie settings and builds the layer.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
-    /// would reject (see [`CookieConfig::validate`]).
-    pub fn build(self) -> Result<SessionLayer> {
-        self.web.cookie.validate()?;
-        Ok(SessionLayer {
-            manager: self.manager,
-            web: Arc::new(self.web),
-        })
-    }
 }
 
 impl SessionLayer {
@@ -104,12 +66,18 @@ impl SessionLayer {
         }
     }
 
-    /// Starts a layer with custom settings.
-    pub fn builder(manager: SessionManager) -> SessionLayerBuilder {
-        SessionLayerBuilder {
+    /// A layer with custom settings (cookie, error page), as
+    /// [`SessionMiddleware::with_config`](https://docs.rs/sessionkit-actix) takes them too.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
+    /// would reject (see [`CookieConfig::validate`]).
+    pub fn with_config(manager: SessionManager, web: WebConfig) -> Result<Self> {
+        web.cookie.validate()?;
+        Ok(Self {
             manager,
-            web: WebConfig::default(),
-        }
+            web: Arc::new(web),
+        })
     }
 }
 
@@ -131,21 +99,6 @@ pub struct SessionService<S> {
     inner: S,
     manager: SessionManager,
     web: Arc<WebConfig>,
-}
-
-fn page_response<B: From<String>>(page: ErrorPage) -> Response<B> {
-    let mut response = Response::new(B::from(page.body));
-    *response.status_mut() =
-        StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(page.content_type),
-    );
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    response
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
@@ -179,7 +132,7 @@ where
             let mut response = inner.call(request).await?;
             if let Some(SessionFailure(err)) = response.extensions_mut().remove::<SessionFailure>()
             {
-                return Ok(page_response((web.error_page)(&err)));
+                return Ok((web.error_page)(&err).into_http());
             }
             match web.finish(&session, manager.now()).await {
                 ResponseUpdate::Headers(headers) => {
@@ -196,43 +149,8 @@ where
                     }
                     Ok(response)
                 }
-                ResponseUpdate::Replace(page) => Ok(page_response(page)),
+                ResponseUpdate::Replace(page) => Ok(page.into_http()),
             }
         })
-    }
-}
-
-/// A session error returned from an axum handler (`?` converts): rendered as the layer's error
-/// page (503 for an unreachable store, 500 otherwise).
-#[derive(Debug)]
-pub struct SessionError(pub Error);
-
-impl From<Error> for SessionError {
-    fn from(err: Error) -> Self {
-        Self(err)
-    }
-}
-
-impl std::fmt::Display for SessionError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for SessionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
-
-impl IntoResponse for SessionError {
-    fn into_response(self) -> AxumResponse {
-        let page = sessionkit_core::web::default_error_page(&self.0);
-        let status = StatusCode::from_u16(page.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut response = (status, page.body).into_response();
-        response
-            .extensions_mut()
-            .insert(SessionFailure(Arc::new(self.0)));
-        response
     }
 }

@@ -8,7 +8,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> sessionkit::Result<()> {
 //! let store = sessionkit::open("memory:").await?;
-//! let manager = sessionkit::SessionManager::builder_arc(store).build()?;
+//! let manager = sessionkit::SessionManager::builder(store).build()?;
 //! let session = manager.session(None);
 //! session.insert("user", &"alice").await?;
 //! let committed = session.commit().await?; // the web layer sets the cookie from this

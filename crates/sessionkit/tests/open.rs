@@ -16,7 +16,7 @@ async fn every_embedded_url_opens_a_working_store() {
             .await
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         assert_eq!(store.name(), name);
-        let manager = SessionManager::builder_arc(store).build().expect("manager");
+        let manager = SessionManager::builder(store).build().expect("manager");
         let session = manager.session(None);
         session.insert("n", &1).await.expect("insert");
         let sessionkit::CookieUpdate::Set { id, .. } =

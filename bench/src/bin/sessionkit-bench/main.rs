@@ -111,7 +111,7 @@ enum Command {
 mod sk {
     use super::*;
     use bench_harness::{PROFILE, distinct};
-    use sessionkit::tower::{CookieConfig, SessionError, SessionLayer};
+    use sessionkit::tower::{CookieConfig, SessionError, SessionLayer, WebConfig};
     use sessionkit::{Session, SessionManager};
 
     async fn read(s: Session) -> Result<String, SessionError> {
@@ -192,11 +192,10 @@ mod sk {
         } else {
             (store, None)
         };
-        let manager = SessionManager::builder_arc(store).build().expect("manager");
-        let layer = SessionLayer::builder(manager)
-            .cookie(CookieConfig::default().with_name("id").with_secure(false))
-            .build()
-            .expect("layer");
+        let manager = SessionManager::builder(store).build().expect("manager");
+        let web = WebConfig::default()
+            .with_cookie(CookieConfig::default().with_name("id").with_secure(false));
+        let layer = SessionLayer::with_config(manager, web).expect("layer");
         Router::new()
             .route("/read", get(read))
             .route("/incr", get(incr))

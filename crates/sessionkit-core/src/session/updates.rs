@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use super::{Loaded, check_size, decode_or_default};
 use crate::codec::encode_value;
 use crate::error::Result;
-use crate::manager::ManagerInner;
+use crate::lifecycle::ManagerInner;
 
 /// An update kept for commit time: runs the update closure on a value's bytes (`None`:
 /// absent) and returns the new bytes. Takes the data key (for its errors) and the value size
