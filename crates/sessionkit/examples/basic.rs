@@ -6,7 +6,7 @@ use sessionkit::{CookieUpdate, SessionManager};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> sessionkit::Result<()> {
-    let manager = SessionManager::builder_arc(sessionkit::open("memory:").await?).build()?;
+    let manager = SessionManager::builder(sessionkit::open("memory:").await?).build()?;
 
     // First request: no cookie. Writing creates the session; commit says which cookie to set.
     let session = manager.session(None);
