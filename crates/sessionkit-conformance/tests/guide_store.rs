@@ -11,6 +11,10 @@ async fn the_registry_opens_it_by_its_scheme() {
     register(&mut registry);
     let store = registry.open("map:").await.expect("map: opens");
     assert_eq!(store.name(), "map");
-    let err = registry.open("map:x?y=1").await.err().expect("options are refused");
+    let err = registry
+        .open("map:x?y=1")
+        .await
+        .err()
+        .expect("options are refused");
     assert_eq!(err.kind(), sessionkit_core::ErrorKind::Config);
 }

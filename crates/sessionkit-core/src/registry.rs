@@ -45,6 +45,25 @@ impl Registry {
         self
     }
 
+    /// Registers a store's URL `schemes` (a backend's `SCHEMES`), each opened by `open`, which
+    /// gets the full URL. What a backend crate's `register` function calls.
+    pub fn register_store<S, F, Fut>(&mut self, schemes: &[&str], open: F) -> &mut Self
+    where
+        S: Store,
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S>> + Send + 'static,
+    {
+        let open = Arc::new(open);
+        for scheme in schemes {
+            let open = Arc::clone(&open);
+            self.register(scheme, move |url| {
+                let opening = open(url);
+                async move { Ok(Arc::new(opening.await?) as Arc<dyn Store>) }
+            });
+        }
+        self
+    }
+
     /// The registered schemes, sorted.
     pub fn schemes(&self) -> impl Iterator<Item = &str> {
         self.openers.keys().map(String::as_str)

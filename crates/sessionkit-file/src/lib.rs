@@ -309,11 +309,15 @@ fn random_hex() -> Result<String> {
     Ok(SessionId::generate()?.key().short())
 }
 
-/// Registers the `file:` scheme.
+/// The URL schemes this store opens.
+pub const SCHEMES: [&str; 1] = ["file"];
+
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register("file", |url| async move {
-        Ok(Arc::new(FileStore::open_url(&url).await?) as Arc<dyn Store>)
-    });
+    registry.register_store(
+        &SCHEMES,
+        |url| async move { FileStore::open_url(&url).await },
+    );
 }
 
 #[async_trait]

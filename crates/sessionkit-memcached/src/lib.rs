@@ -162,11 +162,15 @@ impl MemcachedStore {
     }
 }
 
-/// Registers `memcached:`.
+/// The URL schemes this store opens.
+pub const SCHEMES: [&str; 1] = ["memcached"];
+
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register("memcached", |url| async move {
-        Ok(Arc::new(MemcachedStore::open(&url).await?) as Arc<dyn Store>)
-    });
+    registry.register_store(
+        &SCHEMES,
+        |url| async move { MemcachedStore::open(&url).await },
+    );
 }
 
 async fn backoff(attempt: u32) {

@@ -144,11 +144,12 @@ impl MemoryStore {
     }
 }
 
-/// Registers the `memory:` scheme.
+/// The URL schemes this store opens.
+pub const SCHEMES: [&str; 1] = ["memory"];
+
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register("memory", |_url| async {
-        Ok(Arc::new(MemoryStore::new()) as Arc<dyn Store>)
-    });
+    registry.register_store(&SCHEMES, |_url| async move { Ok(MemoryStore::new()) });
 }
 
 #[async_trait]

@@ -61,19 +61,13 @@ mod driver;
 mod pool;
 mod store;
 
-use std::sync::Arc;
-
-use sessionkit_core::{Registry, Store};
+use sessionkit_core::Registry;
 pub use store::MySqlStore;
 
-/// The URL schemes this crate's store opens.
+/// The URL schemes this store opens.
 pub const SCHEMES: [&str; 2] = ["mysql", "mariadb"];
 
-/// Registers `mysql:` and `mariadb:` with `registry`.
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    for scheme in SCHEMES {
-        registry.register(scheme, |url| async move {
-            Ok(Arc::new(MySqlStore::open(&url).await?) as Arc<dyn Store>)
-        });
-    }
+    registry.register_store(&SCHEMES, |url| async move { MySqlStore::open(&url).await });
 }

@@ -69,19 +69,16 @@
 mod connections;
 mod store;
 
-use std::sync::Arc;
-
-use sessionkit_core::{Registry, Store};
+use sessionkit_core::Registry;
 pub use store::PostgresStore;
 
-/// The URL schemes this crate's store opens.
+/// The URL schemes this store opens.
 pub const SCHEMES: [&str; 2] = ["postgres", "postgresql"];
 
-/// Registers `postgres:` and `postgresql:` with `registry`.
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    for scheme in SCHEMES {
-        registry.register(scheme, |url| async move {
-            Ok(Arc::new(PostgresStore::open(&url).await?) as Arc<dyn Store>)
-        });
-    }
+    registry.register_store(
+        &SCHEMES,
+        |url| async move { PostgresStore::open(&url).await },
+    );
 }

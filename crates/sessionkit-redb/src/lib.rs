@@ -311,11 +311,15 @@ impl RedbStore {
     }
 }
 
-/// Registers the `redb:` scheme.
+/// The URL schemes this store opens.
+pub const SCHEMES: [&str; 1] = ["redb"];
+
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register("redb", |url| async move {
-        Ok(Arc::new(RedbStore::open_url(&url).await?) as Arc<dyn Store>)
-    });
+    registry.register_store(
+        &SCHEMES,
+        |url| async move { RedbStore::open_url(&url).await },
+    );
 }
 
 #[async_trait]

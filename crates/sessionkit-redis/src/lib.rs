@@ -471,13 +471,12 @@ impl RedisStore {
     }
 }
 
-/// Registers `redis:`, `rediss:` and `redis+cluster:`.
+/// The URL schemes this store opens.
+pub const SCHEMES: [&str; 3] = ["redis", "rediss", "redis+cluster"];
+
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    for scheme in ["redis", "rediss", "redis+cluster"] {
-        registry.register(scheme, |url| async move {
-            Ok(Arc::new(RedisStore::open(&url).await?) as Arc<dyn Store>)
-        });
-    }
+    registry.register_store(&SCHEMES, |url| async move { RedisStore::open(&url).await });
 }
 
 #[async_trait]

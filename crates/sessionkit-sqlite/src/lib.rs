@@ -420,11 +420,15 @@ impl SqliteStore {
     }
 }
 
-/// Registers the `sqlite:` scheme.
+/// The URL schemes this store opens.
+pub const SCHEMES: [&str; 1] = ["sqlite"];
+
+/// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register("sqlite", |url| async move {
-        Ok(Arc::new(SqliteStore::open_url(&url).await?) as Arc<dyn Store>)
-    });
+    registry.register_store(
+        &SCHEMES,
+        |url| async move { SqliteStore::open_url(&url).await },
+    );
 }
 
 /// One key's write guarded by its condition: the name, the value expected (`None`: absent),

@@ -1,7 +1,73 @@
-//! What a store author needs besides the [`Store`](crate::Store) trait: reading options from
-//! a store URL, checking a configured table name, running a synchronous driver off the async
-//! runtime, retrying what the database aborted, and (in [`sql`]) the layout both SQL stores
-//! share. See the guide in the crate docs, "Implementing a Store".
+//! What a store author needs besides the [`Store`](crate::Store) trait, and the guide to
+//! writing a store.
+//!
+//! # Implementing a Store
+//!
+//! A store keeps session records under their [`SessionKey`](crate::SessionKey) (the SHA-256
+//! of the id: a store never sees an id) and applies [`Change`](crate::Change)s to them. The
+//! contracts are written on each [`Store`](crate::Store) method; the ones every store gets
+//! wrong at first:
+//!
+//! - **`load` returns only live records.** `Ok(None)` for a missing or expired key, never an
+//!   error; a grace-period pointer ([`Record::moved`](crate::Record::moved)) is returned until
+//!   its own deadline.
+//! - **`apply` is update-only and atomic.** No live session under the key → `Gone`, and
+//!   nothing is written (a slow request must not re-create a session that was logged out).
+//!   Then the change's conditions ([`Change::holds`](crate::Change::holds)) are checked in the
+//!   same atomic step as the write: a failed condition is `Conflict` and writes nothing.
+//!   [`Change::apply_to`](crate::Change::apply_to) is the reference semantics, version bump
+//!   included.
+//! - **`create` is insert-only** (a live record under the key is
+//!   [`ErrorKind::Conflict`](crate::ErrorKind::Conflict)); **`cycle`** moves a live session to a
+//!   new key atomically and leaves the pointer only when asked.
+//! - **Errors carry a kind.** [`Unavailable`](crate::ErrorKind::Unavailable) for connection
+//!   trouble (the web integrations answer 503), [`Config`](crate::ErrorKind::Config) for a bad
+//!   URL or a missing schema, [`Codec`](crate::ErrorKind::Codec) for a stored record that does
+//!   not decode; never a panic on what the backend returns, and no session id, key or password
+//!   in a message.
+//! - **[`Capabilities`](crate::Capabilities) tell the truth.** An operation the store cannot
+//!   do returns [`unsupported`] and its capability is off; `multiprocess_safe` only if
+//!   several processes may share the store.
+//!
+//! A complete store (the one the conformance suite runs in `sessionkit-conformance`'s
+//! `tests/guide_store.rs`), one process, sessions in a map, no listing or owner index:
+//!
+//! ```
+#![doc = include_str!("guide_store.rs")]
+//! ```
+//!
+//! **Test it with the conformance suite**, one macro call in the store crate's
+//! `tests/conformance.rs`; the expression gives a fresh, isolated store per test (its own
+//! table, namespace or directory), or `None` to skip when its server is down (through
+//! `sessionkit_conformance::server_unavailable`, which fails instead under `CI=true`):
+//!
+//! ```ignore
+//! sessionkit_conformance::conformance_suite!(async { Some(MapStore::default()) });
+//! ```
+//!
+//! A store that several processes share also runs
+//! `sessionkit_conformance::multiprocess` (real child processes writing one session).
+//!
+//! **The helpers in this module:** [`split_options`] and [`path_only`] read a store URL,
+//! [`validate_table_name`] checks a name before it is spliced into statements, [`blocking`]
+//! runs a synchronous driver off the async runtime, [`retry_transient`] retries what the
+//! database aborted, [`unsupported`] is the error for an operation the store cannot do;
+//! [`Record::to_blob`](crate::Record::to_blob) / [`Record::from_blob`](crate::Record::from_blob)
+//! encode a whole record for stores that keep one value per session; [`sql`] has the layout
+//! the SQL stores share.
+//!
+//! **Wiring a new backend into sessionkit:**
+//!
+//! 1. A crate `sessionkit-<name>` on its own driver, depending on `sessionkit-core`, with its
+//!    URL schemes in one `SCHEMES` constant and a `register(&mut Registry)` that passes them to
+//!    [`Registry::register_store`](crate::Registry::register_store), and its
+//!    `tests/conformance.rs`.
+//! 2. In the `sessionkit` facade: an optional dependency, a cargo feature of the same name,
+//!    the store's re-export and its `register` call in `sessionkit::registry()`.
+//! 3. If it needs a server: `.ci/services` installs and starts it, and the tests find it
+//!    through an environment variable with a loopback default (`SESSIONKIT_<NAME>_URL`).
+//!
+//! The CLI, the demo and both web integrations then reach it by URL with no further change.
 
 use std::future::Future;
 use std::time::Duration;
