@@ -634,14 +634,7 @@ impl Session {
             });
         };
         let manager = &*self.shared.manager;
-        let mut removed = false;
-        while let Some(key) = loaded.destroy.last().copied() {
-            if manager.store.delete(&key).await? {
-                manager.hooks.destroyed(&key);
-            }
-            loaded.destroy.pop();
-            removed = true;
-        }
+        let removed = destroy_pending(manager, loaded).await?;
         let presented = !matches!(self.shared.presented, Presented::Nothing);
         let committed = match loaded.current.is_some() {
             false if loaded.user_keys().next().is_none() && loaded.owner.is_none() => {
@@ -731,21 +724,45 @@ impl Session {
         if owner_set && let Some(owner) = loaded.owner.as_deref() {
             manager.enforce_owner_limit(owner, &current.key).await?;
         }
-        let cookie = match (new_id, &current.id) {
-            (Some(id), _) => CookieUpdate::Set {
-                id,
-                expires_at: current.expires_at,
-            },
-            (None, Some(id)) if deadline.is_some() => CookieUpdate::Set {
-                id: id.clone(),
-                expires_at: current.expires_at,
-            },
-            _ => CookieUpdate::Unchanged,
-        };
         Ok(Committed {
-            cookie,
+            cookie: cookie_after_save(current, new_id, deadline.is_some()),
             gone: false,
         })
+    }
+}
+
+/// Deletes the sessions `destroy()` (and a `clear` of a cycled session) left to delete, each
+/// only once even if a later step fails; whether there were any.
+async fn destroy_pending(manager: &ManagerInner, loaded: &mut Loaded) -> Result<bool> {
+    let mut removed = false;
+    while let Some(key) = loaded.destroy.last().copied() {
+        if manager.store.delete(&key).await? {
+            manager.hooks.destroyed(&key);
+        }
+        loaded.destroy.pop();
+        removed = true;
+    }
+    Ok(removed)
+}
+
+/// The cookie after saving an existing session: the new id after a rotation; the same id with
+/// its new expiry when the deadline moved (a persistent cookie's `Max-Age` follows it);
+/// otherwise unchanged.
+fn cookie_after_save(
+    current: &Current,
+    new_id: Option<SessionId>,
+    deadline_moved: bool,
+) -> CookieUpdate {
+    match (new_id, &current.id) {
+        (Some(id), _) => CookieUpdate::Set {
+            id,
+            expires_at: current.expires_at,
+        },
+        (None, Some(id)) if deadline_moved => CookieUpdate::Set {
+            id: id.clone(),
+            expires_at: current.expires_at,
+        },
+        _ => CookieUpdate::Unchanged,
     }
 }
 
