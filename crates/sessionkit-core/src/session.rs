@@ -731,8 +731,8 @@ impl Session {
     }
 }
 
-/// Deletes the sessions `destroy()` (and a `clear` of a cycled session) left to delete, each
-/// only once even if a later step fails; whether there were any.
+/// Deletes the keys `destroy()` left to delete (each forgotten only once its delete succeeded,
+/// so a failed commit retries it); whether there were any.
 async fn destroy_pending(manager: &ManagerInner, loaded: &mut Loaded) -> Result<bool> {
     let mut removed = false;
     while let Some(key) = loaded.destroy.last().copied() {
