@@ -155,8 +155,10 @@ pub(crate) struct ManagerInner {
     update_turns: Box<[tokio::sync::Mutex<()>]>,
 }
 
-/// Stripes of [`ManagerInner::update_turns`].
-const UPDATE_TURN_STRIPES: usize = 64;
+/// Stripes of [`ManagerInner::update_turns`]: enough that the commits of different sessions
+/// rarely share one, since a shared stripe makes one wait for the other's store write
+/// (`docs/BENCHMARKS.md`, ninth round, has the measurement).
+const UPDATE_TURN_STRIPES: usize = 1024;
 
 impl Drop for ManagerInner {
     fn drop(&mut self) {
@@ -223,7 +225,8 @@ impl ManagerInner {
 
     /// The turn a conditional commit of the session under `key` takes in this process.
     pub(crate) fn update_turn(&self, key: &SessionKey) -> &tokio::sync::Mutex<()> {
-        &self.update_turns[usize::from(key.as_bytes()[0]) % self.update_turns.len()]
+        let [a, b, ..] = *key.as_bytes();
+        &self.update_turns[usize::from(u16::from_le_bytes([a, b])) % self.update_turns.len()]
     }
 
     pub(crate) fn now(&self) -> Timestamp {

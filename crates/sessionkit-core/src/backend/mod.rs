@@ -58,10 +58,11 @@
 //!
 //! **Wiring a new backend into sessionkit:**
 //!
-//! 1. A crate `sessionkit-<name>` on its own driver, depending on `sessionkit-core`, with its
-//!    URL schemes in one `SCHEMES` constant and a `register(&mut Registry)` that passes them to
+//! 1. A crate `crates/sessionkit-<name>` (the workspace takes every crate there) on its own
+//!    driver, depending on `sessionkit-core`, with its URL schemes in one `SCHEMES` constant, a
+//!    `register(&mut Registry)` that passes them to
 //!    [`Registry::register_store`](crate::Registry::register_store), and its
-//!    `tests/conformance.rs`.
+//!    `tests/conformance.rs`; its line in the root `[workspace.dependencies]`.
 //! 2. In the `sessionkit` facade: an optional dependency, a cargo feature of the same name,
 //!    the store's re-export and its `register` call in `sessionkit::registry()`.
 //! 3. If it needs a server: `.ci/services` installs and starts it, and the tests find it
