@@ -84,7 +84,7 @@ pub trait SessionHooks: Send + Sync + 'static {
 pub struct NoHooks;
 impl SessionHooks for NoHooks {}
 
-/// The manager's settings. Build with [`SessionManager::builder`]; the defaults are documented on
+/// The manager's settings. Build with [`SessionManager::builder`](crate::SessionManager::builder); the defaults are documented on
 /// each builder method.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -29,7 +29,7 @@
 //! table (2; `setup` upgrades a version-1 table in place).
 //!
 //! A typical session is one row: a load is one primary-key lookup and a save one statement
-//! without a transaction unless large values or conditions are involved. [`Store::schema`]
+//! without a transaction unless large values or conditions are involved. [`Store::schema`](sessionkit_core::Store::schema)
 //! prints the DDL for your own migration tool; `setup()` runs it (idempotent, safe from
 //! several servers at once).
 //!

@@ -31,7 +31,7 @@
 //! a save one statement, whatever the change, conditional or not; and a session's large values
 //! are saved one row each, so saving one key of a 1 MiB session never rewrites the rest.
 //! `docs/BENCHMARKS.md` has the measurements behind this (per-key rows, a JSON document, and
-//! this hybrid). [`Store::schema`] prints the DDL for your own migration tool; `setup()` runs
+//! this hybrid). [`Store::schema`](sessionkit_core::Store::schema) prints the DDL for your own migration tool; `setup()` runs
 //! it (idempotent, safe from several servers at once). Upgrade every app server together: a
 //! version-1 build does not read inline values.
 //!
