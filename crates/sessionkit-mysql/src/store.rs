@@ -471,8 +471,7 @@ impl Store for MySqlStore {
         };
         let joined = rows
             .iter()
-            .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
         fold_joined(session_columns(first, 0)?, joined, None).map(Some)
     }
 

@@ -360,8 +360,7 @@ fn fold(rows: &[Row], only: Option<&[&str]>) -> Result<Option<Record>> {
     };
     let joined = rows
         .iter()
-        .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
     fold_joined(session_columns(first, 0)?, joined, only).map(Some)
 }
 

@@ -23,7 +23,8 @@ impl MapStore {
     pub fn open(url: &str) -> Result<Self> {
         match split_options(url) {
             ("", options) if options.is_empty() => Ok(Self::default()),
-            _ => Err(Error::config(format!("{url:?}: expected `map:`"))),
+            // The message does not echo the URL: a store URL may hold a password.
+            _ => Err(Error::config("a map store URL is `map:`, with no options")),
         }
     }
 }

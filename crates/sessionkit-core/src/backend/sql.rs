@@ -16,7 +16,7 @@ pub const CLEANUP_BATCH: i64 = 500;
 /// Options common to the SQL stores, parsed from the store URL's query string: `table`
 /// (default `sessions`), `max_connections` (16), `shared_connections`, `acquire_timeout_ms`
 /// (5000) and `setup`. Options the store does not know are passed through to the driver.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SqlOptions {
     /// The URL without sessionkit's own options, for the driver.
     pub driver_url: String,
@@ -84,6 +84,19 @@ impl SqlOptions {
             parsed.driver_url = format!("{base}?{}", passthrough.join("&"));
         }
         Ok(parsed)
+    }
+}
+
+/// Without the driver URL, which holds the password.
+impl std::fmt::Debug for SqlOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlOptions")
+            .field("table", &self.table)
+            .field("max_connections", &self.max_connections)
+            .field("shared_connections", &self.shared_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("setup", &self.setup)
+            .finish_non_exhaustive()
     }
 }
 
@@ -325,22 +338,24 @@ impl SessionColumns {
 }
 
 /// A session's record from its load: the session row's columns, and the `(name, value)` of
-/// each values-table row joined to it (`(None, None)` where there was none); `only` keeps the
-/// inline values of those names (the query filtered the values table's).
+/// each values-table row joined to it (`(None, None)` where there was none), as the store's
+/// driver reads them (so they are read once, not collected); `only` keeps the inline values
+/// of those names (the query filtered the values table's).
 ///
 /// # Errors
-/// As [`SessionColumns::into_record`]; `Codec` for a `NULL` value.
+/// As [`SessionColumns::into_record`]; the first error reading a joined row; `Codec` for a
+/// `NULL` value.
 pub fn fold_joined(
     session: SessionColumns,
-    joined: impl IntoIterator<Item = (Option<String>, Option<Vec<u8>>)>,
+    joined: impl IntoIterator<Item = Result<(Option<String>, Option<Vec<u8>>)>>,
     only: Option<&[&str]>,
 ) -> Result<Record> {
     let mut record = session.into_record()?;
     if let Some(names) = only {
         record.data.retain(|name, _| names.contains(&name.as_str()));
     }
-    for (name, value) in joined {
-        if let Some(name) = name {
+    for joined in joined {
+        if let (Some(name), value) = joined? {
             let value = value.ok_or_else(|| Error::corrupt("a NULL session value"))?;
             record.data.insert(name, value);
         }
@@ -454,6 +469,18 @@ mod tests {
             (Some(2), "postgres://h/db")
         );
         assert!(SqlOptions::parse("postgres://h/db?shared_connections=0").is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_driver_url() {
+        let o =
+            SqlOptions::parse("postgres://app:hunter2@db.internal/app?table=web").expect("parse");
+        let shown = format!("{o:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("db.internal"),
+            "{shown}"
+        );
+        assert!(shown.contains("web"), "{shown}");
     }
 
     #[test]
