@@ -1,8 +1,10 @@
 //! Test support shared by sessionkit's tests (backends, web integrations, CLI): one factory
 //! per store, each giving a fresh, isolated store (or `None` to skip when its server is down
-//! outside CI), the SQL servers' scratch tables ([`sql`]), and a TCP proxy that can cut a
-//! store's connections to simulate an outage.
+//! outside CI), the SQL servers' scratch tables ([`sql`]), what the SQL stores do when another
+//! client holds their rows ([`locking`]), and a TCP proxy that can cut a store's connections to
+//! simulate an outage.
 
+pub mod locking;
 pub mod sql;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -88,17 +90,17 @@ pub async fn postgres_servers(
     Some(servers)
 }
 
-/// MySQL/MariaDB stores on `table` of the test database: `count` of them, as that many app
-/// servers would open it.
+/// MySQL/MariaDB stores on `table` of the test database, `extra` appended to their options:
+/// `count` of them, as that many app servers would open it.
 ///
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
-pub async fn mysql_servers(table: &str, count: usize) -> Option<Vec<Arc<dyn Store>>> {
+pub async fn mysql_servers(table: &str, extra: &str, count: usize) -> Option<Vec<Arc<dyn Store>>> {
     let base = mysql_url();
     if let Err(err) = drop_stale_mysql_tables(&base).await {
         return server_unavailable("MariaDB/MySQL", &base, err);
     }
-    let url = format!("{base}?table={table}&setup=true&max_connections=8");
+    let url = format!("{base}?table={table}&setup=true&max_connections=8{extra}");
     let mut servers = Vec::with_capacity(count);
     for _ in 0..count {
         servers.push(
@@ -132,7 +134,7 @@ pub async fn postgres() -> Option<Arc<dyn Store>> {
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
 pub async fn mysql() -> Option<Arc<dyn Store>> {
-    mysql_servers(&scratch_table(), 1).await?.pop()
+    mysql_servers(&scratch_table(), "", 1).await?.pop()
 }
 
 fn redis_url() -> String {
