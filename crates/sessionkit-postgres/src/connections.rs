@@ -16,7 +16,8 @@ use std::time::Duration;
 use tokio::sync::{MappedMutexGuard, MutexGuard};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
+use tokio_postgres::{Client, Config, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// SQL built from a validated table name, shared by reference between connections.
 pub(crate) type Sql = Arc<str>;
@@ -132,6 +133,7 @@ pub(crate) struct PgConnections {
 
 struct Inner {
     config: Config,
+    tls: MakeRustlsConnect,
     timeout: Duration,
     shared: Vec<Mutex<Option<Arc<PgClient>>>>,
     /// Held while a shared slot connects, so concurrent requests wait for one connect.
@@ -161,6 +163,7 @@ fn shared_count(max_connections: u32, asked: Option<u32>) -> usize {
 impl PgConnections {
     pub(crate) fn new(
         config: Config,
+        tls: MakeRustlsConnect,
         max_connections: u32,
         shared_connections: Option<u32>,
         timeout: Duration,
@@ -173,6 +176,7 @@ impl PgConnections {
         Self {
             inner: Arc::new(Inner {
                 config,
+                tls,
                 timeout,
                 shared: (0..shared).map(|_| Mutex::new(None)).collect(),
                 connecting: (0..shared).map(|_| tokio::sync::Mutex::new(())).collect(),
@@ -187,10 +191,12 @@ impl PgConnections {
     }
 
     async fn connect(&self) -> Result<PgClient, PgFailure> {
-        let (client, connection) =
-            tokio::time::timeout(self.inner.timeout, self.inner.config.connect(NoTls))
-                .await
-                .map_err(|_| PgFailure::TimedOut)??;
+        let (client, connection) = tokio::time::timeout(
+            self.inner.timeout,
+            self.inner.config.connect(self.inner.tls.clone()),
+        )
+        .await
+        .map_err(|_| PgFailure::TimedOut)??;
         // The connection task ends when the socket closes; the client then reports
         // `is_closed`, and the slot connects afresh on its next use.
         tokio::spawn(async move {

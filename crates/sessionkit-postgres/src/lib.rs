@@ -17,6 +17,29 @@
 //! # }
 //! ```
 //!
+//! ## TLS and login
+//! TLS is configured as libpq does, with rustls: `sslmode=` `disable`, `prefer` (the default:
+//! TLS when the server offers it, without checking its certificate), `require` (TLS or no
+//! connection; the certificate is checked as by `verify-ca` when `sslrootcert` is given, not
+//! at all otherwise), `verify-ca` (the chain up to a trusted CA, not the host name) or
+//! `verify-full` (chain and host name: use this against a server you do not control the
+//! network path to). `sslrootcert=/path/ca.pem` names the CA certificates to trust (absent,
+//! or `system`: the system's roots; `system` also makes `verify-full` the default), and
+//! `sslcert=`/`sslkey=` a client certificate for servers that ask for one. A mode that
+//! requires TLS never falls back to plain text.
+//!
+//! ```text
+//! postgres://app:secret@db.example.com/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem
+//! postgres://app@db.example.com/app?sslmode=verify-full&sslcert=/run/app.pem&sslkey=/run/app.key
+//! ```
+//!
+//! Passwords go through SCRAM-SHA-256 (or MD5, or clear text over TLS, as the server asks).
+//! A refused certificate, a server that does not offer the TLS the mode requires, a wrong
+//! password, or a login `pg_hba.conf` rejects is an
+//! [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) error when the store opens; an
+//! unreachable server is `Unavailable`. `hostaddr=` connects to an address while verifying the
+//! certificate for the URL's host name.
+//!
 //! ## Layout
 //! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
 //! milliseconds with an index, `owner` indexed, and the session's small values inline in `data`
@@ -68,6 +91,7 @@
 
 mod connections;
 mod store;
+mod tls;
 
 use sessionkit_core::Registry;
 pub use store::PostgresStore;

@@ -18,6 +18,7 @@ use sessionkit_core::backend::sql::{
     encode_inline, fold_joined, inline_conditions, inline_doc, inline_witness, listed_sessions,
     lock_id, now_ms, place, version_param,
 };
+use sessionkit_core::backend::tls;
 
 /// 1: values in `<table>_values` only. 2: small values inline in the session row (`data`,
 /// `spilled`); `setup` upgrades a version-1 table in place.
@@ -301,8 +302,19 @@ impl PgFailure {
             Self::Db(err) => err,
         };
         let Some(db) = err.as_db_error() else {
-            // No server error: the socket or the connection broke, or a value did not convert.
-            return if err.is_closed()
+            // No server error: the TLS handshake refused a certificate, the socket or the
+            // connection broke, or a value did not convert.
+            return if tls::is_certificate_error(&err) {
+                Error::config_with(
+                    format!("{context}: the TLS handshake refused a certificate"),
+                    err,
+                )
+            } else if tls_refused(&err) {
+                Error::config_with(
+                    format!("{context}: the server does not offer TLS, which sslmode requires"),
+                    err,
+                )
+            } else if err.is_closed()
                 || std::error::Error::source(&err).is_some_and(|s| s.is::<std::io::Error>())
             {
                 Error::unavailable(context.to_owned(), err)
@@ -311,7 +323,14 @@ impl PgFailure {
             };
         };
         let code = db.code().clone();
-        if code == SqlState::UNIQUE_VIOLATION {
+        if code == SqlState::INVALID_PASSWORD
+            || code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+            || code == SqlState::INVALID_CATALOG_NAME
+        {
+            // A wrong password, a user or database that does not exist, a connection
+            // pg_hba.conf rejects: the URL is wrong, retrying does not help.
+            Error::config_with(format!("{context}: the server refused the login"), err)
+        } else if code == SqlState::UNIQUE_VIOLATION {
             Error::conflict(format!("{context}: {db}"))
         } else if code == SqlState::UNDEFINED_TABLE {
             Error::config_with(
@@ -379,6 +398,14 @@ where
     .await
 }
 
+/// Whether the server answered that it does not do TLS, for an `sslmode` that requires it
+/// (tokio-postgres reports it as a TLS error with a message, not an I/O error; its kinds are
+/// private, so its `Display` is what tells).
+fn tls_refused(err: &tokio_postgres::Error) -> bool {
+    err.to_string().starts_with("error performing TLS handshake")
+        && !std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 fn failed(context: &'static str) -> impl FnOnce(PgFailure) -> Error {
     move |err| err.into_store_error(context)
 }
@@ -392,13 +419,15 @@ impl PostgresStore {
     /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
     pub async fn open(url: &str) -> Result<Self> {
         let options = SqlOptions::parse(url)?;
-        let config: tokio_postgres::Config = options
-            .driver_url
+        let (driver_url, tls) = crate::tls::take(&options.driver_url)?;
+        let mut config: tokio_postgres::Config = driver_url
             .replacen("postgresql:", "postgres:", 1)
             .parse()
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
+        config.ssl_mode(tls.mode);
         let conns = PgConnections::new(
             config,
+            tls.connector,
             options.max_connections,
             options.shared_connections,
             options.acquire_timeout,

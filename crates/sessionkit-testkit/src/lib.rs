@@ -1,11 +1,12 @@
 //! Test support shared by sessionkit's tests (backends, web integrations, CLI): one factory
 //! per store, each giving a fresh, isolated store (or `None` to skip when its server is down
 //! outside CI), the SQL servers' scratch tables ([`sql`]), what the SQL stores do when another
-//! client holds their rows ([`locking`]), and a TCP proxy that can cut a store's connections to
-//! simulate an outage.
+//! client holds their rows ([`locking`]), the TLS servers and certificates ([`tls`]), and a TCP
+//! proxy that can cut a store's connections to simulate an outage.
 
 pub mod locking;
 pub mod sql;
+pub mod tls;
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -59,7 +60,7 @@ where
     match open(url).await {
         Ok(store) => Some(Arc::new(store)),
         Err(err) if err.kind() == ErrorKind::Unavailable => server_unavailable(what, base, err),
-        Err(err) => panic!("opening {what}: {err}"),
+        Err(err) => panic!("opening {what}: {err:?}"),
     }
 }
 
@@ -77,7 +78,8 @@ pub async fn postgres_servers(
     if let Err(err) = drop_stale_postgres_tables(&postgres_url()).await {
         return server_unavailable("PostgreSQL", base, err);
     }
-    let url = format!("{base}?table={table}&setup=true&max_connections=8{extra}");
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{joiner}table={table}&setup=true&max_connections=8{extra}");
     let mut servers = Vec::with_capacity(count);
     for _ in 0..count {
         servers.push(
@@ -127,6 +129,12 @@ pub async fn postgres_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
 /// A PostgreSQL store on a fresh table of the test database.
 pub async fn postgres() -> Option<Arc<dyn Store>> {
     postgres_with(&postgres_url(), "").await
+}
+
+/// A PostgreSQL store on a fresh table of the test database, over verified TLS as a user
+/// with a SCRAM password ([`tls::postgres_url`]).
+pub async fn postgres_tls() -> Option<Arc<dyn Store>> {
+    postgres_with(&tls::postgres_url(), "").await
 }
 
 /// A MySQL/MariaDB store on a fresh table of the test database.

@@ -76,6 +76,9 @@ use std::time::Duration;
 use crate::{Error, Result};
 
 pub mod sql;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 
 /// Splits `scheme://rest` into the part after `//` (or after `:` when there is no `//`) and its
 /// query string, parsed into pairs. Backends use it for options like `?table=sessions`.
@@ -96,6 +99,31 @@ pub fn split_options(url: &str) -> (&str, Vec<(String, String)>) {
                 .collect(),
         ),
     }
+}
+
+/// A URL option's value with its `%XX` escapes decoded (a file path in a store URL may have
+/// them); anything else is kept as it is, and bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The path of a URL that names only a path (`file:///dir`, `redb://file.redb`).
@@ -206,6 +234,12 @@ mod tests {
             vec![("table".into(), "s".into()), ("wal".into(), String::new())]
         );
         assert_eq!(split_options("memory:").0, "");
+    }
+
+    #[test]
+    fn escapes_in_values_are_decoded() {
+        assert_eq!(percent_decoded("/a%20b/c%2Fd%zz%"), "/a b/c/d%zz%");
+        assert_eq!(percent_decoded("%ff"), "\u{fffd}");
     }
 
     #[test]
