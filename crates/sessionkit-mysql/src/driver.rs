@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use sessionkit_core::backend::retry_transient;
 use sessionkit_core::backend::sql::SqlOptions;
+use sessionkit_core::backend::tls;
 use sessionkit_core::{Error, Result};
 
 /// SQL built from a validated table name, shared by reference between connections.
@@ -33,6 +34,10 @@ pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
 /// Maps a driver error to the sessionkit kinds: connection trouble is `Unavailable` (503), a
 /// duplicate key is `Conflict`, a missing table is `Config` (run setup), the rest `Backend`.
 pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> Error {
+    let err = match login_error(context, err) {
+        Ok(config) => return config,
+        Err(other) => other,
+    };
     match &err {
         sqlx::Error::Io(_)
         | sqlx::Error::PoolTimedOut
@@ -53,6 +58,28 @@ pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> Error {
     }
 }
 
+/// A connection the URL cannot make, whatever is retried: the TLS handshake refused a
+/// certificate, the server does not offer the TLS `ssl-mode` requires, or the server refused
+/// the login (a wrong password, an unknown user or database, a user that must use TLS): the
+/// `Config` error, or `err` back if it is none of these.
+fn login_error(context: &str, err: sqlx::Error) -> std::result::Result<Error, sqlx::Error> {
+    let why = if tls::is_certificate_error(&err) {
+        "the TLS handshake refused a certificate"
+    } else if matches!(err, sqlx::Error::Tls(_)) {
+        "TLS as ssl-mode asks for it is not possible"
+    } else if err
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        // ER_DBACCESS_DENIED_ERROR, ER_ACCESS_DENIED_ERROR, ER_BAD_DB_ERROR
+        .is_some_and(|db| matches!(db.number(), 1044 | 1045 | 1049))
+    {
+        "the server refused the login"
+    } else {
+        return Err(err);
+    };
+    Ok(Error::config_with(format!("{context}: {why}"), err))
+}
+
 /// Opens one direct connection and closes it: an unreachable server or a bad password is then
 /// reported as the driver says it (connection refused, …), at once, rather than as a pool
 /// timeout later.
@@ -68,7 +95,10 @@ pub(crate) async fn probe<C: sqlx::Connection>(options: &SqlOptions, server: &st
         Err(e @ sqlx::Error::Configuration(_)) => {
             Err(Error::config_with(format!("invalid {server} URL"), e))
         }
-        Err(e) => Err(Error::unavailable(format!("connecting to {server}"), e)),
+        Err(e) => Err(match login_error(&format!("connecting to {server}"), e) {
+            Ok(config) => config,
+            Err(e) => Error::unavailable(format!("connecting to {server}"), e),
+        }),
     }
 }
 

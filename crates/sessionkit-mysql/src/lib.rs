@@ -18,6 +18,24 @@
 //! # }
 //! ```
 //!
+//! ## TLS and login
+//! sqlx reads TLS from the URL as the MySQL client does, with rustls: `ssl-mode=` `DISABLED`,
+//! `PREFERRED` (the default: TLS when the server offers it, without checking its
+//! certificate), `REQUIRED` (TLS or no connection, certificate not checked), `VERIFY_CA` (the
+//! chain up to a trusted CA, not the host name) or `VERIFY_IDENTITY` (chain and host name: use
+//! this against a server you do not control the network path to). Trusted are the system's
+//! roots plus the CA certificates of `ssl-ca=/path/ca.pem`; `ssl-cert=`/`ssl-key=` give a
+//! client certificate (for users created `REQUIRE X509`). A mode that requires TLS never falls
+//! back to plain text. `socket=/run/mysqld/mysqld.sock` connects through a Unix socket.
+//!
+//! ```text
+//! mysql://app:secret@db.example.com/app?ssl-mode=VERIFY_IDENTITY&ssl-ca=/etc/ssl/db-ca.pem
+//! ```
+//!
+//! A refused certificate, a server without the TLS the mode requires, a wrong password, an
+//! unknown user or database is an [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config)
+//! error when the store opens; an unreachable server is `Unavailable`.
+//!
 //! ## Layout
 //! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
 //! milliseconds with an index, `owner` indexed, and the session's small values inline in `data`

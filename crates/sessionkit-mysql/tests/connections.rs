@@ -53,7 +53,9 @@ async fn client() -> Option<Plain> {
 /// A store on a fresh table with `options`, and `clients` plain clients.
 async fn locking(options: &str, clients: usize) -> Option<Locking<Plain>> {
     let table = scratch_table();
-    let store = mysql_servers(&table, options, 1).await?.pop()?;
+    let store = mysql_servers(&mysql_url(), &table, options, 1)
+        .await?
+        .pop()?;
     let mut plain = Vec::with_capacity(clients);
     for _ in 0..clients {
         plain.push(client().await?);

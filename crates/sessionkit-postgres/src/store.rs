@@ -402,7 +402,8 @@ where
 /// (tokio-postgres reports it as a TLS error with a message, not an I/O error; its kinds are
 /// private, so its `Display` is what tells).
 fn tls_refused(err: &tokio_postgres::Error) -> bool {
-    err.to_string().starts_with("error performing TLS handshake")
+    err.to_string()
+        .starts_with("error performing TLS handshake")
         && !std::error::Error::source(err).is_some_and(|s| s.is::<std::io::Error>())
 }
 

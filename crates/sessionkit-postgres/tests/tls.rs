@@ -79,35 +79,44 @@ async fn an_expired_certificate_is_refused() {
     config_error(opened, "Expired");
 }
 
-/// A server that answers PostgreSQL's `SSLRequest` with `N`: it does not do TLS.
-async fn without_tls() -> String {
+/// A server that answers PostgreSQL's `SSLRequest` with `N` (it does not do TLS), for
+/// `connections` connections: how many bytes each client sent after that (a plain-text
+/// startup message, if any).
+async fn without_tls(connections: usize) -> (String, tokio::task::JoinHandle<Vec<usize>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address").to_string();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
+    let sent = tokio::spawn(async move {
+        let mut sent = Vec::new();
+        for _ in 0..connections {
+            let (mut socket, _) = listener.accept().await.expect("accept");
             let mut request = [0u8; 8];
-            if socket.read_exact(&mut request).await.is_ok() {
-                let _ = socket.write_all(b"N").await;
-                // A plain-text startup message would follow: nothing may come.
-                let mut rest = Vec::new();
-                let _ = socket.read_to_end(&mut rest).await;
-                assert!(rest.is_empty(), "the client fell back to plain text");
-            }
+            socket.read_exact(&mut request).await.expect("SSLRequest");
+            socket.write_all(b"N").await.expect("answer");
+            let mut rest = Vec::new();
+            let _ = socket.read_to_end(&mut rest).await;
+            sent.push(rest.len());
         }
+        sent
     });
-    address
+    (address, sent)
 }
 
 #[tokio::test]
 async fn a_mode_that_requires_tls_never_falls_back_to_plain_text() {
-    let server = without_tls().await;
-    for mode in ["require", "verify-ca", "verify-full"] {
+    let modes = ["require", "verify-ca", "verify-full"];
+    let (server, sent) = without_tls(modes.len()).await;
+    for mode in modes {
         let options = format!("sslmode={mode}&{}&connect_timeout=2", ca("ca.pem"));
         let opened = PostgresStore::open(&url(POSTGRES_TLS_USER, &server, &options)).await;
         config_error(opened, "TLS");
     }
+    assert_eq!(
+        sent.await.expect("server"),
+        [0, 0, 0],
+        "no startup over plain text"
+    );
 }
 
 #[tokio::test]

@@ -92,21 +92,26 @@ pub async fn postgres_servers(
     Some(servers)
 }
 
-/// MySQL/MariaDB stores on `table` of the test database, `extra` appended to their options:
-/// `count` of them, as that many app servers would open it.
+/// MySQL/MariaDB stores on `table` of the test database at `base`, `extra` appended to their
+/// options: `count` of them, as that many app servers would open it.
 ///
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
-pub async fn mysql_servers(table: &str, extra: &str, count: usize) -> Option<Vec<Arc<dyn Store>>> {
-    let base = mysql_url();
-    if let Err(err) = drop_stale_mysql_tables(&base).await {
-        return server_unavailable("MariaDB/MySQL", &base, err);
+pub async fn mysql_servers(
+    base: &str,
+    table: &str,
+    extra: &str,
+    count: usize,
+) -> Option<Vec<Arc<dyn Store>>> {
+    if let Err(err) = drop_stale_mysql_tables(&mysql_url()).await {
+        return server_unavailable("MariaDB/MySQL", base, err);
     }
-    let url = format!("{base}?table={table}&setup=true&max_connections=8{extra}");
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{joiner}table={table}&setup=true&max_connections=8{extra}");
     let mut servers = Vec::with_capacity(count);
     for _ in 0..count {
         servers.push(
-            open_server_store("MariaDB/MySQL", &base, url.clone(), async |url: String| {
+            open_server_store("MariaDB/MySQL", base, url.clone(), async |url: String| {
                 sessionkit_mysql::MySqlStore::open(&url).await
             })
             .await?,
@@ -142,7 +147,17 @@ pub async fn postgres_tls() -> Option<Arc<dyn Store>> {
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
 pub async fn mysql() -> Option<Arc<dyn Store>> {
-    mysql_servers(&scratch_table(), "", 1).await?.pop()
+    mysql_servers(&mysql_url(), &scratch_table(), "", 1)
+        .await?
+        .pop()
+}
+
+/// A MySQL/MariaDB store on a fresh table of the test database, over verified TLS as a user
+/// that must use TLS ([`tls::mysql_url`]).
+pub async fn mysql_tls() -> Option<Arc<dyn Store>> {
+    mysql_servers(&tls::mysql_url(), &scratch_table(), "", 1)
+        .await?
+        .pop()
 }
 
 fn redis_url() -> String {

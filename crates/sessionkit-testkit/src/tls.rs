@@ -50,6 +50,25 @@ pub fn postgres_url() -> String {
     })
 }
 
+/// The MariaDB/MySQL user that must log in over TLS, and its password.
+pub const MYSQL_TLS_USER: (&str, &str) = ("sktest_tls", "tls-secret-1");
+
+/// The MariaDB/MySQL user that must log in over TLS with a client certificate of the test CA,
+/// and its password.
+pub const MYSQL_X509_USER: (&str, &str) = ("sktest_x509", "x509-secret-1");
+
+/// The test MariaDB/MySQL over TLS, as [`MYSQL_TLS_USER`], verifying the server's certificate
+/// and host name (`SESSIONKIT_MYSQL_TLS_URL`).
+pub fn mysql_url() -> String {
+    std::env::var("SESSIONKIT_MYSQL_TLS_URL").unwrap_or_else(|_| {
+        let (user, password) = MYSQL_TLS_USER;
+        format!(
+            "mysql://{user}:{password}@localhost:3306/test?ssl-mode=VERIFY_IDENTITY&ssl-ca={}",
+            file("ca.pem")
+        )
+    })
+}
+
 /// Which bytes a [`presenting`] server expects before its TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Before {
@@ -57,6 +76,29 @@ pub enum Before {
     Nothing,
     /// PostgreSQL's 8-byte `SSLRequest`, answered `S`.
     PostgresSslRequest,
+    /// MySQL's greeting ([`mysql_greeting`] offering TLS), then the client's `SSLRequest`.
+    MysqlGreeting,
+}
+
+/// A MySQL protocol-10 greeting, offering TLS if `tls`: what a server sends first.
+pub fn mysql_greeting(tls: bool) -> Vec<u8> {
+    // CLIENT_LONG_PASSWORD | CONNECT_WITH_DB | PROTOCOL_41 | TRANSACTIONS | SECURE_CONNECTION
+    // | PLUGIN_AUTH, and CLIENT_SSL if offered.
+    let capabilities: u32 =
+        0x1 | 0x8 | 0x200 | 0x2000 | 0x8000 | 0x8_0000 | if tls { 0x800 } else { 0 };
+    let [c0, c1, c2, c3] = capabilities.to_le_bytes();
+    let mut payload = vec![10];
+    payload.extend_from_slice(b"5.7.99-sessionkit-test\0");
+    payload.extend_from_slice(&1u32.to_le_bytes()); // connection id
+    payload.extend_from_slice(b"abcdefgh\0"); // first 8 bytes of the scramble
+    payload.extend_from_slice(&[c0, c1, 45, 2, 0, c2, c3, 21]); // charset, status, scramble length
+    payload.extend_from_slice(&[0; 10]);
+    payload.extend_from_slice(b"ijklmnopqrst\0"); // the other 12 bytes of the scramble
+    payload.extend_from_slice(b"mysql_native_password\0");
+    let len = u32::try_from(payload.len()).expect("short").to_le_bytes();
+    let mut packet = vec![len[0], len[1], len[2], 0];
+    packet.extend_from_slice(&payload);
+    packet
 }
 
 /// A loopback server that presents the certificate `name` (`expired`, `wrong-host`, … of
@@ -85,13 +127,22 @@ pub async fn presenting(name: &str, before: Before) -> String {
         while let Ok((mut socket, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                if before == Before::PostgresSslRequest {
-                    let mut request = [0u8; 8];
-                    if socket.read_exact(&mut request).await.is_err()
-                        || socket.write_all(b"S").await.is_err()
-                    {
-                        return;
+                let ready = match before {
+                    Before::Nothing => true,
+                    Before::PostgresSslRequest => {
+                        let mut request = [0u8; 8];
+                        socket.read_exact(&mut request).await.is_ok()
+                            && socket.write_all(b"S").await.is_ok()
                     }
+                    Before::MysqlGreeting => {
+                        // The client's SSLRequest: a 4-byte header and 32 bytes.
+                        let mut request = [0u8; 36];
+                        socket.write_all(&mysql_greeting(true)).await.is_ok()
+                            && socket.read_exact(&mut request).await.is_ok()
+                    }
+                };
+                if !ready {
+                    return;
                 }
                 // The client refuses the certificate: the handshake fails here, as it should.
                 let _ = acceptor.accept(socket).await;
