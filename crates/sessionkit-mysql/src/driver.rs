@@ -63,8 +63,8 @@ pub(crate) fn sql_error(context: &str, err: sqlx::Error) -> Error {
 /// the login (a wrong password, an unknown user or database, a user that must use TLS): the
 /// `Config` error, or `err` back if it is none of these.
 fn login_error(context: &str, err: sqlx::Error) -> std::result::Result<Error, sqlx::Error> {
-    let why = if tls::is_certificate_error(&err) {
-        "the TLS handshake refused a certificate"
+    let why = if let Some(why) = tls::handshake_refusal(&err) {
+        why
     } else if matches!(err, sqlx::Error::Tls(_)) {
         "TLS as ssl-mode asks for it is not possible"
     } else if err

@@ -304,11 +304,8 @@ impl PgFailure {
         let Some(db) = err.as_db_error() else {
             // No server error: the TLS handshake refused a certificate, the socket or the
             // connection broke, or a value did not convert.
-            return if tls::is_certificate_error(&err) {
-                Error::config_with(
-                    format!("{context}: the TLS handshake refused a certificate"),
-                    err,
-                )
+            return if let Some(why) = tls::handshake_refusal(&err) {
+                Error::config_with(format!("{context}: {why}"), err)
             } else if tls_refused(&err) {
                 Error::config_with(
                     format!("{context}: the server does not offer TLS, which sslmode requires"),

@@ -35,15 +35,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisFuture};
+use redis::{Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisFuture};
 use redis::{RedisResult, Value};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::command::{self, Arg};
+use crate::transport::{Address, Incoming, Outgoing, TlsWriter};
 
 /// How many queued commands make a batch that the request completing it writes at once,
 /// without waiting for the writer task: Redis starts on it while more queue up. Chosen by
@@ -61,7 +60,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// fails, the server sends something that is not RESP2, or requests wait `timeout` with no
 /// reply coming, every waiting request fails with an I/O error and the next one opens a new
 /// connection. A failed request is never re-sent: only the caller knows whether repeating it
-/// is safe. TCP only (no TLS, no Unix sockets); for Redis Cluster use redis-rs's client.
+/// is safe. TCP, TLS or a Unix socket; for Redis Cluster use redis-rs's client.
 ///
 /// ```no_run
 /// # async fn demo() -> redis::RedisResult<()> {
@@ -78,8 +77,7 @@ pub struct Multiplexed {
 }
 
 struct Shared {
-    host: String,
-    port: u16,
+    address: Address,
     db: i64,
     username: Option<String>,
     password: Option<String>,
@@ -94,8 +92,9 @@ struct Shared {
 /// One TCP connection: what its two tasks and the requests share.
 struct Pipe {
     state: Mutex<PipeState>,
-    /// The socket's sending half: written to (without waiting) only by whoever holds `sending`.
-    socket: OwnedWriteHalf,
+    /// The socket's sending half: written to (without waiting) only by whoever holds `sending`
+    /// (on TLS, only by the writer task).
+    socket: Outgoing,
     /// Bytes taken from `out` and not yet all written; holding it is the right to write.
     sending: Mutex<Sending>,
     broken: AtomicBool,
@@ -262,8 +261,12 @@ impl Pipe {
         Ok(receiver)
     }
 
-    /// Writes what is queued, as far as the socket takes it without waiting.
+    /// Writes what is queued, as far as the socket takes it without waiting (on TLS, nothing:
+    /// the writer task writes it all).
     fn write_queued(&self) -> std::io::Result<Written> {
+        if matches!(self.socket, Outgoing::Tls) {
+            return Ok(Written::Blocked);
+        }
         let mut sending = lock(&self.sending);
         loop {
             if sending.written == sending.bytes.len() {
@@ -285,6 +288,36 @@ impl Pipe {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Writes what is queued, waiting for the socket when it is full, until nothing is left
+    /// (or the pipe broke).
+    async fn write_until_done(&self) -> std::io::Result<()> {
+        while !self.is_broken() {
+            match self.write_queued()? {
+                Written::All => break,
+                Written::Blocked => self.socket.writable().await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what is queued to the TLS stream until nothing is left (or the pipe broke), and
+    /// flushes it: rustls may hold the last records back otherwise.
+    async fn write_tls(&self, stream: &mut TlsWriter, bytes: &mut Vec<u8>) -> std::io::Result<()> {
+        while !self.is_broken() {
+            bytes.clear();
+            {
+                let mut state = lock(&self.state);
+                std::mem::swap(bytes, &mut state.out);
+                state.queued = 0;
+            }
+            if bytes.is_empty() {
+                break;
+            }
+            stream.write_all(bytes).await?;
+        }
+        stream.flush().await
     }
 
     /// Hands parsed replies to the waiters at the front of the queue, in order.
@@ -327,7 +360,7 @@ impl Pipe {
 }
 
 /// Reads replies until the socket fails or the pipe breaks.
-async fn read_replies(pipe: Arc<Pipe>, mut socket: OwnedReadHalf) {
+async fn read_replies(pipe: Arc<Pipe>, mut socket: Incoming) {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let error = loop {
         buf.reserve(READ_CHUNK);
@@ -363,25 +396,25 @@ async fn read_replies(pipe: Arc<Pipe>, mut socket: OwnedReadHalf) {
     pipe.fail(&error);
 }
 
-/// Sends queued commands until the pipe breaks.
-async fn write_commands(pipe: Arc<Pipe>) {
+/// Sends queued commands until the pipe breaks: what requests left in the socket's buffer,
+/// or on TLS, everything.
+async fn write_commands(pipe: Arc<Pipe>, mut tls: Option<TlsWriter>) {
+    // TLS: the bytes being written, swapped with the queue's each round.
+    let mut bytes = Vec::new();
     loop {
         pipe.wake_writer.notified().await;
         // Let the tasks that are ready now queue their commands too, so they share the write.
         tokio::task::yield_now().await;
-        loop {
-            if pipe.is_broken() {
-                return;
-            }
-            let blocked = match pipe.write_queued() {
-                Ok(Written::All) => break,
-                Ok(Written::Blocked) => pipe.socket.writable().await,
-                Err(err) => Err(err),
-            };
-            if let Err(err) = blocked {
-                pipe.fail(&RedisError::from(err));
-                return;
-            }
+        let written = match &mut tls {
+            None => pipe.write_until_done().await,
+            Some(stream) => pipe.write_tls(stream, &mut bytes).await,
+        };
+        if let Err(err) = written {
+            pipe.fail(&RedisError::from(err));
+            return;
+        }
+        if pipe.is_broken() {
+            return;
         }
     }
 }
@@ -416,24 +449,42 @@ async fn watch_replies(pipe: Arc<Pipe>, timeout: Duration) {
 }
 
 impl Multiplexed {
-    /// A connection to the server `info` names (TCP only), waiting at most `timeout` to connect
-    /// and, while requests wait, for the next reply; nothing is opened until first use or
-    /// [`Multiplexed::connect`].
+    /// A connection to the server `info` names (`redis://` over TCP, `rediss://` over TLS
+    /// verified with the system's roots, or a Unix socket), waiting at most `timeout` to
+    /// connect and, while requests wait, for the next reply; nothing is opened until first use
+    /// or [`Multiplexed::connect`].
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidClientConfig`] for a TLS or Unix-socket address.
+    /// [`ErrorKind::InvalidClientConfig`] for an address of another kind, or a host name TLS
+    /// cannot verify.
     pub fn new(info: &ConnectionInfo, timeout: Duration) -> RedisResult<Self> {
-        let ConnectionAddr::Tcp(host, port) = info.addr() else {
-            return Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "only redis:// over TCP is supported (no TLS or Unix sockets)",
-            )));
-        };
+        Self::with_address(Address::new(info, None)?, info, timeout)
+    }
+
+    /// As [`Multiplexed::new`], for a `rediss://` address with a TLS configuration of your own
+    /// (a CA file, a client certificate): `tls` replaces the system's roots and full
+    /// verification that [`Multiplexed::new`] uses. Ignored for other addresses.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidClientConfig`] for an address of another kind than TCP, TLS or a
+    /// Unix socket, or a host name TLS cannot verify.
+    pub fn with_tls(
+        info: &ConnectionInfo,
+        timeout: Duration,
+        tls: sessionkit_core::backend::tls::rustls::ClientConfig,
+    ) -> RedisResult<Self> {
+        Self::with_address(Address::new(info, Some(tls))?, info, timeout)
+    }
+
+    fn with_address(
+        address: Address,
+        info: &ConnectionInfo,
+        timeout: Duration,
+    ) -> RedisResult<Self> {
         let settings = info.redis_settings();
         Ok(Self {
             shared: Arc::new(Shared {
-                host: host.clone(),
-                port: *port,
+                address,
                 db: settings.db(),
                 username: settings.username().map(str::to_owned),
                 password: settings.password().map(str::to_owned),
@@ -464,7 +515,7 @@ impl Multiplexed {
         }
         let pipe = tokio::time::timeout(self.shared.timeout, self.open())
             .await
-            .map_err(|_| timed_out("connecting to Redis timed out"))??;
+            .map_err(|_| timed_out(self.shared.address.timeout_message()))??;
         *lock(&self.shared.current) = Some(Arc::clone(&pipe));
         Ok(pipe)
     }
@@ -472,9 +523,7 @@ impl Multiplexed {
     /// A new TCP connection with its tasks running and its handshake done.
     async fn open(&self) -> RedisResult<Arc<Pipe>> {
         let shared = &self.shared;
-        let socket = TcpStream::connect((shared.host.as_str(), shared.port)).await?;
-        socket.set_nodelay(true)?;
-        let (read, write) = socket.into_split();
+        let (read, write, tls) = shared.address.connect().await?;
         let pipe = Arc::new(Pipe {
             state: Mutex::new(PipeState::default()),
             socket: write,
@@ -486,7 +535,7 @@ impl Multiplexed {
         });
         let reader = tokio::spawn(read_replies(Arc::clone(&pipe), read));
         *lock(&pipe.reader) = Some(reader.abort_handle());
-        tokio::spawn(write_commands(Arc::clone(&pipe)));
+        tokio::spawn(write_commands(Arc::clone(&pipe), tls));
         tokio::spawn(watch_replies(Arc::clone(&pipe), shared.timeout));
         if let Some(password) = &shared.password {
             let auth: Vec<Arg<'_>> = std::iter::once("AUTH")

@@ -1,11 +1,31 @@
 //! # sessionkit-redis
 //!
-//! A [`Store`] on Redis, standalone (`redis://host:6379/0`) or Redis Cluster
-//! (`redis+cluster://h1:p1,h2:p2,…`), with options `namespace` (key prefix, default
-//! `sessionkit`) so sessions can share a Redis with other data, and `timeout_ms` (default
-//! 5000, at most a day): how long connecting may take, and waiting requests may go without a
-//! reply (on a cluster, each reply may take), before the server counts as unreachable
-//! (`ErrorKind::Unavailable`).
+//! A [`Store`] on Redis, standalone or Redis Cluster, with options `namespace` (key prefix,
+//! default `sessionkit`) so sessions can share a Redis with other data, and `timeout_ms`
+//! (default 5000, at most a day): how long connecting may take, and waiting requests may go
+//! without a reply (on a cluster, each reply may take), before the server counts as
+//! unreachable (`ErrorKind::Unavailable`).
+//!
+//! ## URLs
+//! | URL | server |
+//! |-----|--------|
+//! | `redis://[user:password@]host:6379[/db]` | standalone, plain TCP |
+//! | `rediss://[user:password@]host:6380[/db]` | standalone over TLS |
+//! | `redis+unix:///run/redis.sock?db=0&user=u&pass=p` | standalone through a Unix socket |
+//! | `redis+cluster://[user:password@]h1:p1,h2:p2` | Redis Cluster (seed nodes) |
+//! | `rediss+cluster://[user:password@]h1:p1,h2:p2` | Redis Cluster over TLS |
+//!
+//! TLS verifies the server's certificate chain and host name, against the system's roots, or
+//! the CA certificates of `tls_ca=/path/ca.pem`; `tls_cert=`/`tls_key=` send a client
+//! certificate (for `tls-auth-clients yes`). redis-rs's `#insecure` at the end of the URL turns
+//! verification off (standalone only): the traffic is then encrypted, but anyone on the path
+//! can pose as the server. A user and password log in with `AUTH` (an ACL user, or the
+//! `requirepass` password with no user).
+//!
+//! A refused certificate, a wrong password or an unknown user is an
+//! [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) error when the store opens; a
+//! server that does not answer is `Unavailable` (over TLS, with a hint: a plain-text port
+//! never answers the handshake).
 //!
 //! ## Layout
 //! - One hash per session, `<ns>:s:{<key hex>}`: metadata fields (`__c` created, `__e` expires,
@@ -36,27 +56,30 @@
 //! reply parser in `resp.rs`: redis-rs's parser was a third of the client's CPU per request);
 //! a cluster through redis-rs's cluster client, which multiplexes per node. Either way one
 //! connection per server carries every concurrent request, which on a 2-core machine beats a
-//! pool (see `docs/BENCHMARKS.md`). Only `redis://` over TCP is supported for standalone
-//! servers: no TLS, no Unix sockets. That connection is public, [`Multiplexed`]: an application
-//! can send its own redis-rs commands down the same path.
+//! pool (see `docs/BENCHMARKS.md`). It speaks plain TCP, TLS (tokio-rustls; the TLS stream is
+//! written by the connection's writer task) and Unix sockets. That connection is public,
+//! [`Multiplexed`]: an application can send its own redis-rs commands down the same path.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod command;
 mod connection;
+mod options;
 mod resp;
 mod scripts;
+mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Script, ServerErrorKind,
     Value,
 };
-use sessionkit_core::backend::split_options;
+use sessionkit_core::backend::tls;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
     Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
@@ -64,17 +87,13 @@ use sessionkit_core::{
 
 use crate::command::Arg;
 pub use crate::connection::Multiplexed;
+use crate::options::StoreOptions;
 use crate::scripts::{
     ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DATA_PREFIX, DELETE, DELETE_IF_OWNER, FINISH_MOVE,
 };
 
 /// How long a cycle may keep a session marked as moving.
 const MOVE_DEADLINE: Duration = Duration::from_secs(5);
-/// How long connecting may take, and waiting requests may go without a reply, unless the URL
-/// says (`timeout_ms`).
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest `timeout_ms` accepted (a day): longer is surely a typo.
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
 /// How many keys one SCAN step asks for.
 const SCAN_COUNT: usize = 1000;
 
@@ -146,21 +165,30 @@ impl Connection {
 pub struct RedisStore {
     conn: Connection,
     namespace: Arc<str>,
-    /// Standalone: the one server; cluster: the seed nodes (for finding the masters to scan).
-    nodes: Arc<[String]>,
 }
 
+/// The namespace and the kind of server; never an address with its password.
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.conn {
+            Connection::Single(_) => "standalone",
+            Connection::Cluster(_) => "cluster",
+        };
         f.debug_struct("RedisStore")
             .field("namespace", &self.namespace)
-            .field("nodes", &self.nodes)
+            .field("server", &kind)
             .finish_non_exhaustive()
     }
 }
 
 fn redis_error(context: &str, err: RedisError) -> Error {
-    if err.is_io_error()
+    if matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
+        || err.kind() == redis::ErrorKind::AuthenticationFailed
+    {
+        Error::config_with(format!("{context}: the server refused the login"), err)
+    } else if let Some(why) = tls::handshake_refusal(&err) {
+        Error::config_with(format!("{context}: {why}"), err)
+    } else if err.is_io_error()
         || err.is_connection_refusal()
         || err.is_timeout()
         || err.is_connection_dropped()
@@ -279,60 +307,27 @@ impl RedisStore {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a bad URL or option,
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if no server answers.
     pub async fn open(url: &str) -> Result<Self> {
-        let (_, options) = split_options(url);
-        let mut namespace = "sessionkit".to_owned();
-        let mut timeout = DEFAULT_TIMEOUT;
-        for (name, value) in options {
-            match (name.as_str(), value.parse::<u64>()) {
-                ("timeout_ms", Ok(ms)) if (1..=MAX_TIMEOUT_MS).contains(&ms) => {
-                    timeout = Duration::from_millis(ms);
-                }
-                ("namespace", _)
-                    if !value.is_empty()
-                        && value
-                            .bytes()
-                            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') =>
-                {
-                    namespace = value
-                }
-                _ => {
-                    return Err(Error::config(format!(
-                        "unknown or invalid redis option {name}={value} (namespace=…, timeout_ms=…)"
-                    )));
-                }
+        let options = StoreOptions::parse(url)?;
+        let conn = match options.base.split_once("+cluster://") {
+            Some((scheme, hosts)) => {
+                let client = options.cluster_client(scheme, hosts)?;
+                let conn = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
+                Connection::Cluster(conn)
             }
-        }
-        let base = url.split_once('?').map_or(url, |(base, _)| base);
-        let (conn, nodes) = if let Some(hosts) = base.strip_prefix("redis+cluster://") {
-            let nodes: Vec<String> = hosts
-                .split(',')
-                .filter(|h| !h.is_empty())
-                .map(|h| format!("redis://{h}"))
-                .collect();
-            let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                .connection_timeout(timeout)
-                .response_timeout(timeout)
-                .build()
-                .map_err(|e| Error::config_with(format!("invalid Redis Cluster URL {url:?}"), e))?;
-            let conn = client
-                .get_async_connection()
-                .await
-                .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
-            (Connection::Cluster(conn), nodes)
-        } else {
-            let client = redis::Client::open(base)
-                .map_err(|e| Error::config_with(format!("invalid Redis URL {url:?}"), e))?;
-            let conn = Multiplexed::new(client.get_connection_info(), timeout)
-                .map_err(|e| Error::config_with(format!("unsupported Redis URL {url:?}"), e))?;
-            conn.connect()
-                .await
-                .map_err(|e| redis_error("connecting to Redis", e))?;
-            (Connection::Single(conn), vec![base.to_owned()])
+            None => {
+                let conn = options.standalone()?;
+                conn.connect()
+                    .await
+                    .map_err(|e| redis_error("connecting to Redis", e))?;
+                Connection::Single(conn)
+            }
         };
         Ok(Self {
             conn,
-            namespace: namespace.into(),
-            nodes: nodes.into(),
+            namespace: options.namespace.into(),
         })
     }
 
@@ -416,10 +411,11 @@ impl RedisStore {
         Ok(created == 1)
     }
 
-    /// The masters whose keyspaces together hold every key.
-    async fn masters(&self) -> Result<Vec<String>> {
+    /// The masters whose keyspaces together hold every key, as (host, port); none for a
+    /// standalone server (its own connection scans it).
+    async fn masters(&self) -> Result<Vec<(String, u16)>> {
         let Connection::Cluster(_) = &self.conn else {
-            return Ok(self.nodes.to_vec());
+            return Ok(Vec::new());
         };
         let nodes: String = redis::cmd("CLUSTER")
             .arg("NODES")
@@ -433,31 +429,56 @@ impl RedisStore {
                 let flags = fields.get(2)?;
                 (flags.contains("master") && !flags.contains("fail")).then(|| {
                     let address = fields.get(1)?.split('@').next()?;
-                    Some(format!("redis://{address}"))
+                    let (host, port) = address.rsplit_once(':')?;
+                    Some((host.to_owned(), port.parse().ok()?))
                 })?
             })
             .collect())
     }
 
+    /// One SCAN step on `master` (the standalone server if `None`), through the store's own
+    /// connections (so with their TLS and credentials).
+    async fn scan_step(
+        &self,
+        master: Option<&(String, u16)>,
+        cursor: u64,
+        pattern: &str,
+    ) -> RedisResult<(u64, Vec<String>)> {
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT);
+        let reply = match (&self.conn, master) {
+            (Connection::Cluster(conn), Some((host, port))) => {
+                let node = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                conn.clone()
+                    .route_command(scan, RoutingInfo::SingleNode(node))
+                    .await?
+            }
+            _ => self.conn().req_packed_command(&scan).await?,
+        };
+        Ok(FromRedisValue::from_redis_value(reply)?)
+    }
+
     /// Every key matching `pattern` on every master.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>> {
+        let masters = self.masters().await?;
+        let targets: Vec<Option<&(String, u16)>> = if masters.is_empty() {
+            vec![None]
+        } else {
+            masters.iter().map(Some).collect()
+        };
         let mut keys = Vec::new();
-        for master in self.masters().await? {
-            let client = redis::Client::open(master.as_str())
-                .map_err(|e| Error::config_with("a cluster node address", e))?;
-            let mut conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .map_err(|e| redis_error("connecting to a Redis node", e))?;
+        for master in targets {
             let mut cursor = 0u64;
             loop {
-                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .query_async(&mut conn)
+                let (next, batch) = self
+                    .scan_step(master, cursor, pattern)
                     .await
                     .map_err(|e| redis_error("scanning sessions", e))?;
                 keys.extend(batch);
@@ -472,7 +493,7 @@ impl RedisStore {
 }
 
 /// The URL schemes this store opens.
-pub const SCHEMES: [&str; 3] = ["redis", "rediss", "redis+cluster"];
+pub const SCHEMES: [&str; 5] = ["redis", "rediss", "redis+unix", "redis+cluster", "rediss+cluster"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {

@@ -125,12 +125,14 @@ async fn a_closed_connection_fails_its_requests_then_is_replaced() {
 }
 
 #[tokio::test]
-async fn bad_timeouts_and_unsupported_addresses_are_config_errors() {
+async fn bad_timeouts_and_unknown_options_are_config_errors() {
     for url in [
         "redis://127.0.0.1:6379?timeout_ms=0",
         "redis://127.0.0.1:6379?timeout_ms=soon",
         "redis://127.0.0.1:6379?timeout_ms=18446744073709551615",
-        "redis+unix:///tmp/redis.sock",
+        "redis://127.0.0.1:6379?tls_ca=/etc/ssl/ca.pem",
+        "redis://127.0.0.1:6379?pass=secret",
+        "redis://127.0.0.1:6379?no_such_option=1",
     ] {
         let err = RedisStore::open(url).await.expect_err(url);
         assert_eq!(err.kind(), ErrorKind::Config, "{url}: {err}");
@@ -196,9 +198,10 @@ async fn the_urls_credentials_and_database_are_used() {
         "the session's hash is in database 5: {in_5:?}"
     );
     assert!(in_0.is_empty(), "and not in database 0: {in_0:?}");
-    // The server answered, with a refusal: a store error, with the server's reply as source.
+    // The server refused the login: a configuration error, with the server's reply as source.
     let err = wrong.expect_err("a wrong password fails the open");
-    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("refused the login"), "{err}");
     let source = std::error::Error::source(&err).map(ToString::to_string);
     assert!(
         source.as_deref().is_some_and(|s| s.contains("WRONGPASS")),

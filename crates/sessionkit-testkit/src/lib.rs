@@ -169,7 +169,8 @@ fn redis_url() -> String {
 /// # Panics
 /// Under `CI=true` when the server is down; on any other open error.
 pub async fn redis_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
-    let url = format!("{base}?namespace={}{extra}", scratch_table());
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{joiner}namespace={}{extra}", scratch_table());
     open_server_store("Redis", base, url, async |url: String| {
         sessionkit_redis::RedisStore::open(&url).await
     })
@@ -179,6 +180,12 @@ pub async fn redis_with(base: &str, extra: &str) -> Option<Arc<dyn Store>> {
 /// A Redis store in a fresh namespace of the test server (`SESSIONKIT_REDIS_URL`).
 pub async fn redis() -> Option<Arc<dyn Store>> {
     redis_with(&redis_url(), "").await
+}
+
+/// A Redis store in a fresh namespace of the TLS-only test server, verifying its certificate,
+/// as an ACL user with a password ([`tls::redis_url`]).
+pub async fn redis_tls() -> Option<Arc<dyn Store>> {
+    redis_with(&tls::redis_url(), "").await
 }
 
 /// A PostgreSQL store reached through a [`CutProxy`], for outage tests.

@@ -69,6 +69,28 @@ pub fn mysql_url() -> String {
     })
 }
 
+/// The ACL user of the TLS-only test Redis (its default user is off), and its password.
+pub const REDIS_TLS_USER: (&str, &str) = ("sessionkit", "acl-secret-1");
+
+/// The TLS-only test Redis on port 6380, as [`REDIS_TLS_USER`], verifying the server's
+/// certificate and host name (`SESSIONKIT_REDIS_TLS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("SESSIONKIT_REDIS_TLS_URL").unwrap_or_else(|_| {
+        let (user, password) = REDIS_TLS_USER;
+        format!(
+            "rediss://{user}:{password}@localhost:6380?tls_ca={}",
+            file("ca.pem")
+        )
+    })
+}
+
+/// The Unix socket of the TLS test Redis (`SESSIONKIT_REDIS_SOCKET`); its users are those of
+/// the TLS port.
+pub fn redis_socket() -> String {
+    std::env::var("SESSIONKIT_REDIS_SOCKET")
+        .unwrap_or_else(|_| "/tmp/sessionkit-redis-tls/redis.sock".into())
+}
+
 /// Which bytes a [`presenting`] server expects before its TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Before {

@@ -126,6 +126,46 @@ pub fn percent_decoded(value: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `url` with its secrets replaced by `***`: the password of `scheme://user:password@host`
+/// and the values of `password`, `pass` and `sslpassword` options. What error messages, logs
+/// and CLI output show of a store URL.
+pub fn redacted_url(url: &str) -> String {
+    let (before_query, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let mut shown = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            // The userinfo ends at the last '@' before the path.
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => {
+                    let user = rest[..at]
+                        .split_once(':')
+                        .map_or(&rest[..at], |(user, _)| user);
+                    let hidden = if rest[..at].contains(':') { ":***" } else { "" };
+                    format!("{scheme}://{user}{hidden}{}", &rest[at..])
+                }
+                None => before_query.to_owned(),
+            }
+        }
+        None => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) if matches!(name, "password" | "pass" | "sslpassword") => {
+                    format!("{name}=***")
+                }
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    shown
+}
+
 /// The path of a URL that names only a path (`file:///dir`, `redb://file.redb`).
 ///
 /// # Errors
@@ -234,6 +274,30 @@ mod tests {
             vec![("table".into(), "s".into()), ("wal".into(), String::new())]
         );
         assert_eq!(split_options("memory:").0, "");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        for (url, shown) in [
+            ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+            (
+                "postgres://u:p@ss@h/db?sslmode=require",
+                "postgres://u:***@h/db?sslmode=require",
+            ),
+            (
+                "redis+cluster://u:pw@h1:1,h2:2",
+                "redis+cluster://u:***@h1:1,h2:2",
+            ),
+            ("mysql://u@h/db", "mysql://u@h/db"),
+            (
+                "redis+unix:///s.sock?db=1&pass=pw",
+                "redis+unix:///s.sock?db=1&pass=***",
+            ),
+            ("memory:", "memory:"),
+            ("sqlite://dir/a.db?table=s", "sqlite://dir/a.db?table=s"),
+        ] {
+            assert_eq!(redacted_url(url), shown);
+        }
     }
 
     #[test]

@@ -164,12 +164,18 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>> {
         .map_err(|e| Error::config_with(format!("{host:?} is not a host name for TLS"), e))
 }
 
-/// Whether `err` or one of its sources is the TLS handshake refusing the server's (or the
-/// client's) certificate: a configuration problem (wrong CA, wrong host, expired
-/// certificate) that retrying does not fix, which stores report as `Config`.
-pub fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Why the TLS handshake failed, if `err` or one of its sources says it did for a reason
+/// that retrying does not fix: a refused certificate (wrong CA, wrong host, expired; or the
+/// server refused ours), a server that does not speak TLS on that port, or no protocol
+/// version or cipher in common. Stores report these as `Config` errors, with this reason.
+pub fn handshake_refusal(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    use rustls::AlertDescription as Alert;
     let mut next = Some(err);
     while let Some(mut err) = next {
+        // A shared error (redis-rs keeps its I/O errors in an `Arc`) is the error it shares.
+        if let Some(shared) = err.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            err = &**shared;
+        }
         // An I/O error's `source` skips the error it wraps (tokio-rustls wraps rustls's).
         if let Some(inner) = err
             .downcast_ref::<std::io::Error>()
@@ -178,21 +184,29 @@ pub fn is_certificate_error(err: &(dyn std::error::Error + 'static)) -> bool {
             err = inner;
         }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-            return matches!(
-                tls,
+            return match tls {
                 rustls::Error::InvalidCertificate(_)
-                    | rustls::Error::NoCertificatesPresented
-                    | rustls::Error::AlertReceived(
-                        rustls::AlertDescription::BadCertificate
-                            | rustls::AlertDescription::CertificateRequired
-                            | rustls::AlertDescription::UnknownCA
-                            | rustls::AlertDescription::CertificateExpired
-                    )
-            );
+                | rustls::Error::NoCertificatesPresented
+                | rustls::Error::AlertReceived(
+                    Alert::BadCertificate
+                    | Alert::CertificateRequired
+                    | Alert::UnknownCA
+                    | Alert::CertificateExpired
+                    | Alert::CertificateUnknown,
+                ) => Some("the TLS handshake refused a certificate"),
+                rustls::Error::InvalidMessage(_) => {
+                    Some("the server does not speak TLS on that port")
+                }
+                rustls::Error::PeerIncompatible(_)
+                | rustls::Error::AlertReceived(Alert::ProtocolVersion | Alert::HandshakeFailure) => {
+                    Some("the server and sessionkit have no TLS version or cipher in common")
+                }
+                _ => None,
+            };
         }
         next = err.source();
     }
-    false
+    None
 }
 
 /// Checks the chain and the dates, and accepts a certificate for another host name.
