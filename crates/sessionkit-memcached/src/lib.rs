@@ -19,6 +19,12 @@
 //!   [`ErrorKind::Unsupported`](sessionkit_core::ErrorKind::Unsupported), which the caller's
 //!   [`UnsupportedPolicy`](sessionkit_core::UnsupportedPolicy) turns into an error, a warning or
 //!   nothing.
+//! - **TLS**: `memcached+tls://h1:11214,h2:11214` connects with TLS (memcached 1.6 started
+//!   with `-Z`), verifying each server's certificate chain and host name against the system's
+//!   roots or the CA certificates of `tls_ca=/path/ca.pem`; `tls_cert=`/`tls_key=` send a
+//!   client certificate (for `ssl_verify_mode`). A refused certificate, or a server that does
+//!   not speak TLS on that port, is an [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config)
+//!   error on the first request to that server.
 //! - **Size**: a session (the whole record is one item) larger than `max_item_bytes` (default
 //!   1 MiB, Memcached's default `-I`) fails with
 //!   [`ErrorKind::TooLarge`](sessionkit_core::ErrorKind::TooLarge) before anything is written.
@@ -28,11 +34,12 @@
 mod protocol;
 mod ring;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessionkit_core::backend::split_options;
-use sessionkit_core::backend::unsupported;
+use sessionkit_core::backend::tls::{self, TlsFiles, Verify};
+use sessionkit_core::backend::{percent_decoded, split_options, unsupported};
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, Page, PageRequest, Record,
     Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
@@ -40,6 +47,12 @@ use sessionkit_core::{
 
 use crate::protocol::{Server, StoreReply};
 use crate::ring::Ring;
+use tokio_rustls::TlsConnector;
+
+/// The host of `host:port` (an IPv6 address keeps its brackets).
+fn host_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host)
+}
 
 /// How many times `apply` and `cycle` retry after losing a compare-and-swap race.
 const CAS_ATTEMPTS: u32 = 32;
@@ -87,11 +100,12 @@ fn live(record: Option<Record>) -> Option<Record> {
 }
 
 impl MemcachedStore {
-    /// Opens the servers a `memcached://` URL names (no connection is made until first use).
+    /// Opens the servers a `memcached://` (or, over TLS, `memcached+tls://`) URL names (no
+    /// connection is made until first use).
     ///
     /// # Errors
-    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without servers or
-    /// with an unknown option.
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without servers,
+    /// with an unknown option, or with TLS files that cannot be read.
     pub async fn open(url: &str) -> Result<Self> {
         let (hosts, options) = split_options(url);
         let addresses: Vec<String> = hosts
@@ -105,13 +119,46 @@ impl MemcachedStore {
                 "{url:?}: expected memcached://host:port[,host:port…]"
             )));
         }
+        let (mut tls_files, mut rest) = (TlsFiles::default(), Vec::new());
+        for (name, value) in options {
+            let path = || Some(PathBuf::from(percent_decoded(&value)));
+            match name.as_str() {
+                "tls_ca" => tls_files.ca = path(),
+                "tls_cert" => tls_files.cert = path(),
+                "tls_key" => tls_files.key = path(),
+                _ => rest.push((name, value)),
+            }
+        }
+        let tls = if url.starts_with("memcached+tls:") {
+            let config = tls::client_config(&tls_files, Verify::Full)?;
+            Some(TlsConnector::from(Arc::new(config)))
+        } else if tls_files != TlsFiles::default() {
+            return Err(Error::config(
+                "tls_ca, tls_cert and tls_key are for memcached+tls:// URLs",
+            ));
+        } else {
+            None
+        };
+        let servers = addresses
+            .iter()
+            .map(|address| {
+                let tls = match &tls {
+                    None => None,
+                    Some(connector) => Some(protocol::Tls {
+                        connector: connector.clone(),
+                        name: tls::server_name(host_of(address))?,
+                    }),
+                };
+                Ok(Server::new(address.clone(), tls))
+            })
+            .collect::<Result<Arc<[Server]>>>()?;
         let mut store = Self {
             ring: Arc::new(Ring::new(&addresses)),
-            servers: addresses.into_iter().map(Server::new).collect(),
+            servers,
             namespace: "sessionkit".into(),
             max_item_bytes: 1 << 20,
         };
-        for (name, value) in options {
+        for (name, value) in rest {
             match (name.as_str(), value.parse::<usize>()) {
                 ("namespace", _)
                     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) =>
@@ -123,7 +170,7 @@ impl MemcachedStore {
                 }
                 _ => {
                     return Err(Error::config(format!(
-                        "unknown or invalid memcached option {name}={value} (namespace, max_item_bytes)"
+                        "unknown or invalid memcached option {name}={value} (namespace, max_item_bytes, tls_ca, tls_cert, tls_key)"
                     )));
                 }
             }
@@ -163,7 +210,7 @@ impl MemcachedStore {
 }
 
 /// The URL schemes this store opens.
-pub const SCHEMES: [&str; 1] = ["memcached"];
+pub const SCHEMES: [&str; 2] = ["memcached", "memcached+tls"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {

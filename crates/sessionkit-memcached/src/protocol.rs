@@ -1,12 +1,15 @@
 //! Just enough of the memcached text protocol: `gets`, `add`, `set`, `cas`, `delete`, with a
-//! small connection pool per server and a timeout on every exchange.
+//! small connection pool per server and a timeout on every exchange, over TCP or TLS.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use sessionkit_core::backend::tls;
 use sessionkit_core::{Error, Result};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_CONNECTIONS: usize = 16;
@@ -21,14 +24,55 @@ pub(crate) enum StoreReply {
     NotFound,
 }
 
+/// A connection's bytes: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// One connection, buffered for reading lines. (A struct, not an alias: the read closures
+/// take it by reference, and a `dyn` type in their signature would need its lifetime spelled.)
+struct Connection(BufReader<Box<dyn Io>>);
+
+impl std::ops::Deref for Connection {
+    type Target = BufReader<Box<dyn Io>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// How connections to a server are secured: the connector and the name its certificate must
+/// carry.
+#[derive(Clone)]
+pub(crate) struct Tls {
+    pub(crate) connector: TlsConnector,
+    pub(crate) name: ServerName<'static>,
+}
+
 /// One memcached server and its idle connections.
 pub(crate) struct Server {
     pub(crate) address: String,
-    idle: Mutex<Vec<BufReader<TcpStream>>>,
+    tls: Option<Tls>,
+    idle: Mutex<Vec<Connection>>,
 }
 
 fn unavailable(address: &str, err: impl Into<sessionkit_core::BoxError>) -> Error {
     Error::unavailable(format!("talking to memcached at {address}"), err)
+}
+
+/// A failed TLS connect: `Config` when the handshake was refused for good (a certificate, a
+/// port without TLS), else `Unavailable`.
+fn tls_failed(address: &str, err: std::io::Error) -> Error {
+    match tls::handshake_refusal(&err) {
+        Some(why) => {
+            Error::config_with(format!("connecting to memcached at {address}: {why}"), err)
+        }
+        None => unavailable(address, err),
+    }
 }
 
 fn protocol_error(address: &str, line: &str) -> Error {
@@ -45,14 +89,32 @@ fn protocol_error(address: &str, line: &str) -> Error {
 }
 
 impl Server {
-    pub(crate) fn new(address: String) -> Self {
+    pub(crate) fn new(address: String, tls: Option<Tls>) -> Self {
         Self {
             address,
+            tls,
             idle: Mutex::new(Vec::new()),
         }
     }
 
-    async fn connection(&self) -> Result<BufReader<TcpStream>> {
+    async fn connect(&self) -> Result<Connection> {
+        let stream = TcpStream::connect(&self.address)
+            .await
+            .map_err(|e| unavailable(&self.address, e))?;
+        let _ = stream.set_nodelay(true);
+        let stream: Box<dyn Io> = match &self.tls {
+            None => Box::new(stream),
+            Some(tls) => Box::new(
+                tls.connector
+                    .connect(tls.name.clone(), stream)
+                    .await
+                    .map_err(|e| tls_failed(&self.address, e))?,
+            ),
+        };
+        Ok(Connection(BufReader::new(stream)))
+    }
+
+    async fn connection(&self) -> Result<Connection> {
         let pooled = self
             .idle
             .lock()
@@ -60,18 +122,13 @@ impl Server {
             .pop();
         match pooled {
             Some(conn) => Ok(conn),
-            None => {
-                let stream = tokio::time::timeout(TIMEOUT, TcpStream::connect(&self.address))
-                    .await
-                    .map_err(|e| unavailable(&self.address, e))?
-                    .map_err(|e| unavailable(&self.address, e))?;
-                let _ = stream.set_nodelay(true);
-                Ok(BufReader::new(stream))
-            }
+            None => tokio::time::timeout(TIMEOUT, self.connect())
+                .await
+                .map_err(|e| unavailable(&self.address, e))?,
         }
     }
 
-    fn give_back(&self, conn: BufReader<TcpStream>) {
+    fn give_back(&self, conn: Connection) {
         let mut idle = self
             .idle
             .lock()
@@ -85,12 +142,18 @@ impl Server {
     async fn exchange<T>(
         &self,
         request: &[u8],
-        read: impl AsyncFnOnce(&mut BufReader<TcpStream>) -> Result<T>,
+        read: impl AsyncFnOnce(&mut Connection) -> Result<T>,
     ) -> Result<T> {
         let mut conn = self.connection().await?;
         let result = tokio::time::timeout(TIMEOUT, async {
-            conn.get_mut()
+            // The flush sends what TLS holds back; on TCP it does nothing.
+            let stream = conn.get_mut();
+            stream
                 .write_all(request)
+                .await
+                .map_err(|e| unavailable(&self.address, e))?;
+            stream
+                .flush()
                 .await
                 .map_err(|e| unavailable(&self.address, e))?;
             read(&mut conn).await
@@ -179,7 +242,7 @@ impl Server {
     }
 }
 
-async fn read_line(conn: &mut BufReader<TcpStream>, address: &str) -> Result<String> {
+async fn read_line(conn: &mut Connection, address: &str) -> Result<String> {
     let mut line = String::new();
     let read = conn
         .read_line(&mut line)

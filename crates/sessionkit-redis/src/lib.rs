@@ -493,7 +493,13 @@ impl RedisStore {
 }
 
 /// The URL schemes this store opens.
-pub const SCHEMES: [&str; 5] = ["redis", "rediss", "redis+unix", "redis+cluster", "rediss+cluster"];
+pub const SCHEMES: [&str; 5] = [
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+cluster",
+    "rediss+cluster",
+];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {

@@ -160,6 +160,47 @@ pub async fn mysql_tls() -> Option<Arc<dyn Store>> {
         .pop()
 }
 
+/// The two test Memcached servers (`SESSIONKIT_MEMCACHED_URL`, default 11211 and 11212 on
+/// loopback).
+pub fn memcached_url() -> String {
+    std::env::var("SESSIONKIT_MEMCACHED_URL")
+        .unwrap_or_else(|_| "memcached://127.0.0.1:11211,127.0.0.1:11212".into())
+}
+
+/// A Memcached store at `base` in a fresh namespace, with a 4 MiB item limit, or `None`
+/// (skip) when its servers are down outside CI.
+///
+/// # Panics
+/// Under `CI=true` when the servers are down; on any other open or probe error.
+pub async fn memcached_at(base: &str) -> Option<sessionkit_memcached::MemcachedStore> {
+    let joiner = if base.contains('?') { '&' } else { '?' };
+    let url = format!(
+        "{base}{joiner}namespace={}&max_item_bytes=4194304",
+        scratch_table()
+    );
+    let store = sessionkit_memcached::MemcachedStore::open(&url)
+        .await
+        .expect("a valid URL");
+    // Connections are made on first use: probe once so a down server is reported as such.
+    match store.load(&sessionkit_conformance::fresh_key()).await {
+        Ok(_) => Some(store),
+        Err(err) if err.kind() == ErrorKind::Unavailable => {
+            server_unavailable("Memcached", base, err)
+        }
+        Err(err) => panic!("probing Memcached: {err:?}"),
+    }
+}
+
+/// A Memcached store over both test servers, in a fresh namespace.
+pub async fn memcached() -> Option<sessionkit_memcached::MemcachedStore> {
+    memcached_at(&memcached_url()).await
+}
+
+/// A Memcached store over TLS ([`tls::memcached_url`]), in a fresh namespace.
+pub async fn memcached_tls() -> Option<sessionkit_memcached::MemcachedStore> {
+    memcached_at(&tls::memcached_url()).await
+}
+
 fn redis_url() -> String {
     std::env::var("SESSIONKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }

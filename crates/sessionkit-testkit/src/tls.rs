@@ -91,6 +91,13 @@ pub fn redis_socket() -> String {
         .unwrap_or_else(|_| "/tmp/sessionkit-redis-tls/redis.sock".into())
 }
 
+/// The TLS test Memcached on port 11214, verifying its certificate and host name
+/// (`SESSIONKIT_MEMCACHED_TLS_URL`).
+pub fn memcached_url() -> String {
+    std::env::var("SESSIONKIT_MEMCACHED_TLS_URL")
+        .unwrap_or_else(|_| format!("memcached+tls://localhost:11214?tls_ca={}", file("ca.pem")))
+}
+
 /// Which bytes a [`presenting`] server expects before its TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Before {
