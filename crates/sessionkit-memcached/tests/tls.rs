@@ -38,10 +38,7 @@ async fn a_certificate_of_another_ca_is_refused() {
 
 #[tokio::test]
 async fn a_certificate_for_another_host_or_expired_is_refused() {
-    for (certificate, says) in [
-        ("wrong-host", "NotValidForName"),
-        ("expired", "Expired"),
-    ] {
+    for (certificate, says) in [("wrong-host", "NotValidForName"), ("expired", "Expired")] {
         let server = tls::presenting(certificate, Before::Nothing).await;
         let err = first_request_error(&server, "ca.pem").await;
         assert_config(&err, says);
