@@ -158,6 +158,125 @@ pub async fn store_outage_gives_503_then_recovers(server: &TestServer, outage: &
     );
 }
 
+/// What [`a_failover_gives_503s_then_recovers`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct FailoverReport {
+    /// Requests sent after the failover began.
+    pub requests: usize,
+    /// How many of them were answered 503.
+    pub unavailable: usize,
+    /// From the failover's start to the first 200 after the last 503.
+    pub outage: Duration,
+}
+
+/// How many browsers the failover load has, and how many requests each sends at most.
+const FAILOVER_BROWSERS: usize = 4;
+const FAILOVER_REQUESTS: usize = 3000;
+
+/// Several browsers write to their sessions (one request per 10 ms each, at most
+/// [`FAILOVER_REQUESTS`] each) while `fail_over` takes the store's server away for good (it
+/// returns once the server is gone), so that the store must find its replacement by itself. Every request is answered 200 or 503,
+/// never with a fresh session; within `recover_within` every browser gets 200s again; the
+/// sessions written before the failover are still there. Returns what it measured.
+///
+/// The app's idle timeout must outlast the outage (not [`test_manager`]'s).
+///
+/// # Panics
+/// When any of that does not hold.
+pub async fn a_failover_gives_503s_then_recovers(
+    server: &TestServer,
+    fail_over: impl Future<Output = ()>,
+    recover_within: Duration,
+) -> FailoverReport {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+    let mut cookies = Vec::new();
+    for _ in 0..FAILOVER_BROWSERS {
+        cookies.push(start_session(server).await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (replies, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let browsers: Vec<_> = cookies
+        .iter()
+        .enumerate()
+        .map(|(browser, cookie)| {
+            let (server, cookie, stop, replies) = (
+                server.clone(),
+                cookie.clone(),
+                Arc::clone(&stop),
+                replies.clone(),
+            );
+            tokio::spawn(async move {
+                for n in 0..FAILOVER_REQUESTS {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let reply = get(&server, &format!("/set/n/{n}"), Some(&cookie)).await;
+                    let _ = replies.send((browser, Instant::now(), reply));
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    drop(replies);
+    fail_over.await;
+    let started = Instant::now();
+    // Per browser: 200s in a row since the last 503 (after the failover began).
+    let mut healthy_run = [0usize; FAILOVER_BROWSERS];
+    let (mut requests, mut unavailable) = (0, 0);
+    let mut last_unavailable = None::<Instant>;
+    let mut first_ok_after = None::<Instant>;
+    while healthy_run.iter().any(|&run| run < 20) {
+        let left = recover_within.saturating_sub(started.elapsed());
+        let Ok(Some((browser, at, reply))) = tokio::time::timeout(left, received.recv()).await
+        else {
+            panic!(
+                "no recovery within {recover_within:?}: {unavailable} of {requests} requests got 503"
+            );
+        };
+        assert!(
+            reply.new_cookie().is_none(),
+            "a failover never hands out a fresh session: {reply:?}"
+        );
+        if at < started {
+            continue;
+        }
+        requests += 1;
+        match reply.status {
+            200 => {
+                healthy_run[browser] += 1;
+                if last_unavailable.is_some() && first_ok_after.is_none() {
+                    first_ok_after = Some(at);
+                }
+            }
+            503 => {
+                unavailable += 1;
+                healthy_run[browser] = 0;
+                last_unavailable = Some(at);
+                first_ok_after = None;
+            }
+            _ => panic!("a failover is a 503, nothing else: {reply:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for browser in browsers {
+        browser.await.expect("browser task");
+    }
+    for cookie in &cookies {
+        let read = get(server, "/get/a", Some(cookie)).await;
+        assert_eq!(
+            (read.status, read.body.as_str()),
+            (200, "1"),
+            "a session written before the failover survived it"
+        );
+    }
+    FailoverReport {
+        requests,
+        unavailable,
+        outage: first_ok_after.map_or(Duration::ZERO, |at| at - started),
+    }
+}
+
 /// One response, as the suite looks at it.
 #[derive(Debug)]
 pub struct Reply {

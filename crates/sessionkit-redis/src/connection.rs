@@ -35,7 +35,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisFuture};
+use redis::sentinel::SentinelClient;
+use redis::{
+    Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisConnectionInfo, RedisError, RedisFuture,
+};
 use redis::{RedisResult, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, oneshot};
@@ -323,6 +326,7 @@ impl Pipe {
     /// Hands parsed replies to the waiters at the front of the queue, in order.
     fn deliver(&self, replies: Vec<RedisResult<Value>>) {
         let mut done = Vec::new();
+        let mut demoted = false;
         {
             let mut state = lock(&self.state);
             for value in replies {
@@ -340,6 +344,7 @@ impl Pipe {
                     match value {
                         Ok(value) => waiter.got.push(value),
                         Err(err) => {
+                            demoted |= err.code() == Some("READONLY");
                             waiter.error.get_or_insert(err);
                             waiter.got.push(Value::Nil);
                         }
@@ -355,6 +360,11 @@ impl Pipe {
                 Some(err) => Err(err),
                 None => Ok(waiter.got),
             });
+        }
+        if demoted {
+            // A replica now (a failover): the next request opens a new connection, which
+            // behind Sentinel goes to the new master.
+            self.fail(&broken_pipe("the Redis server is a read-only replica now"));
         }
     }
 }
@@ -476,13 +486,37 @@ impl Multiplexed {
         Self::with_address(Address::new(info, Some(tls))?, info, timeout)
     }
 
+    /// A connection to the master that `sentinels` names (built for
+    /// [`SentinelServerType::Master`](redis::sentinel::SentinelServerType::Master)), logging
+    /// in with `settings` (user, password, database), over TLS with `tls` if given (the server
+    /// name checked is the address the Sentinels give). The Sentinels are asked for every new
+    /// connection: when the master fails, requests fail (I/O errors) until the Sentinels have
+    /// promoted a replica, and the next connection goes to it. A reply `READONLY` (the server
+    /// became a replica while connected) breaks the connection too, so the next request asks
+    /// again.
+    pub fn with_sentinel(
+        sentinels: SentinelClient,
+        settings: &RedisConnectionInfo,
+        timeout: Duration,
+        tls: Option<sessionkit_core::backend::tls::rustls::ClientConfig>,
+    ) -> Self {
+        let address = Address::Sentinel {
+            lookup: Arc::new(tokio::sync::Mutex::new(sentinels)),
+            tls: tls.map(|config| tokio_rustls::TlsConnector::from(Arc::new(config))),
+        };
+        Self::with_settings(address, settings, timeout)
+    }
+
     fn with_address(
         address: Address,
         info: &ConnectionInfo,
         timeout: Duration,
     ) -> RedisResult<Self> {
-        let settings = info.redis_settings();
-        Ok(Self {
+        Ok(Self::with_settings(address, info.redis_settings(), timeout))
+    }
+
+    fn with_settings(address: Address, settings: &RedisConnectionInfo, timeout: Duration) -> Self {
+        Self {
             shared: Arc::new(Shared {
                 address,
                 db: settings.db(),
@@ -492,7 +526,7 @@ impl Multiplexed {
                 current: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
             }),
-        })
+        }
     }
 
     /// Opens the connection now (to report an unreachable server at start-up).

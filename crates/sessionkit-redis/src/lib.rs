@@ -186,6 +186,18 @@ fn redis_error(context: &str, err: RedisError) -> Error {
         || err.kind() == redis::ErrorKind::AuthenticationFailed
     {
         Error::config_with(format!("{context}: the server refused the login"), err)
+    } else if err.code() == Some("READONLY") {
+        Error::unavailable(
+            format!("{context}: the server is a read-only replica (a failover?)"),
+            err,
+        )
+    } else if err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel {
+        Error::unavailable(
+            format!(
+                "{context}: no Sentinel names a reachable master of that name (a wrong name, or a failover under way)"
+            ),
+            err,
+        )
     } else if let Some(why) = tls::handshake_refusal(&err) {
         Error::config_with(format!("{context}: {why}"), err)
     } else if err.is_io_error()
@@ -308,21 +320,29 @@ impl RedisStore {
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if no server answers.
     pub async fn open(url: &str) -> Result<Self> {
         let options = StoreOptions::parse(url)?;
-        let conn = match options.base.split_once("+cluster://") {
-            Some((scheme, hosts)) => {
-                let client = options.cluster_client(scheme, hosts)?;
-                let conn = client
-                    .get_async_connection()
-                    .await
-                    .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
-                Connection::Cluster(conn)
-            }
-            None => {
-                let conn = options.standalone()?;
-                conn.connect()
-                    .await
-                    .map_err(|e| redis_error("connecting to Redis", e))?;
-                Connection::Single(conn)
+        let conn = if let Some((scheme, rest)) = options.base.split_once("+sentinel://") {
+            let conn = options.sentinel(scheme == "rediss", rest)?;
+            conn.connect()
+                .await
+                .map_err(|e| redis_error("connecting to Redis through Sentinel", e))?;
+            Connection::Single(conn)
+        } else {
+            match options.base.split_once("+cluster://") {
+                Some((scheme, hosts)) => {
+                    let client = options.cluster_client(scheme, hosts)?;
+                    let conn = client
+                        .get_async_connection()
+                        .await
+                        .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
+                    Connection::Cluster(conn)
+                }
+                None => {
+                    let conn = options.standalone()?;
+                    conn.connect()
+                        .await
+                        .map_err(|e| redis_error("connecting to Redis", e))?;
+                    Connection::Single(conn)
+                }
             }
         };
         Ok(Self {
@@ -493,12 +513,14 @@ impl RedisStore {
 }
 
 /// The URL schemes this store opens.
-pub const SCHEMES: [&str; 5] = [
+pub const SCHEMES: [&str; 7] = [
     "redis",
     "rediss",
     "redis+unix",
     "redis+cluster",
     "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
 ];
 
 /// Registers [`SCHEMES`] with `registry`.

@@ -1,12 +1,14 @@
 //! The store URL: `redis://`, `rediss://` (TLS), `redis+unix://` / `unix://` (a Unix socket),
-//! `redis+cluster://` / `rediss+cluster://`; the options sessionkit reads (`namespace`,
-//! `timeout_ms`, `tls_ca`, `tls_cert`, `tls_key`) and, for Unix sockets, redis-rs's own
+//! `redis+cluster://` / `rediss+cluster://`, `redis+sentinel://` / `rediss+sentinel://`; the
+//! options sessionkit reads (`namespace`, `timeout_ms`, `tls_ca`, `tls_cert`, `tls_key`, and
+//! for Sentinel `sentinel_user`, `sentinel_password`) and, for Unix sockets, redis-rs's own
 //! (`db`, `user`, `pass`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use redis::{ConnectionAddr, TlsCertificates};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+use redis::{ConnectionAddr, RedisConnectionInfo, TlsCertificates, TlsMode};
 use sessionkit_core::backend::tls::{self, TlsFiles, Verify};
 use sessionkit_core::backend::{percent_decoded, redacted_url, split_options};
 use sessionkit_core::{Error, Result};
@@ -26,8 +28,74 @@ pub(crate) struct StoreOptions {
     pub(crate) namespace: String,
     pub(crate) timeout: Duration,
     tls: TlsFiles,
+    /// How to log in to the Sentinels themselves (`sentinel_user`, `sentinel_password`).
+    sentinel_user: Option<String>,
+    sentinel_password: Option<String>,
     /// The whole URL with its password hidden, for error messages.
     shown: String,
+}
+
+/// Whether `namespace` can prefix the store's keys: printable ASCII without the braces of a
+/// cluster hash tag.
+pub(crate) fn valid_namespace(namespace: &str) -> bool {
+    !namespace.is_empty()
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+}
+
+/// The Sentinel port when an address names none.
+const SENTINEL_PORT: u16 = 26379;
+
+/// What a `redis+sentinel://[user:password@]h1:p1,h2:p2/master[/db]` URL names (after its
+/// scheme, without options).
+struct SentinelUrl {
+    sentinels: Vec<(String, u16)>,
+    master: String,
+    /// The master's login and database.
+    settings: RedisConnectionInfo,
+}
+
+impl SentinelUrl {
+    fn parse(rest: &str) -> Option<Self> {
+        let (authority, path) = rest.split_once('/')?;
+        let (userinfo, hosts) = match authority.rsplit_once('@') {
+            Some((userinfo, hosts)) => (Some(userinfo), hosts),
+            None => (None, authority),
+        };
+        let sentinels = hosts
+            .split(',')
+            .map(|host| match host.rsplit_once(':') {
+                Some((name, port)) => Some((name.to_owned(), port.parse().ok()?)),
+                None => Some((host.to_owned(), SENTINEL_PORT)),
+            })
+            .collect::<Option<Vec<_>>>()?;
+        if sentinels.iter().any(|(host, _)| host.is_empty()) {
+            return None;
+        }
+        let (master, db) = match path.split_once('/') {
+            Some((master, db)) => (master, db.parse().ok()?),
+            None => (path, 0),
+        };
+        if master.is_empty() {
+            return None;
+        }
+        let mut settings = RedisConnectionInfo::default().set_db(db);
+        if let Some(userinfo) = userinfo {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if !user.is_empty() {
+                settings = settings.set_username(percent_decoded(user));
+            }
+            if !password.is_empty() {
+                settings = settings.set_password(percent_decoded(password));
+            }
+        }
+        Some(Self {
+            sentinels,
+            master: percent_decoded(master),
+            settings,
+        })
+    }
 }
 
 impl StoreOptions {
@@ -46,9 +114,12 @@ impl StoreOptions {
             namespace: "sessionkit".to_owned(),
             timeout: DEFAULT_TIMEOUT,
             tls: TlsFiles::default(),
+            sentinel_user: None,
+            sentinel_password: None,
             shown: redacted_url(url),
         };
         let unix = parsed.base.starts_with("redis+unix:") || parsed.base.starts_with("unix:");
+        let sentinel = parsed.base.contains("+sentinel:");
         let mut passthrough = Vec::new();
         for (name, value) in options {
             let path = || Some(PathBuf::from(percent_decoded(&value)));
@@ -56,21 +127,20 @@ impl StoreOptions {
                 ("timeout_ms", Ok(ms)) if (1..=MAX_TIMEOUT_MS).contains(&ms) => {
                     parsed.timeout = Duration::from_millis(ms);
                 }
-                ("namespace", _)
-                    if !value.is_empty()
-                        && value
-                            .bytes()
-                            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}') =>
-                {
-                    parsed.namespace = value;
-                }
+                ("namespace", _) if valid_namespace(&value) => parsed.namespace = value,
                 ("tls_ca", _) => parsed.tls.ca = path(),
                 ("tls_cert", _) => parsed.tls.cert = path(),
                 ("tls_key", _) => parsed.tls.key = path(),
                 ("db" | "user" | "pass", _) if unix => passthrough.push(format!("{name}={value}")),
+                ("sentinel_user", _) if sentinel => {
+                    parsed.sentinel_user = Some(percent_decoded(&value));
+                }
+                ("sentinel_password", _) if sentinel => {
+                    parsed.sentinel_password = Some(percent_decoded(&value));
+                }
                 _ => {
                     return Err(Error::config(format!(
-                        "unknown or invalid redis option {name} (namespace, timeout_ms, tls_ca, tls_cert, tls_key)"
+                        "unknown or invalid redis option {name} (namespace, timeout_ms, tls_ca, tls_cert, tls_key; sentinel_user, sentinel_password for Sentinel)"
                     )));
                 }
             }
@@ -105,15 +175,88 @@ impl StoreOptions {
                 let config = tls::client_config(&self.tls, verify)?;
                 Multiplexed::with_tls(info, self.timeout, config)
             }
-            _ if self.tls != TlsFiles::default() => {
-                return Err(Error::config(format!(
-                    "{}: tls_ca, tls_cert and tls_key are for rediss:// URLs",
-                    self.shown
-                )));
+            _ => {
+                self.no_tls_files("rediss://")?;
+                Multiplexed::new(info, self.timeout)
             }
-            _ => Multiplexed::new(info, self.timeout),
         };
         conn.map_err(|e| self.invalid(e))
+    }
+
+    /// The connection to the master behind the Sentinels `rest` names (the URL after
+    /// `redis+sentinel://` or, with `tls`, `rediss+sentinel://`). Over TLS, the Sentinels and
+    /// the master are verified with the same CA and sent the same client certificate.
+    ///
+    /// # Errors
+    /// `Config` for a malformed URL or TLS files that cannot be read.
+    pub(crate) fn sentinel(&self, tls: bool, rest: &str) -> Result<Multiplexed> {
+        let url = SentinelUrl::parse(rest).ok_or_else(|| {
+            Error::config(format!(
+                "invalid Redis Sentinel URL {} (redis+sentinel://[user:password@]host:port,host:port/master[/db])",
+                self.shown
+            ))
+        })?;
+        let addresses = url.sentinels.into_iter().map(|(host, port)| {
+            if tls {
+                ConnectionAddr::TcpTls {
+                    host,
+                    port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(host, port)
+            }
+        });
+        let invalid = |e| self.invalid(e);
+        let mut builder =
+            SentinelClientBuilder::new(addresses, &url.master, SentinelServerType::Master)
+                .map_err(invalid)?
+                .set_client_to_redis_db(url.settings.db());
+        if let Some(user) = url.settings.username() {
+            builder = builder.set_client_to_redis_username(user);
+        }
+        if let Some(password) = url.settings.password() {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        if let Some(user) = &self.sentinel_user {
+            builder = builder.set_client_to_sentinel_username(user);
+        }
+        if let Some(password) = &self.sentinel_password {
+            builder = builder.set_client_to_sentinel_password(password);
+        }
+        let config = if tls {
+            let certificates = self.redis_rs_certificates()?;
+            builder = builder
+                .set_client_to_redis_tls_mode(TlsMode::Secure)
+                .set_client_to_redis_certificates(certificates.clone())
+                .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                .set_client_to_sentinel_certificates(certificates);
+            Some(tls::client_config(&self.tls, Verify::Full)?)
+        } else {
+            self.no_tls_files("rediss+sentinel://")?;
+            None
+        };
+        let sentinels = builder.build().map_err(invalid)?;
+        Ok(Multiplexed::with_sentinel(
+            sentinels,
+            &url.settings,
+            self.timeout,
+            config,
+        ))
+    }
+
+    /// `Config` if TLS files were given to a URL without TLS (`with_tls` names the scheme
+    /// they belong to).
+    fn no_tls_files(&self, with_tls: &str) -> Result<()> {
+        if self.tls == TlsFiles::default() {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "{}: tls_ca, tls_cert and tls_key are for {with_tls} URLs",
+                self.shown
+            )))
+        }
     }
 
     /// The cluster client for `hosts` (`h1:p1,h2:p2`, credentials on the first) of `scheme`
@@ -135,18 +278,15 @@ impl StoreOptions {
             .connection_timeout(self.timeout)
             .response_timeout(self.timeout);
         if scheme == "rediss" {
-            builder = builder.certs(self.cluster_certificates()?);
-        } else if self.tls != TlsFiles::default() {
-            return Err(Error::config(format!(
-                "{}: tls_ca, tls_cert and tls_key are for rediss+cluster:// URLs",
-                self.shown
-            )));
+            builder = builder.certs(self.redis_rs_certificates()?);
+        } else {
+            self.no_tls_files("rediss+cluster://")?;
         }
         builder.build().map_err(|e| self.invalid(e))
     }
 
-    /// The TLS files as redis-rs's cluster client takes them (PEM bytes).
-    fn cluster_certificates(&self) -> Result<TlsCertificates> {
+    /// The TLS files as redis-rs's cluster and Sentinel clients take them (PEM bytes).
+    fn redis_rs_certificates(&self) -> Result<TlsCertificates> {
         let read = |what: &str, path: &PathBuf| {
             std::fs::read(path).map_err(|e| {
                 Error::config_with(format!("cannot read the {what} {}", path.display()), e)

@@ -1,5 +1,6 @@
-//! How the multiplexed connection reaches its server: TCP, TLS over TCP (tokio-rustls), or a
-//! Unix socket. The pipe in `connection.rs` is the same for all three; what differs is who may
+//! How the multiplexed connection reaches its server: TCP, TLS over TCP (tokio-rustls), a
+//! Unix socket, or the master a set of Redis Sentinels names (asked anew for every connection,
+//! so a connection opened after a failover goes to the promoted replica). The pipe in `connection.rs` is the same for all three; what differs is who may
 //! write: on TCP and Unix sockets a request that completes a batch writes it without waiting
 //! (`try_write`), while a TLS stream is written only by the connection's writer task, which
 //! owns its sending half (rustls keeps state between writes).
@@ -7,6 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use redis::sentinel::SentinelClient;
 use redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult};
 use sessionkit_core::backend::tls::rustls::ClientConfig;
 use sessionkit_core::backend::tls::{self, TlsFiles, Verify};
@@ -30,6 +32,11 @@ pub(crate) enum Address {
         connector: TlsConnector,
     },
     Unix(PathBuf),
+    /// The master the Sentinels name, over TLS with `tls` if given.
+    Sentinel {
+        lookup: Arc<tokio::sync::Mutex<SentinelClient>>,
+        tls: Option<TlsConnector>,
+    },
 }
 
 /// The receiving half of a connection.
@@ -104,12 +111,7 @@ impl Address {
                 }
             }
             ConnectionAddr::Unix(path) => Self::Unix(path.clone()),
-            _ => {
-                return Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "an address this connection does not know",
-                )));
-            }
+            _ => return Err(unknown_address()),
         })
     }
 
@@ -120,37 +122,79 @@ impl Address {
             Self::Tls { .. } => {
                 "connecting to Redis over TLS timed out (is that port a TLS port? a plain-text one never answers the handshake)"
             }
+            Self::Sentinel { .. } => {
+                "finding the master through Redis Sentinel and connecting to it timed out"
+            }
             Self::Tcp { .. } | Self::Unix(_) => "connecting to Redis timed out",
         }
     }
 
     /// Opens a connection: its halves, and for TLS the writer task's half.
-    pub(crate) async fn connect(&self) -> std::io::Result<(Incoming, Outgoing, Option<TlsWriter>)> {
+    ///
+    /// # Errors
+    /// The I/O error, or for Sentinel, the error of finding the master.
+    pub(crate) async fn connect(&self) -> RedisResult<Connected> {
         Ok(match self {
-            Self::Tcp { host, port } => {
-                let socket = TcpStream::connect((host.as_str(), *port)).await?;
-                socket.set_nodelay(true)?;
-                let (read, write) = socket.into_split();
-                (Box::new(read), Outgoing::Tcp(write), None)
-            }
+            Self::Tcp { host, port } => tcp(host, *port).await?,
             Self::Tls {
                 host,
                 port,
                 name,
                 connector,
-            } => {
-                let socket = TcpStream::connect((host.as_str(), *port)).await?;
-                socket.set_nodelay(true)?;
-                let stream = connector.connect(name.clone(), socket).await?;
-                let (read, write) = tokio::io::split(stream);
-                (Box::new(read), Outgoing::Tls, Some(write))
-            }
+            } => tls_over_tcp(host, *port, name.clone(), connector).await?,
             Self::Unix(path) => {
                 let (read, write) = UnixStream::connect(path).await?.into_split();
                 (Box::new(read), Outgoing::Unix(write), None)
             }
+            Self::Sentinel { lookup, tls } => {
+                // Checked by the Sentinel client: the server it names says it is the master.
+                let master = lookup.lock().await.async_get_client().await?;
+                let (host, port) = match master.get_connection_info().addr() {
+                    ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                        (host.clone(), *port)
+                    }
+                    _ => return Err(unknown_address()),
+                };
+                match tls {
+                    None => tcp(&host, port).await?,
+                    Some(connector) => {
+                        let name = tls::server_name(&host).map_err(invalid)?;
+                        tls_over_tcp(&host, port, name, connector).await?
+                    }
+                }
+            }
         })
     }
+}
+
+/// An open connection: its receiving half, its sending half, and for TLS the writer task's half.
+pub(crate) type Connected = (Incoming, Outgoing, Option<TlsWriter>);
+
+async fn tcp(host: &str, port: u16) -> std::io::Result<Connected> {
+    let socket = TcpStream::connect((host, port)).await?;
+    socket.set_nodelay(true)?;
+    let (read, write) = socket.into_split();
+    Ok((Box::new(read), Outgoing::Tcp(write), None))
+}
+
+async fn tls_over_tcp(
+    host: &str,
+    port: u16,
+    name: ServerName<'static>,
+    connector: &TlsConnector,
+) -> std::io::Result<Connected> {
+    let socket = TcpStream::connect((host, port)).await?;
+    socket.set_nodelay(true)?;
+    let stream = connector.connect(name, socket).await?;
+    let (read, write) = tokio::io::split(stream);
+    Ok((Box::new(read), Outgoing::Tls, Some(write)))
+}
+
+fn unknown_address() -> RedisError {
+    RedisError::from((
+        ErrorKind::InvalidClientConfig,
+        "an address this connection does not know",
+    ))
 }
 
 fn invalid(err: sessionkit_core::Error) -> RedisError {

@@ -1,10 +1,12 @@
 //! Test support shared by sessionkit's tests (backends, web integrations, CLI): one factory
 //! per store, each giving a fresh, isolated store (or `None` to skip when its server is down
 //! outside CI), the SQL servers' scratch tables ([`sql`]), what the SQL stores do when another
-//! client holds their rows ([`locking`]), the TLS servers and certificates ([`tls`]), and a TCP
-//! proxy that can cut a store's connections to simulate an outage.
+//! client holds their rows ([`locking`]), the TLS servers and certificates ([`tls`]), the
+//! Redis Sentinel group ([`sentinel`]), and a TCP proxy that can cut a store's connections to
+//! simulate an outage.
 
 pub mod locking;
+pub mod sentinel;
 pub mod sql;
 pub mod tls;
 
@@ -227,6 +229,13 @@ pub async fn redis() -> Option<Arc<dyn Store>> {
 /// as an ACL user with a password ([`tls::redis_url`]).
 pub async fn redis_tls() -> Option<Arc<dyn Store>> {
     redis_with(&tls::redis_url(), "").await
+}
+
+/// A Redis store in a fresh namespace of the master behind the test Sentinels
+/// ([`sentinel::url`]), once the group is healthy ([`sentinel::wait_until_healthy`]).
+pub async fn redis_sentinel() -> Option<Arc<dyn Store>> {
+    sentinel::wait_until_healthy().await;
+    redis_with(&sentinel::url(), "").await
 }
 
 /// A PostgreSQL store reached through a [`CutProxy`], for outage tests.

@@ -96,6 +96,39 @@ sessionkit_conformance::http_suite!(axum_sqlite, serve, sqlite());
 sessionkit_conformance::http_suite!(axum_postgres, serve, postgres());
 sessionkit_conformance::http_suite!(axum_redis, serve, redis());
 
+/// Redis behind Sentinel: the master is killed under load, the Sentinels promote the replica,
+/// and the store finds it by itself (no restart); some requests get 503 meanwhile, reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn axum_redis_sentinel_failover_gives_503s_then_recovers() {
+    use sessionkit_testkit::sentinel;
+    let Some(store) = sessionkit_testkit::redis_sentinel().await else {
+        return;
+    };
+    // Sessions must outlive the outage: a longer idle timeout than the suite's.
+    let manager = SessionManager::builder(store)
+        .idle_timeout(Duration::from_secs(300))
+        .build()
+        .expect("manager");
+    let server = serve(manager).await;
+    let mut killed = None;
+    let report = sessionkit_conformance::http::a_failover_gives_503s_then_recovers(
+        &server,
+        async { killed = Some(sentinel::kill_master().await) },
+        Duration::from_secs(60),
+    )
+    .await;
+    let promoted = sentinel::current_master().await;
+    assert_ne!(
+        Some(promoted),
+        killed,
+        "the Sentinels promoted another server"
+    );
+    eprintln!(
+        "Sentinel failover: {} of {} requests got 503, back after {:?}",
+        report.unavailable, report.requests, report.outage
+    );
+}
+
 /// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn axum_store_outage_gives_503_then_recovers() {
