@@ -38,7 +38,10 @@ pub async fn run(store_url: &str, addr: &str) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError(format!("listening on {addr}: {e}")))?;
     let local = listener.local_addr()?;
-    println!("sessionkit demo: http://{local}/  (store: {store_url}, Ctrl-C to stop)");
+    println!(
+        "sessionkit demo: http://{local}/  (store: {}, Ctrl-C to stop)",
+        sessionkit::backend::redacted_url(store_url)
+    );
     let secure = local.ip().is_loopback();
     if !secure {
         eprintln!(

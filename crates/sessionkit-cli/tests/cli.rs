@@ -262,6 +262,15 @@ const ITEMS: [&str; 4] = ["tea", "coffee", "cake", "scone"];
 
 /// A demo process on a free port in `dir`, with `--store` if given; the process and its URL.
 fn start_demo(dir: &Path, store: Option<&str>) -> (std::process::Child, String) {
+    let (demo, url, _) = start_demo_with_banner(dir, store);
+    (demo, url)
+}
+
+/// As [`start_demo`], with the banner line the demo printed.
+fn start_demo_with_banner(
+    dir: &Path,
+    store: Option<&str>,
+) -> (std::process::Child, String, String) {
     let exe = assert_cmd::cargo::cargo_bin("sessionkit");
     let mut command = std::process::Command::new(exe);
     command.current_dir(dir).env_remove("SESSIONKIT_STORE");
@@ -282,7 +291,31 @@ fn start_demo(dir: &Path, store: Option<&str>) -> (std::process::Child, String) 
         .expect("url in banner")
         .trim_end_matches('/')
         .to_owned();
-    (demo, url)
+    (demo, url, line)
+}
+
+/// The demo's banner names its store without the password; a store that cannot be opened is
+/// reported without it too.
+#[tokio::test]
+async fn store_passwords_never_appear_in_the_output() {
+    let dir = tempfile::tempdir().expect("dir");
+    let err = failure(sk(dir.path()).args([
+        "--store",
+        "redis://:Hunter2Secret@127.0.0.1:1?timeout_ms=500",
+        "list",
+    ]));
+    assert!(!err.contains("Hunter2Secret"), "{err}");
+    let url = sessionkit_testkit::tls::redis_url();
+    let (_, password) = sessionkit_testkit::tls::REDIS_TLS_USER;
+    // Skips (or fails, under CI=true) when the TLS test Redis is down.
+    if sessionkit_testkit::redis_tls().await.is_none() {
+        return;
+    }
+    let (mut demo, _, banner) = start_demo_with_banner(dir.path(), Some(&url));
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(banner.contains(":***@"), "{banner}");
+    assert!(!banner.contains(password), "{banner}");
 }
 
 /// Two demo processes on one store, one browser's cookie, 100 concurrent "add to cart" posts

@@ -94,11 +94,12 @@ macro_rules! conformance_suite {
 
 /// For server-backed stores' test setup: the server at `url` could not be reached. With
 /// `CI=true` this fails the test (CI must run every store); elsewhere it prints a loud notice
-/// naming the server and returns `None` so the test is skipped.
+/// naming the server (its URL without the password) and returns `None` so the test is skipped.
 ///
 /// # Panics
 /// When the environment variable `CI` is `true`.
 pub fn server_unavailable<T>(server: &str, url: &str, error: impl Display) -> Option<T> {
+    let url = sessionkit_core::backend::redacted_url(url);
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{server} at {url} is required when CI=true, and it is not reachable: {error}");
     }

@@ -77,7 +77,8 @@ impl Registry {
     pub async fn open(&self, url: &str) -> Result<Arc<dyn Store>> {
         let scheme = scheme_of(url).ok_or_else(|| {
             Error::config(format!(
-                "{url:?} is not a store URL (expected scheme:…, e.g. memory:)"
+                "{:?} is not a store URL (expected scheme:…, e.g. memory:)",
+                crate::backend::redacted_url(url)
             ))
         })?;
         let Some(open) = self.openers.get(&scheme.to_ascii_lowercase()) else {

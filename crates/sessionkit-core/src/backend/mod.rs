@@ -127,8 +127,8 @@ pub fn percent_decoded(value: &str) -> String {
 }
 
 /// `url` with its secrets replaced by `***`: the password of `scheme://user:password@host`
-/// and the values of `password`, `pass` and `sslpassword` options. What error messages, logs
-/// and CLI output show of a store URL.
+/// and the values of options named `pass` or ending in `password` (`password`, `sslpassword`,
+/// `sentinel_password`). What error messages, logs and CLI output show of a store URL.
 pub fn redacted_url(url: &str) -> String {
     let (before_query, query) = url
         .split_once('?')
@@ -154,7 +154,7 @@ pub fn redacted_url(url: &str) -> String {
         let pairs: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((name, _)) if matches!(name, "password" | "pass" | "sslpassword") => {
+                Some((name, _)) if name == "pass" || name.ends_with("password") => {
                     format!("{name}=***")
                 }
                 _ => pair.to_owned(),
@@ -175,7 +175,8 @@ pub fn path_only<'a>(url: &'a str, example: &str) -> Result<&'a str> {
     let (path, options) = split_options(url);
     if path.is_empty() || !options.is_empty() {
         return Err(Error::config(format!(
-            "{url:?}: expected {example} with no options"
+            "{:?}: expected {example} with no options",
+            redacted_url(url)
         )));
     }
     Ok(path)
@@ -292,6 +293,10 @@ mod tests {
             (
                 "redis+unix:///s.sock?db=1&pass=pw",
                 "redis+unix:///s.sock?db=1&pass=***",
+            ),
+            (
+                "redis+sentinel://:pw@h1,h2/m?sentinel_password=spw&namespace=n",
+                "redis+sentinel://:***@h1,h2/m?sentinel_password=***&namespace=n",
             ),
             ("memory:", "memory:"),
             ("sqlite://dir/a.db?table=s", "sqlite://dir/a.db?table=s"),
