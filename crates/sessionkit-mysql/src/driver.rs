@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sessionkit_core::backend::retry_transient;
-use sessionkit_core::backend::sql::SqlOptions;
 use sessionkit_core::backend::tls;
 use sessionkit_core::{Error, Result};
 
@@ -83,8 +82,12 @@ fn login_error(context: &str, err: sqlx::Error) -> std::result::Result<Error, sq
 /// Opens one direct connection and closes it: an unreachable server or a bad password is then
 /// reported as the driver says it (connection refused, …), at once, rather than as a pool
 /// timeout later.
-pub(crate) async fn probe<C: sqlx::Connection>(options: &SqlOptions, server: &str) -> Result<()> {
-    let connected = tokio::time::timeout(options.acquire_timeout, C::connect(&options.driver_url))
+pub(crate) async fn probe<C: sqlx::Connection>(
+    connect: &C::Options,
+    timeout: std::time::Duration,
+    server: &str,
+) -> Result<()> {
+    let connected = tokio::time::timeout(timeout, C::connect_with(connect))
         .await
         .map_err(|elapsed| Error::unavailable(format!("connecting to {server}"), elapsed))?;
     match connected {

@@ -80,6 +80,8 @@ mod pool;
 mod store;
 
 use sessionkit_core::Registry;
+/// The driver, for [`MySqlStore::with_options`]'s `MySqlConnectOptions`.
+pub use sqlx;
 pub use store::MySqlStore;
 
 /// The URL schemes this store opens.

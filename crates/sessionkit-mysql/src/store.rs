@@ -313,7 +313,37 @@ impl MySqlStore {
             .driver_url
             .parse()
             .map_err(|e| Error::config_with("invalid MySQL URL", e))?;
-        probe::<MySqlConnection>(&options, "MySQL").await?;
+        Self::connect(connect, &options).await
+    }
+
+    /// Connects with sqlx connect options built in code (host, user, password, `ssl_mode`,
+    /// `ssl_ca`, client certificate, …), for what a URL cannot say or an application that
+    /// already has them. `options` are sessionkit's own, as in the URL's query string
+    /// (`table`, `max_connections`, `acquire_timeout_ms`, `setup`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+    ///
+    /// let connect = MySqlConnectOptions::new()
+    ///     .host("db.example.com")
+    ///     .username("app")
+    ///     .password(&std::env::var("DB_PASSWORD").unwrap_or_default())
+    ///     .database("app")
+    ///     .ssl_mode(MySqlSslMode::VerifyIdentity)
+    ///     .ssl_ca("/etc/ssl/db-ca.pem");
+    /// let store = sessionkit_mysql::MySqlStore::with_options(connect, "table=web_sessions").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`MySqlStore::open`]; `Config` for an option that is not sessionkit's.
+    pub async fn with_options(connect: MySqlConnectOptions, options: &str) -> Result<Self> {
+        Self::connect(connect, &SqlOptions::parse_own(options)?).await
+    }
+
+    async fn connect(connect: MySqlConnectOptions, options: &SqlOptions) -> Result<Self> {
+        probe::<MySqlConnection>(&connect, options.acquire_timeout, "MySQL").await?;
         let pool = ConnPool::new(
             connect,
             options.max_connections,

@@ -159,3 +159,31 @@ async fn an_x509_user_needs_the_client_certificate() {
         .expect("create");
     assert!(store.load(&key).await.expect("load").is_some());
 }
+
+/// A store built from sqlx connect options made in code (TLS verified with the test CA)
+/// works; a driver option among sessionkit's options is refused.
+#[tokio::test]
+async fn connect_options_built_in_code_open_a_verified_store() {
+    use sessionkit_mysql::sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+    if !server_up().await {
+        return;
+    }
+    let (user, password) = MYSQL_TLS_USER;
+    let connect = MySqlConnectOptions::new()
+        .host("localhost")
+        .port(3306)
+        .username(user)
+        .password(password)
+        .database("test")
+        .ssl_mode(MySqlSslMode::VerifyIdentity)
+        .ssl_ca(tls::file("ca.pem"));
+    let options = format!("table={}&setup=true", sessionkit_testkit::scratch_table());
+    let store = MySqlStore::with_options(connect.clone(), &options)
+        .await
+        .expect("open");
+    sessionkit_conformance::create_then_load(std::sync::Arc::new(store)).await;
+    config_error(
+        MySqlStore::with_options(connect, "ssl-mode=DISABLED").await,
+        "not sessionkit options",
+    );
+}

@@ -95,6 +95,8 @@ mod tls;
 
 use sessionkit_core::Registry;
 pub use store::PostgresStore;
+/// The driver, for [`PostgresStore::with_config`]'s `Config`.
+pub use tokio_postgres;
 
 /// The URL schemes this store opens.
 pub const SCHEMES: [&str; 2] = ["postgres", "postgresql"];

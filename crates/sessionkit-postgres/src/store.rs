@@ -423,9 +423,62 @@ impl PostgresStore {
             .parse()
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
         config.ssl_mode(tls.mode);
+        Self::connect(config, tls.connector, &options).await
+    }
+
+    /// Connects with a driver configuration built in code, for what a URL cannot say or an
+    /// application that already has one. The configuration's `ssl_mode` decides whether TLS
+    /// is used (`Disable`, `Prefer`, `Require`, as tokio-postgres reads them); `tls` decides
+    /// how the server is verified: `None` verifies the chain and host name against the
+    /// system's roots. `options` are sessionkit's own, as in the URL's query string (`table`,
+    /// `max_connections`, `shared_connections`, `acquire_timeout_ms`, `setup`).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// use sessionkit_core::backend::tls::{client_config, TlsFiles, Verify};
+    /// use sessionkit_postgres::PostgresStore;
+    ///
+    /// let mut config = tokio_postgres::Config::new();
+    /// config
+    ///     .host("db.example.com")
+    ///     .user("app")
+    ///     .password(std::env::var("DB_PASSWORD").unwrap_or_default())
+    ///     .dbname("app")
+    ///     .ssl_mode(tokio_postgres::config::SslMode::Require);
+    /// let files = TlsFiles { ca: Some("/etc/ssl/db-ca.pem".into()), ..TlsFiles::default() };
+    /// let tls = client_config(&files, Verify::Full)?;
+    /// let store = PostgresStore::with_config(config, Some(tls), "table=web_sessions").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`PostgresStore::open`]; `Config` for an option that is not sessionkit's.
+    pub async fn with_config(
+        config: tokio_postgres::Config,
+        tls: Option<tls::rustls::ClientConfig>,
+        options: &str,
+    ) -> Result<Self> {
+        let options = SqlOptions::parse_own(options)?;
+        let tls = match tls {
+            Some(tls) => tls,
+            None => tls::client_config(&tls::TlsFiles::default(), tls::Verify::Full)?,
+        };
+        Self::connect(
+            config,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            &options,
+        )
+        .await
+    }
+
+    async fn connect(
+        config: tokio_postgres::Config,
+        tls: tokio_postgres_rustls::MakeRustlsConnect,
+        options: &SqlOptions,
+    ) -> Result<Self> {
         let conns = PgConnections::new(
             config,
-            tls.connector,
+            tls,
             options.max_connections,
             options.shared_connections,
             options.acquire_timeout,

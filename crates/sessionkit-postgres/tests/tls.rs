@@ -167,3 +167,42 @@ async fn mutual_tls_needs_the_client_certificate() {
         .expect("create");
     assert!(store.load(&key).await.expect("load").is_some());
 }
+
+/// A store built from a driver configuration made in code: verified with the test CA it
+/// works; with the system's roots (no TLS configuration given) the test CA is unknown, a
+/// `Config` error; a driver option among sessionkit's options is refused.
+#[tokio::test]
+async fn a_config_built_in_code_opens_a_verified_store() {
+    use sessionkit_core::backend::tls::{TlsFiles, Verify, client_config};
+    use sessionkit_postgres::tokio_postgres::{Config, config::SslMode};
+    if !server_up().await {
+        return;
+    }
+    let (user, password) = POSTGRES_TLS_USER;
+    let mut config = Config::new();
+    config
+        .host("localhost")
+        .port(5432)
+        .user(user)
+        .password(password)
+        .dbname("test")
+        .ssl_mode(SslMode::Require);
+    let files = TlsFiles {
+        ca: Some(tls::file("ca.pem").into()),
+        ..TlsFiles::default()
+    };
+    let verified = client_config(&files, Verify::Full).expect("TLS configuration");
+    let options = format!("table={}&setup=true", sessionkit_testkit::scratch_table());
+    let store = PostgresStore::with_config(config.clone(), Some(verified.clone()), &options)
+        .await
+        .expect("open");
+    sessionkit_conformance::create_then_load(std::sync::Arc::new(store)).await;
+    config_error(
+        PostgresStore::with_config(config.clone(), None, &options).await,
+        "UnknownIssuer",
+    );
+    config_error(
+        PostgresStore::with_config(config, Some(verified), "sslmode=disable").await,
+        "not sessionkit options",
+    );
+}

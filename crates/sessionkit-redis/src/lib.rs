@@ -91,6 +91,9 @@ use crate::options::StoreOptions;
 use crate::scripts::{
     ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DATA_PREFIX, DELETE, DELETE_IF_OWNER, FINISH_MOVE,
 };
+/// The driver, for [`Multiplexed`]'s `ConnectionInfo`, the Sentinel client and the cluster
+/// client [`RedisStore::with_cluster`] takes.
+pub use redis;
 
 /// How long a cycle may keep a session marked as moving.
 const MOVE_DEADLINE: Duration = Duration::from_secs(5);
@@ -211,6 +214,16 @@ fn redis_error(context: &str, err: RedisError) -> Error {
     }
 }
 
+fn checked_namespace(namespace: &str) -> Result<Arc<str>> {
+    if options::valid_namespace(namespace) {
+        Ok(namespace.into())
+    } else {
+        Err(Error::config(format!(
+            "invalid Redis namespace {namespace:?}: printable ASCII without braces"
+        )))
+    }
+}
+
 fn now_ms() -> i64 {
     Timestamp::now().as_millis()
 }
@@ -320,34 +333,78 @@ impl RedisStore {
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if no server answers.
     pub async fn open(url: &str) -> Result<Self> {
         let options = StoreOptions::parse(url)?;
-        let conn = if let Some((scheme, rest)) = options.base.split_once("+sentinel://") {
+        let namespace = &options.namespace;
+        if let Some((scheme, rest)) = options.base.split_once("+sentinel://") {
             let conn = options.sentinel(scheme == "rediss", rest)?;
-            conn.connect()
+            Self::with_connection(conn, namespace).await
+        } else if let Some((scheme, hosts)) = options.base.split_once("+cluster://") {
+            let client = options.cluster_client(scheme, hosts)?;
+            let conn = client
+                .get_async_connection()
                 .await
-                .map_err(|e| redis_error("connecting to Redis through Sentinel", e))?;
-            Connection::Single(conn)
+                .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
+            Self::with_cluster(conn, namespace)
         } else {
-            match options.base.split_once("+cluster://") {
-                Some((scheme, hosts)) => {
-                    let client = options.cluster_client(scheme, hosts)?;
-                    let conn = client
-                        .get_async_connection()
-                        .await
-                        .map_err(|e| redis_error("connecting to Redis Cluster", e))?;
-                    Connection::Cluster(conn)
-                }
-                None => {
-                    let conn = options.standalone()?;
-                    conn.connect()
-                        .await
-                        .map_err(|e| redis_error("connecting to Redis", e))?;
-                    Connection::Single(conn)
-                }
-            }
-        };
+            Self::with_connection(options.standalone()?, namespace).await
+        }
+    }
+
+    /// A store on a connection built in code: a [`Multiplexed`] from redis-rs's
+    /// `ConnectionInfo` (with a TLS configuration of your own: [`Multiplexed::with_tls`]) or
+    /// from a Sentinel client ([`Multiplexed::with_sentinel`]), keeping its keys under
+    /// `namespace` (printable ASCII without `{` `}`). Connects now.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> sessionkit_core::Result<()> {
+    /// use std::time::Duration;
+    /// use sessionkit_redis::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+    /// use sessionkit_redis::{Multiplexed, RedisStore};
+    ///
+    /// let info: ConnectionInfo = ConnectionAddr::Tcp("cache.internal".into(), 6379)
+    ///     .into_connection_info()
+    ///     .map_err(|e| sessionkit_core::Error::config_with("redis address", e))?;
+    /// let conn = Multiplexed::new(&info, Duration::from_secs(2))
+    ///     .map_err(|e| sessionkit_core::Error::config_with("redis address", e))?;
+    /// let store = RedisStore::with_connection(conn, "myapp").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Config` for an invalid namespace or a refused login; `Unavailable` if the server does
+    /// not answer.
+    pub async fn with_connection(conn: Multiplexed, namespace: &str) -> Result<Self> {
+        let namespace = checked_namespace(namespace)?;
+        conn.connect()
+            .await
+            .map_err(|e| redis_error("connecting to Redis", e))?;
         Ok(Self {
-            conn,
-            namespace: options.namespace.into(),
+            conn: Connection::Single(conn),
+            namespace,
+        })
+    }
+
+    /// A store on a Redis Cluster connection made from redis-rs's `ClusterClient` (built in
+    /// code: TLS certificates, credentials, timeouts, read-from-replicas off), keeping its keys
+    /// under `namespace`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sessionkit_redis::redis::cluster::ClusterClient;
+    ///
+    /// let client = ClusterClient::builder(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .password(std::env::var("REDIS_PASSWORD")?)
+    ///     .build()?;
+    /// let conn = client.get_async_connection().await?;
+    /// let store = sessionkit_redis::RedisStore::with_cluster(conn, "myapp")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// `Config` for an invalid namespace.
+    pub fn with_cluster(conn: ClusterConnection, namespace: &str) -> Result<Self> {
+        Ok(Self {
+            conn: Connection::Cluster(conn),
+            namespace: checked_namespace(namespace)?,
         })
     }
 

@@ -225,6 +225,14 @@ pub async fn redis() -> Option<Arc<dyn Store>> {
     redis_with(&redis_url(), "").await
 }
 
+/// A Redis store in a fresh namespace of the test Redis Cluster
+/// (`SESSIONKIT_REDIS_CLUSTER_URL`, default three masters on 7001-7003).
+pub async fn redis_cluster() -> Option<Arc<dyn Store>> {
+    let url = std::env::var("SESSIONKIT_REDIS_CLUSTER_URL")
+        .unwrap_or_else(|_| "redis+cluster://127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003".into());
+    redis_with(&url, "").await
+}
+
 /// A Redis store in a fresh namespace of the TLS-only test server, verifying its certificate,
 /// as an ACL user with a password ([`tls::redis_url`]).
 pub async fn redis_tls() -> Option<Arc<dyn Store>> {

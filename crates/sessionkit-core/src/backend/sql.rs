@@ -87,6 +87,30 @@ impl SqlOptions {
     }
 }
 
+impl SqlOptions {
+    /// Parses sessionkit's own options alone (`table=web_sessions&max_connections=8`, as in a
+    /// store URL's query string), for a store built from a driver configuration made in code.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) for an invalid value or table name, or an
+    /// option of the driver's (set that on the driver's configuration instead).
+    pub fn parse_own(options: &str) -> Result<Self> {
+        const BASE: &str = "options:";
+        let parsed = Self::parse(&format!("{BASE}?{options}"))?;
+        match parsed
+            .driver_url
+            .strip_prefix(BASE)
+            .and_then(|rest| rest.strip_prefix('?'))
+        {
+            Some(driver) => Err(Error::config(format!(
+                "{} are not sessionkit options (table, max_connections, shared_connections, acquire_timeout_ms, setup): set driver options on the driver's configuration",
+                crate::backend::redacted_url(&format!("?{driver}")).trim_start_matches('?')
+            ))),
+            None => Ok(parsed),
+        }
+    }
+}
+
 /// Without the driver URL, which holds the password.
 impl std::fmt::Debug for SqlOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -443,6 +467,23 @@ pub fn lock_id(table: &str) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_options_take_no_driver_option() {
+        let options = SqlOptions::parse_own("table=web&max_connections=4").expect("own options");
+        assert_eq!(
+            (options.table.as_str(), options.max_connections),
+            ("web", 4)
+        );
+        assert_eq!(SqlOptions::parse_own("").expect("none").table, "sessions");
+        let err = SqlOptions::parse_own("table=web&sslmode=require&password=pw").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Config);
+        let shown = err.to_string();
+        assert!(
+            shown.contains("sslmode=require") && !shown.contains("pw"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn options_are_split_from_the_driver_url() {
