@@ -476,7 +476,8 @@ mod tests {
             ("web", 4)
         );
         assert_eq!(SqlOptions::parse_own("").expect("none").table, "sessions");
-        let err = SqlOptions::parse_own("table=web&sslmode=require&password=pw").unwrap_err();
+        let err = SqlOptions::parse_own("table=web&sslmode=require&password=pw")
+            .expect_err("a driver option");
         assert_eq!(err.kind(), crate::ErrorKind::Config);
         let shown = err.to_string();
         assert!(
