@@ -36,6 +36,10 @@
 //! unknown user or database is an [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config)
 //! error when the store opens; an unreachable server is `Unavailable`.
 //!
+//! ## Built in code
+//! [`MySqlStore::with_options`] takes sqlx's `MySqlConnectOptions` made in code (sqlx is
+//! re-exported as [`sqlx`]), with sessionkit's options as a query string.
+//!
 //! ## Layout
 //! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
 //! milliseconds with an index, `owner` indexed, and the session's small values inline in `data`

@@ -38,7 +38,13 @@
 //! password, or a login `pg_hba.conf` rejects is an
 //! [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) error when the store opens; an
 //! unreachable server is `Unavailable`. `hostaddr=` connects to an address while verifying the
-//! certificate for the URL's host name.
+//! certificate for the URL's host name. `postgres:///app?host=/run/postgresql&user=app` (a
+//! directory, and no host before the path) connects through the Unix socket in it.
+//!
+//! ## Built in code
+//! [`PostgresStore::with_config`] takes a `tokio_postgres::Config` made in code (re-exported as
+//! [`tokio_postgres`]) and a rustls `ClientConfig` (or none: the system's roots, full
+//! verification), with sessionkit's options as a query string.
 //!
 //! ## Layout
 //! `<table>`: one row per session, keyed by the SHA-256 of the id, `expires_at` as integer
