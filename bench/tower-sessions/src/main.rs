@@ -85,6 +85,26 @@ fn routes<S: SessionStore + Clone>(store: S) -> Router {
         .layer(SessionManagerLayer::new(store).with_secure(false))
 }
 
+/// The CA of the TLS test servers `.ci/services` starts.
+const TLS_CA: &str = "/tmp/sessionkit-tls/ca.pem";
+
+/// A rustls configuration that trusts the test CA alone.
+fn verifying_test_ca() -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(TLS_CA).expect("the test CA") {
+        roots.add(cert.expect("a CA certificate")).expect("a root");
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
+
 async fn app(store: &str) -> Router {
     match store {
         "memory" => routes(tower_sessions::MemoryStore::default()),
@@ -113,10 +133,31 @@ async fn app(store: &str) -> Router {
             store.migrate().await.expect("migrate");
             routes(store)
         }
+        "postgres-tls" => {
+            // The TLS-only login of `.ci/services`, verifying the server's certificate.
+            let url = format!(
+                "postgres://sktest_scram:scram-secret-1@localhost:5432/test?sslmode=verify-full&sslrootcert={TLS_CA}"
+            );
+            let pool = sqlx::PgPool::connect(&url)
+                .await
+                .expect("postgres over TLS");
+            let store = tower_sessions_sqlx_store::PostgresStore::new(pool);
+            store.migrate().await.expect("migrate");
+            routes(store)
+        }
         "redis" => {
             use tower_sessions_redis_store::fred::prelude::*;
             let pool = Pool::new(Config::default(), None, None, None, 6).expect("fred pool");
             pool.init().await.expect("redis");
+            routes(tower_sessions_redis_store::RedisStore::new(pool))
+        }
+        "redis-tls" => {
+            use tower_sessions_redis_store::fred::prelude::*;
+            let mut config = Config::from_url("rediss://sessionkit:acl-secret-1@localhost:6380")
+                .expect("redis URL");
+            config.tls = Some(fred::types::config::TlsConnector::from(verifying_test_ca()).into());
+            let pool = Pool::new(config, None, None, None, 6).expect("fred pool");
+            pool.init().await.expect("redis over TLS");
             routes(tower_sessions_redis_store::RedisStore::new(pool))
         }
         other => panic!("unknown store {other}"),

@@ -19,6 +19,9 @@ const FLOOR_INCRS: [&str; 2] = [TWO_CALL_INCR, GUARDED_INCR];
 pub(crate) const PORT: u16 = 38123;
 /// The library name of a baseline build's sessionkit (`--baseline PATH`).
 pub(crate) const BEFORE: &str = "sessionkit-before";
+/// sessionkit and tower-sessions on the store's TLS server (`run --tls`).
+pub(crate) const TLS: &str = "sessionkit-tls";
+pub(crate) const TOWER_TLS: &str = "tower-sessions-tls";
 /// Set to `1` in a `serve` process's environment: sessionkit counts conflicts.
 pub(crate) const COUNT_CONFLICTS: &str = "SESSIONKIT_BENCH_COUNT_CONFLICTS";
 const COOKIES: usize = 1000;
@@ -55,7 +58,8 @@ const TOWER_SESSIONS_APP: &str = "SESSIONKIT_BENCH_TOWER_SESSIONS_APP";
 pub(crate) fn app_binary<'a>(lib: &'a str, baseline: Option<&str>) -> (PathBuf, &'a str) {
     match (lib, baseline) {
         (BEFORE, Some(path)) => (PathBuf::from(path), "sessionkit"),
-        ("tower-sessions", _) => {
+        (TLS, _) => (std::env::current_exe().expect("own path"), "sessionkit"),
+        ("tower-sessions" | TOWER_TLS, _) => {
             let exe = std::env::var_os(TOWER_SESSIONS_APP).map_or_else(
                 || {
                     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -68,7 +72,7 @@ pub(crate) fn app_binary<'a>(lib: &'a str, baseline: Option<&str>) -> (PathBuf, 
                 "{} is missing: build it with `bench/bench.sh` (or `cargo build --release --manifest-path bench/tower-sessions/Cargo.toml`)",
                 exe.display()
             );
-            (exe, lib)
+            (exe, "tower-sessions")
         }
         _ => (std::env::current_exe().expect("own path"), lib),
     }
@@ -90,6 +94,12 @@ pub(crate) async fn start(
     // A directory per library: two builds of sessionkit must not share an SQLite file.
     let workdir = workdir.join(lib);
     std::fs::create_dir_all(&workdir).expect("a work directory");
+    let tls_store = format!("{store}-tls");
+    let store = if lib == TLS || lib == TOWER_TLS {
+        &tls_store
+    } else {
+        store
+    };
     let child = Command::new(exe)
         .args([
             "serve",
@@ -252,6 +262,7 @@ pub(crate) async fn run(
     runs: usize,
     floor: bool,
     baseline: Option<&str>,
+    tls: bool,
 ) {
     let workdir = tempdir();
     let lua = workdir.join("rotate.lua");
@@ -272,6 +283,8 @@ pub(crate) async fn run(
         // Against a baseline build, only the two builds of sessionkit run.
         let libs: &[&str] = if baseline.is_some() {
             &["sessionkit", BEFORE]
+        } else if tls {
+            &["sessionkit", TLS, "tower-sessions", TOWER_TLS]
         } else {
             &LIBS
         };
@@ -348,6 +361,43 @@ pub(crate) async fn run(
         }
     }
     println!("{table}");
+    if tls {
+        let mut over_tls = String::from(
+            "| store | route | library | plain req/s | p99 | TLS req/s | p99 | TLS / plain |\n|---|---|---|---|---|---|---|---|\n",
+        );
+        for store in stores.split(',') {
+            for route in ROUTES {
+                let find = |lib: &str| median_of(&rows, store, route, lib);
+                for (library, plain, tls) in [
+                    ("sessionkit", "sessionkit", TLS),
+                    ("tower-sessions", "tower-sessions", TOWER_TLS),
+                ] {
+                    if let (Some(plain), Some(tls)) = (find(plain), find(tls)) {
+                        let _ = writeln!(
+                            over_tls,
+                            "| {store} | /{route} | {library} | {:.0} | {:.2} ms | {:.0} | {:.2} ms | **{:.3}** |",
+                            plain.requests_per_second,
+                            plain.p99_ms,
+                            tls.requests_per_second,
+                            tls.p99_ms,
+                            tls.requests_per_second
+                                / plain.requests_per_second.max(f64::MIN_POSITIVE)
+                        );
+                    }
+                }
+                if let (Some(ours), Some(theirs)) = (find(TLS), find(TOWER_TLS)) {
+                    let _ = writeln!(
+                        over_tls,
+                        "| {store} | /{route} | sessionkit / tower-sessions, both over TLS | | | | | **{:.2}×** |",
+                        ours.requests_per_second
+                            / theirs.requests_per_second.max(f64::MIN_POSITIVE)
+                    );
+                }
+            }
+        }
+        println!("{over_tls}");
+        return;
+    }
     if baseline.is_some() {
         let mut before = String::from(
             "| store | route | sessionkit (this build) req/s | p99 | sessionkit (baseline) req/s | p99 | this / baseline |\n|---|---|---|---|---|---|---|\n",

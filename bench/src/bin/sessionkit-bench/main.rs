@@ -8,12 +8,13 @@
 //!   (`raw`: the floor, the same `/read` and `/incr` as one driver call each, no session layer;
 //!   memory, postgres, mysql and redis; `raw-pipelined`: the same on Redis, on sessionkit's own
 //!   connection). `--lib tower-sessions` is served by `tower-sessions-app serve`.
-//! - `sessionkit-bench run [--stores …] [--seconds 10] [--runs 3] [--floor]`: for each store, serves each
-//!   library in turn, pre-creates 1000 sessions, drives wrk (2 threads, 64 connections, cookies
+//! - `sessionkit-bench run [--stores …] [--seconds 10] [--runs 3] [--floor] [--baseline PATH]
+//!   [--tls]`: for each store, serves each library in turn, pre-creates 1000 sessions, drives wrk (2 threads, 64 connections, cookies
 //!   rotated by `rotate.lua`) on `/none`, `/read` and `/incr`, and prints the medians and the
 //!   sessionkit / tower-sessions ratios; writes `docs/bench-results.json` and `docs/bench-chart.svg`.
 //!   With `--baseline PATH` (another build of this binary), that build's sessionkit runs
-//!   interleaved with this one's and a table compares them.
+//!   interleaved with this one's and a table compares them; with `--tls`, sessionkit on the
+//!   store's plain server and on its TLS one (postgres, redis).
 //! - `sessionkit-bench correctness [--stores …] [--trials 10]`: 100 concurrent `/add/{k}` on one
 //!   cookie (how many keys survive), 100 concurrent `/push/{k}` to one list (how many items
 //!   survive), and a slow request racing a logout (does the session come back).
@@ -69,6 +70,11 @@ enum Command {
         /// and a table compares the two (nothing is written to docs/).
         #[arg(long)]
         baseline: Option<String>,
+        /// sessionkit on each store (postgres, redis) in plain text and over verified TLS
+        /// (the servers of `.ci/services`), interleaved; a table compares the two (nothing is
+        /// written to docs/).
+        #[arg(long)]
+        tls: bool,
     },
     /// Many connections incrementing one session's counter at once: req/s, p99, conflicts
     /// per request, and whether the final counter equals the 200 responses.
@@ -162,6 +168,9 @@ mod sk {
         Ok("ok")
     }
 
+    /// The CA of the TLS test servers `.ci/services` starts.
+    const TLS_CA: &str = "/tmp/sessionkit-tls/ca.pem";
+
     pub(crate) async fn app(store: &str) -> Router {
         let url = match store {
             "memory" => "memory:".to_owned(),
@@ -170,12 +179,20 @@ mod sk {
                 "sqlite://bench-sessionkit.db".to_owned()
             }
             "postgres" => {
-                "postgres://root@127.0.0.1:5432/test?table=bench_sessionkit&setup=true".to_owned()
+                "postgres://root@127.0.0.1:5432/test?table=bench_sessionkit&setup=true&sslmode=disable"
+                    .to_owned()
             }
+            // The TLS-only login of `.ci/services`, verifying the server's certificate.
+            "postgres-tls" => format!(
+                "postgres://sktest_scram:scram-secret-1@localhost:5432/test?table=bench_sessionkit&setup=true&sslmode=verify-full&sslrootcert={TLS_CA}"
+            ),
             "mysql" => {
                 "mysql://root@127.0.0.1:3306/test?table=bench_sessionkit&setup=true".to_owned()
             }
             "redis" => "redis://127.0.0.1:6379?namespace=bench_sessionkit".to_owned(),
+            "redis-tls" => format!(
+                "rediss://sessionkit:acl-secret-1@localhost:6380?namespace=bench_sessionkit&tls_ca={TLS_CA}"
+            ),
             other => panic!("unknown store {other}"),
         };
         let store = sessionkit::open(&url)
@@ -254,7 +271,8 @@ async fn drive(command: Command) {
             runs,
             floor,
             baseline,
-        } => driver::run(&stores, seconds, runs, floor, baseline.as_deref()).await,
+            tls,
+        } => driver::run(&stores, seconds, runs, floor, baseline.as_deref(), tls).await,
         Command::Contended {
             stores,
             seconds,
