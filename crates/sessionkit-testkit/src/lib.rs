@@ -246,6 +246,12 @@ pub async fn redis_sentinel() -> Option<Arc<dyn Store>> {
     redis_with(&sentinel::url(), "").await
 }
 
+/// A Redis store in a fresh namespace of the TLS-only test Redis Cluster, verifying every
+/// node's certificate ([`tls::redis_cluster_url`]).
+pub async fn redis_cluster_tls() -> Option<Arc<dyn Store>> {
+    redis_with(&tls::redis_cluster_url(), "").await
+}
+
 /// A PostgreSQL store reached through a [`CutProxy`], for outage tests.
 ///
 /// # Panics

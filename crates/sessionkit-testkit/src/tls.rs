@@ -84,6 +84,17 @@ pub fn redis_url() -> String {
     })
 }
 
+/// The TLS-only test Redis Cluster on ports 7101-7103, verifying each node's certificate
+/// (`SESSIONKIT_REDIS_TLS_CLUSTER_URL`).
+pub fn redis_cluster_url() -> String {
+    std::env::var("SESSIONKIT_REDIS_TLS_CLUSTER_URL").unwrap_or_else(|_| {
+        format!(
+            "rediss+cluster://127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103?tls_ca={}",
+            file("ca.pem")
+        )
+    })
+}
+
 /// The Unix socket of the TLS test Redis (`SESSIONKIT_REDIS_SOCKET`); its users are those of
 /// the TLS port.
 pub fn redis_socket() -> String {
