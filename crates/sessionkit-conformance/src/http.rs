@@ -173,10 +173,11 @@ pub struct FailoverReport {
 const FAILOVER_BROWSERS: usize = 4;
 const FAILOVER_REQUESTS: usize = 3000;
 
-/// Four browsers write to their sessions (one request per 10 ms each, at most 3,000 each) while `fail_over` takes the store's server away for good (it
-/// returns once the server is gone), so that the store must find its replacement by itself. Every request is answered 200 or 503,
-/// never with a fresh session; within `recover_within` every browser gets 200s again; the
-/// sessions written before the failover are still there. Returns what it measured.
+/// Four browsers write to their sessions (one request per 10 ms each, at most 3,000 each)
+/// while `fail_over` takes the store's server away for good (it returns once the server is
+/// gone), so that the store must find its replacement by itself. Every request is answered
+/// 200 or 503, never with a fresh session; within `recover_within` every browser gets 200s
+/// again; the sessions written before the failover are still there. Returns what it measured.
 ///
 /// The app's idle timeout must outlast the outage (not [`test_manager`]'s).
 ///

@@ -316,3 +316,46 @@ impl StoreOptions {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_the_master_and_its_login() {
+        let url = SentinelUrl::parse("u:p%40ss@s1:26380,s2/mymaster/3").expect("parsed");
+        assert_eq!(
+            url.sentinels,
+            [("s1".to_owned(), 26380), ("s2".to_owned(), SENTINEL_PORT)]
+        );
+        assert_eq!(url.master, "mymaster");
+        assert_eq!(url.settings.db(), 3);
+        assert_eq!(url.settings.username(), Some("u"));
+        assert_eq!(url.settings.password(), Some("p@ss"));
+        let bare = SentinelUrl::parse("s1/m").expect("parsed");
+        assert_eq!((bare.settings.db(), bare.settings.password()), (0, None));
+        for bad in ["s1", "s1/", "s1:x/m", ",s2/m", "s1/m/x", ":pw@/m"] {
+            assert!(SentinelUrl::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sentinel_options_belong_to_sentinel_urls() {
+        let options =
+            StoreOptions::parse("redis+sentinel://s1/m?sentinel_password=pw").expect("parsed");
+        assert_eq!(options.sentinel_password.as_deref(), Some("pw"));
+        assert!(!options.shown.contains("pw"), "{}", options.shown);
+        let elsewhere = StoreOptions::parse("redis://h?sentinel_password=pw");
+        assert_eq!(
+            elsewhere.err().map(|e| e.kind()),
+            Some(sessionkit_core::ErrorKind::Config)
+        );
+        let malformed = StoreOptions::parse("redis+sentinel://s1?namespace=n")
+            .expect("options")
+            .sentinel(false, "s1");
+        assert_eq!(
+            malformed.err().map(|e| e.kind()),
+            Some(sessionkit_core::ErrorKind::Config)
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! How the multiplexed connection reaches its server: TCP, TLS over TCP (tokio-rustls), a
 //! Unix socket, or the master a set of Redis Sentinels names (asked anew for every connection,
-//! so a connection opened after a failover goes to the promoted replica). The pipe in `connection.rs` is the same for all three; what differs is who may
-//! write: on TCP and Unix sockets a request that completes a batch writes it without waiting
+//! so a connection opened after a failover goes to the promoted replica). The pipe in
+//! `connection.rs` is the same for all of them; what differs is who may write: on TCP and Unix sockets a request that completes a batch writes it without waiting
 //! (`try_write`), while a TLS stream is written only by the connection's writer task, which
 //! owns its sending half (rustls keeps state between writes).
 

@@ -147,6 +147,28 @@ pub async fn kill_master() -> (String, u16) {
     master
 }
 
+/// The address of a replica the first Sentinel sees as up, once the group is healthy.
+///
+/// # Panics
+/// If no Sentinel answers or none lists a replica that is up.
+pub async fn replica_address() -> (String, u16) {
+    wait_until_healthy().await;
+    let mut sentinel = connection(&format!("redis://{}", SENTINELS[0]))
+        .await
+        .expect("a Sentinel");
+    let replicas: Vec<HashMap<String, String>> = redis::cmd("SENTINEL")
+        .arg("replicas")
+        .arg(MASTER_NAME)
+        .query_async(&mut sentinel)
+        .await
+        .expect("SENTINEL replicas");
+    replicas
+        .iter()
+        .filter(|r| r.get("flags").is_some_and(|f| f == "slave"))
+        .find_map(|r| Some((r.get("ip")?.clone(), r.get("port")?.parse().ok()?)))
+        .expect("a replica that is up")
+}
+
 /// The master's address now (after a failover, the promoted replica's).
 ///
 /// # Panics

@@ -85,9 +85,7 @@ impl SqlOptions {
         }
         Ok(parsed)
     }
-}
 
-impl SqlOptions {
     /// Parses sessionkit's own options alone (`table=web_sessions&max_connections=8`, as in a
     /// store URL's query string), for a store built from a driver configuration made in code.
     ///
