@@ -133,7 +133,9 @@ where
                 .extensions_mut()
                 .remove::<SessionFailure>();
             let update = match failure {
-                Some(SessionFailure(err)) => ResponseUpdate::Replace((web.error_page)(&err)),
+                Some(SessionFailure(err)) => {
+                    ResponseUpdate::Replace(web.failure_page(&session, &err))
+                }
                 None => web.finish(&session, manager.now()).await,
             };
             match update {

@@ -67,6 +67,8 @@ macro_rules! http_suite {
             bogus_cookies_get_a_fresh_session_and_are_removed,
             a_fixation_attempt_is_never_adopted,
             login_cycles_the_id_and_the_old_one_only_lasts_the_grace_period,
+            a_request_on_the_old_id_cannot_take_the_session_over,
+            session_failures_are_logged_with_their_kind_and_key_hash,
             logout_clears_the_cookie_and_the_session,
             idle_sessions_expire,
             concurrent_requests_of_one_browser_keep_every_write,
@@ -472,6 +474,81 @@ pub async fn login_cycles_the_id_and_the_old_one_only_lasts_the_grace_period(ser
         "the old id is gone after grace"
     );
     assert_eq!(get(server, "/get/a", Some(&new)).await.body, "1");
+}
+
+/// During the grace period after a login, a request on the old (pre-login) id reads and writes
+/// the session, but cannot log in again (409, logged), never gets an id, and the session stays
+/// the browser's that logged in: a holder of a planted pre-login id cannot take it over.
+pub async fn a_request_on_the_old_id_cannot_take_the_session_over(server: &TestServer) {
+    let logs = crate::logs::capture();
+    let old = start_session(server).await;
+    let new = get(server, "/login/alice", Some(&old))
+        .await
+        .new_cookie()
+        .expect("login sets the new id");
+    let takeover = get(server, "/login/mallory", Some(&old)).await;
+    assert_eq!(
+        (takeover.status, takeover.body.as_str()),
+        (409, "session superseded\n"),
+        "a second login on the old id is refused"
+    );
+    assert!(takeover.set_cookies.is_empty(), "{takeover:?}");
+    let short = key_hash(&old);
+    assert!(
+        logs.wait_for(&["WARN", "status=409", "superseded", &short], SECOND)
+            .await
+            .is_some(),
+        "the refusal is logged with the old id's key hash"
+    );
+    let write = get(server, "/set/b/2", Some(&old)).await;
+    assert_eq!(
+        write.status, 200,
+        "in-flight writes on the old id still land"
+    );
+    assert!(write.set_cookies.is_empty(), "{write:?}");
+    assert_eq!(get(server, "/get/b", Some(&new)).await.body, "2");
+    tokio::time::sleep(GRACE + Duration::from_millis(400)).await;
+    assert_eq!(
+        get(server, "/get/user", Some(&new)).await.body,
+        "alice",
+        "the session stays the logged-in browser's"
+    );
+    assert_eq!(get(server, "/get/a", Some(&old)).await.status, 404);
+}
+
+/// A handler's session error that becomes a 5xx (an over-long owner) is logged at error level
+/// with its kind and the session key's short hash, and the log holds no session id.
+pub async fn session_failures_are_logged_with_their_kind_and_key_hash(server: &TestServer) {
+    let logs = crate::logs::capture();
+    let cookie = start_session(server).await;
+    let owner = "o".repeat(sessionkit_core::MAX_OWNER_LEN + 1);
+    let reply = get(server, &format!("/login/{owner}"), Some(&cookie)).await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (500, "session configuration error\n")
+    );
+    let short = key_hash(&cookie);
+    let line = logs
+        .wait_for(
+            &["ERROR", "status=500", "configuration error", &short],
+            SECOND,
+        )
+        .await;
+    assert!(line.is_some(), "no error line for the 500");
+    assert!(
+        logs.matching(&[&cookie]).is_empty(),
+        "a log line holds the session id"
+    );
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// The short hash of a cookie's session key, as log lines show it.
+fn key_hash(cookie: &str) -> String {
+    sessionkit_core::SessionId::parse(cookie)
+        .expect("a well-formed id")
+        .key()
+        .short()
 }
 
 /// Logout removes the cookie and the session.

@@ -21,6 +21,8 @@ pub mod cleanup;
 mod conditions;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod logs;
 pub mod multiprocess;
 
 pub use conditions::*;

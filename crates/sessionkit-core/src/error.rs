@@ -29,6 +29,11 @@ pub enum ErrorKind {
     TooLarge,
     /// A configuration error: a bad store URL, an invalid table name, a reserved key.
     Config,
+    /// The request reached its session through the session's *old* id, during the grace
+    /// period after [`Session::cycle_id`](crate::Session::cycle_id), and asked for something
+    /// only the current id may do (cycle the id, change the owner or the expiry). Web
+    /// integrations answer these with 409.
+    Superseded,
 }
 
 impl fmt::Display for ErrorKind {
@@ -42,6 +47,7 @@ impl fmt::Display for ErrorKind {
             Self::Unsupported => "unsupported",
             Self::TooLarge => "too large",
             Self::Config => "configuration error",
+            Self::Superseded => "superseded",
         })
     }
 }
@@ -109,6 +115,15 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The request presented the session's old id (grace period after a `cycle_id()`), and
+    /// `operation` needs the current one.
+    #[error(
+        "session reached through its old id during the grace period after cycle_id(): {operation} needs the current id"
+    )]
+    Superseded {
+        /// What was refused (`"cycle_id"`, `"set_owner"`, `"set_expiry"`).
+        operation: &'static str,
+    },
     /// A configuration error.
     #[error("configuration error: {message}")]
     Config {
@@ -132,6 +147,7 @@ impl Error {
             Self::Unsupported { .. } => ErrorKind::Unsupported,
             Self::TooLarge { .. } => ErrorKind::TooLarge,
             Self::Config { .. } => ErrorKind::Config,
+            Self::Superseded { .. } => ErrorKind::Superseded,
         }
     }
 

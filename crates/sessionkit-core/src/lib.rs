@@ -90,10 +90,40 @@
 //! - Strict mode on: an unknown or expired id is never adopted (no session fixation).
 //! - Idle timeout 24 h and absolute lifetime 7 days, both enforced on the server.
 //! - `cycle_id()` for login; the old id's grace period (5 s by default) serves in-flight requests
-//!   without ever telling them the new id.
+//!   without ever telling them the new id (see *The grace window* below).
 //! - Stored values are MessagePack decoded into the type asked for: no native-object
 //!   deserialization, and a value that no longer fits its type is a typed error for that key.
 //! - Values above 1 MiB (configurable) are refused with [`ErrorKind::TooLarge`] before any write.
+//! - Every error page the web integrations send is logged (5xx at error level, 409 at warn)
+//!   with the error's kind and the short hash of the session's key, never the id.
+//!
+//! ## The grace window
+//!
+//! After [`Session::cycle_id`], the old id keeps reaching the session for the grace period
+//! ([`SessionManagerBuilder::cycle_grace`], 5 s by default), because a browser often has
+//! requests in flight that were sent with the old cookie before the login's response arrived;
+//! without the window, those requests would find no session and their writes would be lost.
+//!
+//! The threat: session fixation. An attacker who planted a pre-login id in the victim's browser
+//! holds that id, which becomes the old id at the victim's login. The window is therefore
+//! narrow by design. A request that presents an old id in its grace period:
+//!
+//! - **may** read and write the session's data (as the victim's own in-flight requests must);
+//! - **may not** cycle the id, set the owner or the per-session expiry, or move the deadline:
+//!   [`Session::cycle_id`], [`Session::set_owner`] and [`Session::set_expiry`] fail with
+//!   [`ErrorKind::Superseded`] (answered with 409 by the web integrations), and so does the
+//!   commit of a request that set the owner or the expiry before another request cycled the
+//!   id under it;
+//! - **never** receives an id: not the new one, and no other (no `Set-Cookie` at all);
+//! - may [`destroy`](Session::destroy) the session (logging out is never an escalation).
+//!
+//! So the holder of an old id can read and change the session's data for at most the grace
+//! period, and can never end up owning the session or keep it alive. To close the window
+//! entirely, set `cycle_grace(Duration::ZERO)`: the old id dies at once, and requests in flight
+//! during a login find no session (a write among them starts a fresh, empty session, whose
+//! cookie may then replace the login's in the browser: the user appears logged out).
+//! Serving the cookie as `__Host-` ([`web::CookieConfig::host_prefixed`]) stops subdomains and
+//! plain-HTTP pages from planting ids in the first place.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -53,8 +53,10 @@ impl SessionManagerBuilder {
     }
 
     /// Grace period after `cycle_id()` (default 5 seconds): requests still carrying the old id
-    /// (sent before the browser saw the new cookie) keep reaching the session for this long; they
-    /// never learn the new id. Zero removes the old id at once.
+    /// (sent before the browser saw the new cookie) keep reaching the session for this long, to
+    /// read and write its data only: they never learn the new id, and cannot cycle the id or
+    /// set the owner or expiry ([`ErrorKind::Superseded`](crate::ErrorKind::Superseded)). Zero
+    /// removes the old id at once. The crate docs' *grace window* section has the threat model.
     pub fn cycle_grace(mut self, grace: Duration) -> Self {
         self.config.cycle_grace = grace;
         self

@@ -120,6 +120,8 @@ struct Loaded {
     destroy: Vec<SessionKey>,
     /// Non-strict mode: the presented (unknown) id may become this session's id.
     adopt: bool,
+    /// `set_expiry` changed the per-session expiry since the last save.
+    expiry_changed: bool,
 }
 
 impl Loaded {
@@ -133,6 +135,7 @@ impl Loaded {
             cycle: false,
             destroy: Vec::new(),
             adopt,
+            expiry_changed: false,
         }
     }
 
@@ -175,6 +178,29 @@ impl Loaded {
         }
     }
 
+    /// Refuses `operation` when this request reached the session through the grace-period
+    /// pointer of its old id: such a request may read and write data, but whoever holds an
+    /// old id (a pre-login id planted by an attacker, say) must never turn it into the
+    /// session's new id, owner or lifetime.
+    fn require_current_id(&self, operation: &'static str) -> Result<()> {
+        match &self.current {
+            Some(current) if current.via.is_some() => Err(Error::Superseded { operation }),
+            _ => Ok(()),
+        }
+    }
+
+    /// What of the pending change a request that reached the session through an old id may
+    /// not do: set the owner or the per-session expiry.
+    fn restricted_operation(&self) -> Option<&'static str> {
+        if self.change.owner.is_some() {
+            Some("set_owner")
+        } else if self.expiry_changed {
+            Some("set_expiry")
+        } else {
+            None
+        }
+    }
+
     fn user_keys(&self) -> impl Iterator<Item = &String> {
         self.data.keys().filter(|k| !k.starts_with(RESERVED_PREFIX))
     }
@@ -207,6 +233,10 @@ impl Loaded {
         let Some(current) = self.current.as_ref() else {
             return Err(Error::Gone);
         };
+        if current.via.is_some() {
+            // Reached through an old id: the deadline is the current id's to move.
+            return Ok(None);
+        }
         let target = manager.deadline(now, current.created_at, expiry);
         let expiry_changed = self.change.set.contains_key(EXPIRY_KEY)
             || self.change.removed.contains(EXPIRY_KEY)
@@ -223,6 +253,7 @@ impl Loaded {
     fn applied(&mut self, deadline: Option<Timestamp>) {
         self.change = Change::default();
         self.updates = None;
+        self.expiry_changed = false;
         if let (Some(current), Some(deadline)) = (self.current.as_mut(), deadline) {
             current.expires_at = deadline;
         }
@@ -272,6 +303,17 @@ impl Session {
                 state: tokio::sync::Mutex::new(None),
             }),
         }
+    }
+
+    /// The short hash of the session's key for a log line, without waiting or loading: the
+    /// key of the id the request presented (what its cookie names, even when that is an old
+    /// id in its grace period), else the key of the session it created.
+    pub(crate) fn key_for_logs(&self) -> Option<String> {
+        if let Presented::Id(id) = &self.shared.presented {
+            return Some(id.key().short());
+        }
+        let state = self.shared.state.try_lock().ok()?;
+        state.as_ref()?.current.as_ref().map(|c| c.key.short())
     }
 
     /// Whether the request presented a cookie value that is not a well-formed session id.
@@ -505,8 +547,10 @@ impl Session {
     /// [`Session::cycle_id`]). With a per-owner limit, saving may end the owner's oldest sessions.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] for an empty owner or one over [`MAX_OWNER_LEN`] bytes; a store
-    /// error while loading.
+    /// [`ErrorKind::Config`] for an empty owner or one over [`MAX_OWNER_LEN`] bytes;
+    /// [`ErrorKind::Superseded`] when the request presented the session's old id during the
+    /// grace period after a `cycle_id()` (and at commit, if another request cycled the id
+    /// while this one ran); a store error while loading.
     pub async fn set_owner(&self, owner: Option<&str>) -> Result<()> {
         if let Some(owner) = owner
             && (owner.is_empty() || owner.len() > MAX_OWNER_LEN)
@@ -518,6 +562,7 @@ impl Session {
         }
         self.with(|loaded| {
             if loaded.owner.as_deref() != owner {
+                loaded.require_current_id("set_owner")?;
                 loaded.owner = owner.map(str::to_owned);
                 loaded.change.owner = Some(loaded.owner.clone());
             }
@@ -538,19 +583,25 @@ impl Session {
     /// lifetime still caps every deadline.
     ///
     /// # Errors
-    /// A store error while loading.
+    /// [`ErrorKind::Superseded`] as for [`Session::set_owner`]; a store error while loading.
     pub async fn set_expiry(&self, expiry: Expiry) -> Result<()> {
         let bytes = match expiry {
             Expiry::Default => None,
             other => Some(encode_value(EXPIRY_KEY, &other)?),
         };
         self.with(|loaded| {
+            let stored = loaded.data.get(EXPIRY_KEY);
+            if stored == bytes.as_ref() {
+                return Ok(());
+            }
+            loaded.require_current_id("set_expiry")?;
             match bytes {
                 None => {
                     loaded.delete(EXPIRY_KEY);
                 }
                 Some(bytes) => loaded.put(EXPIRY_KEY, bytes),
             }
+            loaded.expiry_changed = true;
             Ok(())
         })
         .await
@@ -579,10 +630,19 @@ impl Session {
     /// against session fixation). Data, owner and deadline are kept; the old id stops working
     /// after the manager's grace period.
     ///
+    /// During that grace period, a request that presents the old id reaches the session to read
+    /// and write its data, but it cannot cycle the id again, set the owner or the expiry, and
+    /// never receives the new id (nor any other): otherwise whoever holds a pre-login id (one
+    /// planted in the victim's browser) could race the login and end up owning the session.
+    ///
     /// # Errors
-    /// A store error while loading.
+    /// [`ErrorKind::Superseded`] when this request presented the session's old id during the
+    /// grace period (a second login submitted before the browser saw the first one's cookie
+    /// gets it too: the web integrations answer 409, and the browser keeps the first login's
+    /// id); a store error while loading.
     pub async fn cycle_id(&self) -> Result<()> {
         self.with(|loaded| {
+            loaded.require_current_id("cycle_id")?;
             loaded.adopt = false;
             if loaded.current.is_some() {
                 loaded.cycle = true;
@@ -812,6 +872,7 @@ async fn apply_change(
     };
     let mut conflicts = 0;
     loop {
+        let restricted = loaded.restricted_operation();
         let Some(current) = loaded.current.as_mut() else {
             return Ok(ApplyOutcome::Gone);
         };
@@ -834,7 +895,11 @@ async fn apply_change(
         {
             // Another request cycled the id while this one ran (a login in another tab):
             // the old key now points at the session, so the change follows it there. This
-            // request's browser keeps its old cookie and never learns the new id.
+            // request's browser keeps its old cookie and never learns the new id, and the
+            // request is now one through an old id: it may not set the owner or the expiry.
+            if let Some(operation) = restricted {
+                return Err(Error::Superseded { operation });
+            }
             outcome = save(manager, &target, &loaded.change)
                 .await
                 .inspect_err(|_| {
@@ -842,6 +907,7 @@ async fn apply_change(
                         loaded.updates.get_or_insert_with(Box::default).unsure = true;
                     }
                 })?;
+            current.via = Some(current.key);
             current.key = target;
             current.id = None;
         }

@@ -260,12 +260,13 @@ pub type ErrorHandler = Arc<dyn Fn(&Error) -> ErrorPage + Send + Sync>;
 /// The default error page: 503 when the store is unreachable (retry later), 409 when the
 /// session's [`update`](crate::Session::update)s kept conflicting with other requests past
 /// [`UPDATE_ATTEMPTS`](crate::UPDATE_ATTEMPTS) (nothing was saved; the request may be sent
-/// again), 500 otherwise. The body names the kind of failure, never the store's message
+/// again) or when a request on an old id asked for what only the current id may do
+/// ([`ErrorKind::Superseded`]), 500 otherwise. The body names the kind of failure, never the store's message
 /// (which may hold hostnames).
 pub fn default_error_page(err: &Error) -> ErrorPage {
     let status = match err.kind() {
         ErrorKind::Unavailable => 503,
-        ErrorKind::Conflict => 409,
+        ErrorKind::Conflict | ErrorKind::Superseded => 409,
         _ => 500,
     };
     ErrorPage {
@@ -353,11 +354,26 @@ impl WebConfig {
                 }
                 ResponseUpdate::Headers(headers)
             }
-            Err(err) => {
-                tracing::error!(error = %err, source = ?std::error::Error::source(&err), "saving the session failed");
-                ResponseUpdate::Replace((self.error_page)(&err))
-            }
+            Err(err) => ResponseUpdate::Replace(self.failure_page(session, &err)),
         }
+    }
+
+    /// The error page for a request whose session failed (when saving, or in the handler,
+    /// which returned a [`SessionError`]), and its log line: every 5xx at error level, other
+    /// statuses (409) at warn, with the status, the error's kind, message and source, and the
+    /// short hash of the session's key (never the id).
+    pub fn failure_page(&self, session: &Session, err: &Error) -> ErrorPage {
+        let page = (self.error_page)(err);
+        let key = session.key_for_logs();
+        let key = key.as_deref().unwrap_or("-");
+        let kind = err.kind();
+        let source = std::error::Error::source(err);
+        if page.status >= 500 {
+            tracing::error!(status = page.status, %kind, session = key, error = %err, ?source, "session failure");
+        } else {
+            tracing::warn!(status = page.status, %kind, session = key, error = %err, ?source, "session failure");
+        }
+        page
     }
 }
 

@@ -559,6 +559,97 @@ async fn a_write_racing_a_login_in_another_tab_follows_the_session() {
 }
 
 #[tokio::test]
+async fn a_request_on_the_old_id_cannot_cycle_or_change_owner_or_expiry() {
+    let fx = Fixture::new();
+    let manager = fx.manager(); // 5 s grace
+    let old = start(&manager).await;
+    let login = manager.session(Some(&old));
+    login.cycle_id().await.expect("cycle");
+    login.set_owner(Some("alice")).await.expect("owner");
+    let new = cookie_id(&login.commit().await.expect("commit").cookie);
+
+    // Whoever holds the pre-login id (planted by an attacker) races the login.
+    let rival = manager.session(Some(&old));
+    assert_eq!(rival.get::<u32>("counter").await.expect("get"), Some(1));
+    let refused = |result: sessionkit_core::Result<()>| {
+        result.expect_err("refused on the old id").kind() == ErrorKind::Superseded
+    };
+    assert!(refused(rival.cycle_id().await));
+    assert!(refused(rival.set_owner(Some("mallory")).await));
+    assert!(refused(rival.set_owner(None).await));
+    assert!(refused(
+        rival
+            .set_expiry(sessionkit_core::Expiry::OnInactivity(10 * HOUR))
+            .await
+    ));
+    rival
+        .set_owner(Some("alice"))
+        .await
+        .expect("setting the owner it has is no change");
+    rival.insert("from_old_id", &true).await.expect("insert");
+    let committed = rival.commit().await.expect("data writes land");
+    assert_eq!(committed.cookie, CookieUpdate::Unchanged, "no id for it");
+
+    // After the grace period, the session is the logged-in browser's, unchanged but for data.
+    fx.clock.advance(Duration::from_secs(6));
+    let current = manager.session(Some(&new));
+    assert_eq!(
+        current.owner().await.expect("owner").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        current.get::<bool>("from_old_id").await.expect("get"),
+        Some(true)
+    );
+    assert_eq!(
+        current.expiry().await.expect("expiry"),
+        sessionkit_core::Expiry::Default
+    );
+    assert_eq!(
+        manager
+            .session(Some(&old))
+            .get::<u32>("counter")
+            .await
+            .expect("get"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn a_request_racing_a_login_cannot_set_the_owner_of_the_new_session() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let old = start(&manager).await;
+    let slow = manager.session(Some(&old));
+    assert_eq!(slow.get::<u32>("counter").await.expect("get"), Some(1));
+    slow.set_owner(Some("mallory"))
+        .await
+        .expect("not known yet");
+    slow.insert("from_slow", &true).await.expect("insert");
+
+    let login = manager.session(Some(&old));
+    login.cycle_id().await.expect("cycle");
+    login.set_owner(Some("alice")).await.expect("owner");
+    let new = cookie_id(&login.commit().await.expect("commit").cookie);
+
+    let err = slow
+        .commit()
+        .await
+        .expect_err("the old id may not set the owner");
+    assert_eq!(err.kind(), ErrorKind::Superseded);
+    let current = manager.session(Some(&new));
+    assert_eq!(
+        current.owner().await.expect("owner").as_deref(),
+        Some("alice")
+    );
+    assert_eq!(
+        current.get::<bool>("from_slow").await.expect("get"),
+        None,
+        "nothing of the refused commit was written"
+    );
+}
+
+#[tokio::test]
 async fn without_grace_the_old_id_dies_at_once() {
     let fx = Fixture::new();
     let manager = fx

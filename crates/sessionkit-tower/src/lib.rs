@@ -132,7 +132,7 @@ where
             let mut response = inner.call(request).await?;
             if let Some(SessionFailure(err)) = response.extensions_mut().remove::<SessionFailure>()
             {
-                return Ok((web.error_page)(&err).into_http());
+                return Ok(web.failure_page(&session, &err).into_http());
             }
             match web.finish(&session, manager.now()).await {
                 ResponseUpdate::Headers(headers) => {
