@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use sessionkit_actix::{SessionError, SessionMiddleware};
+use sessionkit_actix::{SessionError, SessionMiddleware, WebConfig};
 use sessionkit_conformance::http::TestServer;
 use sessionkit_core::{Session, SessionManager};
 
@@ -67,10 +67,14 @@ async fn list(session: Session, key: web::Path<String>) -> Result<String, Sessio
 }
 
 async fn serve(manager: SessionManager) -> TestServer {
-    let app_manager = manager.clone();
+    serve_with(manager, WebConfig::default()).await
+}
+
+async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
+    let middleware = SessionMiddleware::with_config(manager.clone(), web).expect("valid config");
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(SessionMiddleware::new(app_manager.clone()))
+            .wrap(middleware.clone())
             .route("/none", web::get().to(|| async { "none" }))
             .route("/get/{key}", web::get().to(read))
             .route("/set/{key}/{value}", web::get().to(write))
@@ -96,6 +100,15 @@ sessionkit_conformance::http_suite!(actix_memory, serve, memory());
 sessionkit_conformance::http_suite!(actix_sqlite, serve, sqlite());
 sessionkit_conformance::http_suite!(actix_postgres, serve, postgres());
 sessionkit_conformance::http_suite!(actix_redis, serve, redis());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn actix_signed_in_pages_are_no_store_when_asked() {
+    let store = memory().await.expect("memory store");
+    let manager = sessionkit_conformance::http::test_manager(store);
+    let web = WebConfig::default().with_no_store_when_signed_in(true);
+    let server = serve_with(manager, web).await;
+    sessionkit_conformance::http::signed_in_pages_are_no_store(&server).await;
+}
 
 /// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -541,6 +541,27 @@ pub async fn session_failures_are_logged_with_their_kind_and_key_hash(server: &T
     );
 }
 
+/// With [`WebConfig::with_no_store_when_signed_in`](sessionkit_core::web::WebConfig::with_no_store_when_signed_in),
+/// every response of a signed-in session is `Cache-Control: no-store`, and an anonymous one's
+/// are not (unless they set the cookie). The app must be served with that setting.
+pub async fn signed_in_pages_are_no_store(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let anonymous = get(server, "/get/a", Some(&cookie)).await;
+    assert_eq!((anonymous.status, anonymous.cache_control), (200, None));
+    let signed_in = get(server, "/login/alice", Some(&cookie))
+        .await
+        .new_cookie()
+        .expect("login sets the new id");
+    let page = get(server, "/get/a", Some(&signed_in)).await;
+    assert!(page.set_cookies.is_empty(), "{page:?}");
+    assert_eq!(
+        (page.status, page.cache_control.as_deref()),
+        (200, Some("no-store"))
+    );
+    let untouched = get(server, "/none", Some(&signed_in)).await;
+    assert_eq!(untouched.cache_control, None, "the session was not loaded");
+}
+
 const SECOND: Duration = Duration::from_secs(1);
 
 /// The short hash of a cookie's session key, as log lines show it.

@@ -316,6 +316,16 @@ impl Session {
         state.as_ref()?.current.as_ref().map(|c| c.key.short())
     }
 
+    /// Whether this request loaded its session and it has an owner, without waiting or loading
+    /// (the web layer asks after the commit).
+    pub(crate) fn loaded_with_owner(&self) -> bool {
+        self.shared.state.try_lock().is_ok_and(|state| {
+            state
+                .as_ref()
+                .is_some_and(|loaded| loaded.current.is_some() && loaded.owner.is_some())
+        })
+    }
+
     /// Whether the request presented a cookie value that is not a well-formed session id.
     pub fn presented_malformed_id(&self) -> bool {
         matches!(self.shared.presented, Presented::Malformed)

@@ -283,6 +283,9 @@ pub struct WebConfig {
     pub cookie: CookieConfig,
     /// The error page builder.
     pub error_page: ErrorHandler,
+    /// `Cache-Control: no-store` on every response of a request whose session has an owner
+    /// (a signed-in page), not only on those that set the cookie.
+    pub no_store_when_signed_in: bool,
 }
 
 impl Default for WebConfig {
@@ -290,6 +293,7 @@ impl Default for WebConfig {
         Self {
             cookie: CookieConfig::default(),
             error_page: Arc::new(default_error_page),
+            no_store_when_signed_in: false,
         }
     }
 }
@@ -299,6 +303,17 @@ impl WebConfig {
     #[must_use]
     pub fn with_cookie(mut self, cookie: CookieConfig) -> Self {
         self.cookie = cookie;
+        self
+    }
+
+    /// Sends `Cache-Control: no-store` on every response of a request that loaded a session
+    /// with an owner (default off: only responses that set or remove the cookie get it), so
+    /// that no shared or browser cache keeps a signed-in page, which the next user of the
+    /// machine could otherwise see with the back button. A request whose handler never used
+    /// the session is not covered: the layer does not load a session just to look at it.
+    #[must_use]
+    pub fn with_no_store_when_signed_in(mut self, on: bool) -> Self {
+        self.no_store_when_signed_in = on;
         self
     }
 
@@ -317,6 +332,7 @@ impl std::fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebConfig")
             .field("cookie", &self.cookie)
+            .field("no_store_when_signed_in", &self.no_store_when_signed_in)
             .finish_non_exhaustive()
     }
 }
@@ -348,8 +364,12 @@ impl WebConfig {
         match Box::pin(session.commit()).await {
             Ok(committed) => {
                 let mut headers = Vec::new();
-                if let Some(cookie) = self.cookie.set_cookie(&committed.cookie, now) {
+                let cookie = self.cookie.set_cookie(&committed.cookie, now);
+                let signed_in = self.no_store_when_signed_in && session.loaded_with_owner();
+                if let Some(cookie) = cookie {
                     headers.push(("set-cookie", cookie));
+                    headers.push(("cache-control", "no-store".to_owned()));
+                } else if signed_in {
                     headers.push(("cache-control", "no-store".to_owned()));
                 }
                 ResponseUpdate::Headers(headers)

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use sessionkit_conformance::http::TestServer;
 use sessionkit_core::{Session, SessionManager};
-use sessionkit_tower::{SessionError, SessionLayer};
+use sessionkit_tower::{SessionError, SessionLayer, WebConfig};
 
 async fn read(
     session: Session,
@@ -70,6 +70,10 @@ async fn list(session: Session, Path(key): Path<String>) -> Result<String, Sessi
 }
 
 async fn serve(manager: SessionManager) -> TestServer {
+    serve_with(manager, WebConfig::default()).await
+}
+
+async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
     let app = Router::new()
         .route("/none", get(|| async { "none" }))
         .route("/get/{key}", get(read))
@@ -80,7 +84,7 @@ async fn serve(manager: SessionManager) -> TestServer {
         .route("/keys", get(keys))
         .route("/push/{key}/{value}", get(push))
         .route("/list/{key}", get(list))
-        .layer(SessionLayer::new(manager.clone()));
+        .layer(SessionLayer::with_config(manager.clone(), web).expect("valid config"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -95,6 +99,15 @@ sessionkit_conformance::http_suite!(axum_memory, serve, memory());
 sessionkit_conformance::http_suite!(axum_sqlite, serve, sqlite());
 sessionkit_conformance::http_suite!(axum_postgres, serve, postgres());
 sessionkit_conformance::http_suite!(axum_redis, serve, redis());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn axum_signed_in_pages_are_no_store_when_asked() {
+    let store = memory().await.expect("memory store");
+    let manager = sessionkit_conformance::http::test_manager(store);
+    let web = WebConfig::default().with_no_store_when_signed_in(true);
+    let server = serve_with(manager, web).await;
+    sessionkit_conformance::http::signed_in_pages_are_no_store(&server).await;
+}
 
 /// Redis behind Sentinel: the master is killed under load, the Sentinels promote the replica,
 /// and the store finds it by itself (no restart); some requests get 503 meanwhile, reported.
