@@ -97,6 +97,46 @@
 //! - Every error page the web integrations send is logged (5xx at error level, 409 at warn)
 //!   with the error's kind and the short hash of the session's key, never the id.
 //!
+//! ## What sessionkit defends against, and what it leaves to the application
+//!
+//! Defended, with the defaults above:
+//!
+//! - **Session fixation**: strict mode never adopts an id the server did not issue;
+//!   [`Session::cycle_id`] at login gives the session a new id, and the old id's grace window
+//!   (below) cannot be turned into the session's new id or owner. A `__Host-` cookie
+//!   ([`web::CookieConfig::host_prefixed`]) also stops subdomains from planting ids.
+//! - **Hijacking through logs, errors or tooling**: no id is ever logged, returned in an error
+//!   or printed by the CLI; hooks and log lines see the first 12 hex digits of the id's SHA-256.
+//!   Error pages name only the kind of failure; store URLs are printed with their passwords
+//!   hidden.
+//! - **Hijacking through a copied table or backup**: stores hold SHA-256 hashes of ids, which
+//!   cannot be turned back into a cookie.
+//! - **Cache leaks**: every response that sets or removes the cookie is `Cache-Control:
+//!   no-store`, and [`web::WebConfig::with_no_store_when_signed_in`] extends that to every
+//!   response of a signed-in session.
+//! - **Hostile input**: malformed cookies never reach the store; keys, owners and values have
+//!   size limits checked before any write; stored values are decoded into the type asked for
+//!   (no native-object deserialization), and corrupt records are typed errors, never panics.
+//! - **Cross-site requests**: cookies are `SameSite=Lax` by default, so browsers do not send
+//!   them with cross-site `POST`s.
+//!
+//! Left to the application:
+//!
+//! - **CSRF tokens**: `SameSite=Lax` does not cover same-site attackers (a sibling subdomain)
+//!   or older browsers; state-changing forms should also carry a per-session token and check
+//!   `Origin` (the `sessionkit demo` shows how). A token helper in the library is planned.
+//! - **Authentication and authorization**: checking passwords, rate-limiting login attempts,
+//!   deciding what an owner may do. sessionkit only remembers who the owner is.
+//! - **Cross-site scripting**: `HttpOnly` keeps scripts from reading the cookie, not from
+//!   acting on the page with it.
+//! - **Transport**: `Secure` cookies need HTTPS in front of the app; turn `Secure` off only for
+//!   plain-HTTP development.
+//! - **Data at rest**: session values are stored as they are (only ids are hashed); protect the
+//!   store as you protect the database, and keep secrets out of sessions.
+//! - **The grace window itself**: for its few seconds, the holder of an old id can read and
+//!   change the session's data (see below); set the grace period to zero if that matters more
+//!   than in-flight requests.
+//!
 //! ## The grace window
 //!
 //! After [`Session::cycle_id`], the old id keeps reaching the session for the grace period
