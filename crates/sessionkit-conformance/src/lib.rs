@@ -72,6 +72,7 @@ macro_rules! conformance_suite {
             applies_racing_a_cycle_are_moved_or_refused_never_lost,
             delete_expired_counts_and_spares_live_sessions,
             delete_expired_in_batches_reaches_zero,
+            count_expired_counts_what_delete_expired_deletes,
             extended_sessions_outlive_their_old_deadline,
             owner_index_lists_and_revokes,
             owner_index_follows_owner_changes,
@@ -743,6 +744,47 @@ pub async fn delete_expired_in_batches_reaches_zero<S: Store>(store: Arc<S>) {
     } else {
         assert_eq!(total, 7);
     }
+    assert!(load(&*store, &live).await.is_some());
+}
+
+/// `count_expired` counts what `delete_expired` then deletes: expired sessions and the
+/// expired grace-period pointer a cycled id left, alike (what `sessionkit stats` shows before
+/// `sessionkit purge`). Stores with native expiry may find that their server already dropped
+/// them; a store that cannot list may answer `Unsupported`.
+pub async fn count_expired_counts_what_delete_expired_deletes<S: Store>(store: Arc<S>) {
+    let live = create(&*store, &record_with(&[("live", b"1")])).await;
+    for _ in 0..3 {
+        create(&*store, &short_lived(&[("doomed", b"1")])).await;
+    }
+    let cycled = create(&*store, &record_with(&[("a", b"1")])).await;
+    let until = now().saturating_add(SHORT);
+    assert_eq!(
+        store
+            .cycle(&cycled, &fresh_key(), Some(until))
+            .await
+            .expect("cycle"),
+        CycleOutcome::Cycled
+    );
+    tokio::time::sleep(PAST_SHORT).await;
+    let counted = match store.count_expired().await {
+        Ok(counted) => counted,
+        Err(err) if err.kind() == ErrorKind::Unsupported => {
+            assert!(!store.capabilities().iterable, "a listable store counts");
+            return;
+        }
+        Err(err) => panic!("count_expired: {err:?}"),
+    };
+    let deleted = store.delete_expired().await.expect("delete_expired");
+    if store.capabilities().native_ttl {
+        assert!(counted <= 4 && deleted <= 4, "{counted} {deleted}");
+    } else {
+        assert_eq!(
+            (counted, deleted),
+            (4, 4),
+            "three sessions and one pointer, counted and deleted"
+        );
+    }
+    assert_eq!(store.count_expired().await.expect("count again"), 0);
     assert!(load(&*store, &live).await.is_some());
 }
 

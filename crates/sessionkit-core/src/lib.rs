@@ -191,7 +191,7 @@ pub use id::{ID_BYTES, ID_LEN, InvalidSessionId, KEY_BYTES, SessionId, SessionKe
 pub use lifecycle::{CleanupPolicy, Config, Expiry, NoHooks, SessionHooks};
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use record::{Data, Record, StoredSession};
-pub use registry::Registry;
+pub use registry::{OpenMode, Registry};
 pub use session::{
     Committed, CookieUpdate, MAX_KEY_LEN, MAX_OWNER_LEN, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
 };

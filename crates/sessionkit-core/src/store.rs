@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 
 use crate::change::{ApplyOutcome, Change};
 use crate::error::{ErrorKind, Result};
@@ -140,6 +140,12 @@ impl PageRequest {
 pub struct Page {
     /// The sessions, in ascending key order.
     pub sessions: Vec<StoredSession>,
+    /// The keys, in ascending order, of stored records in this page's range that do not
+    /// decode (a corrupt file or row): they are not in `sessions`, and since their owner and
+    /// deadline cannot be read they are reported whatever the filter, so that admin tools can
+    /// name them instead of skipping them silently. Stores that cannot single out one record
+    /// (the listing's query fails as a whole) return the listing's error instead.
+    pub undecodable: Vec<SessionKey>,
     /// Where the next page starts, or `None` if this was the last page.
     pub next: Option<SessionKey>,
 }
@@ -147,17 +153,38 @@ pub struct Page {
 impl Page {
     /// Builds a page from up to `limit + 1` sessions in key order: the extra one, if present,
     /// proves there is a next page and is dropped. Stores fetch `limit + 1` rows and call this.
-    pub fn from_sorted(mut sessions: Vec<StoredSession>, limit: usize) -> Self {
-        if sessions.len() > limit {
-            sessions.truncate(limit);
-            let next = sessions.last().map(|s| s.key);
-            Self { sessions, next }
+    pub fn from_sorted(sessions: Vec<StoredSession>, limit: usize) -> Self {
+        Self::from_sorted_entries(sessions.into_iter().map(Ok).collect(), limit)
+    }
+
+    /// As [`Page::from_sorted`], for stores that decode each record themselves: an entry is a
+    /// session, or the key of a record that does not decode (which goes to
+    /// [`Page::undecodable`]). Both count towards `limit`, so a page of undecodable records
+    /// still moves the listing on.
+    pub fn from_sorted_entries(
+        mut entries: Vec<std::result::Result<StoredSession, SessionKey>>,
+        limit: usize,
+    ) -> Self {
+        let next = if entries.len() > limit {
+            entries.truncate(limit);
+            entries.last().map(|entry| match entry {
+                Ok(session) => session.key,
+                Err(key) => *key,
+            })
         } else {
-            Self {
-                sessions,
-                next: None,
+            None
+        };
+        let mut page = Self {
+            next,
+            ..Self::default()
+        };
+        for entry in entries {
+            match entry {
+                Ok(session) => page.sessions.push(session),
+                Err(key) => page.undecodable.push(key),
             }
         }
+        page
     }
 }
 
@@ -265,6 +292,24 @@ pub trait Store: Send + Sync + 'static {
     /// several processes, concurrent calls must not fail (one may find nothing left to do).
     async fn delete_expired(&self) -> Result<u64>;
 
+    /// How many records [`Store::delete_expired`] would delete now: expired sessions **and
+    /// expired grace-period pointers**, of every owner. Admin tools show it before a purge
+    /// (`sessionkit stats`, the progress of `sessionkit purge`), so it counts exactly what a
+    /// purge deletes. The default counts the expired sessions [`Store::list`] returns, which is
+    /// right for a store whose backend drops expired records itself (native expiry); a store
+    /// that keeps grace-period pointers until its cleanup deletes them must override it.
+    /// [`ErrorKind::Unsupported`] if `capabilities().iterable` is false and the store does not
+    /// override it.
+    async fn count_expired(&self) -> Result<u64> {
+        let filter = ListFilter {
+            owner: None,
+            state: ListState::Expired,
+        };
+        list_all(self, filter, 500)
+            .try_fold(0u64, |n, _| async move { Ok(n + 1) })
+            .await
+    }
+
     /// Deletes expired records in one short step of about `limit` (admin tools call this in a
     /// loop to show progress) and returns how many; 0 means none are left. Stores that cannot
     /// bound a step keep this default, which runs the whole [`Store::delete_expired`] as one
@@ -275,7 +320,10 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// One page of sessions matching `filter`, in ascending key order. Grace-period pointers are
-    /// never listed. [`ErrorKind::Unsupported`] if `capabilities().iterable` is false.
+    /// never listed. A stored record that does not decode fails the listing with
+    /// [`ErrorKind::Codec`], or, in stores that decode each record on their own, is left out of
+    /// `sessions` and named in [`Page::undecodable`]; it is never skipped silently.
+    /// [`ErrorKind::Unsupported`] if `capabilities().iterable` is false.
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page>;
 
     /// Every live session of `owner`, in no particular order. [`ErrorKind::Unsupported`] if
@@ -332,6 +380,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
         (**self).delete_expired_batch(limit).await
+    }
+    async fn count_expired(&self) -> Result<u64> {
+        (**self).count_expired().await
     }
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
         (**self).list(filter, page).await
@@ -471,6 +522,26 @@ mod tests {
         assert_eq!(page.sessions.len(), 2);
         assert_eq!(page.next, Some(SessionKey::from_bytes([2; 32])));
         let last = Page::from_sorted(vec![session(1)], 2);
+        assert_eq!(last.next, None);
+    }
+
+    #[test]
+    fn undecodable_records_count_towards_the_page() {
+        let session = |n: u8| StoredSession {
+            key: SessionKey::from_bytes([n; 32]),
+            record: Record::new(Timestamp::from_millis(0), Timestamp::from_millis(1)),
+        };
+        let key = |n: u8| SessionKey::from_bytes([n; 32]);
+        let page = Page::from_sorted_entries(vec![Ok(session(1)), Err(key(2)), Ok(session(3))], 2);
+        assert_eq!(page.sessions, vec![session(1)]);
+        assert_eq!(page.undecodable, vec![key(2)]);
+        assert_eq!(
+            page.next,
+            Some(key(2)),
+            "the next page starts after the bad record"
+        );
+        let last = Page::from_sorted_entries(vec![Err(key(1)), Ok(session(2))], 2);
+        assert_eq!((last.undecodable.len(), last.sessions.len()), (1, 1));
         assert_eq!(last.next, None);
     }
 }

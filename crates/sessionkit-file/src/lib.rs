@@ -4,6 +4,13 @@
 //! seeds' file store with fcntl locking, done right). URL: `file:///var/lib/app/sessions` or
 //! `file://relative/dir`.
 //!
+//! Opening creates the directories if they are missing, as an application wants. In
+//! [`OpenMode::Existing`] ([`FileStore::open_with_mode`], or
+//! [`sessionkit_core::Registry::open_existing`]) it creates nothing: a root that does not exist
+//! or holds no `sessions` directory is an
+//! [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) error that says to run
+//! `sessionkit setup`.
+//!
 //! ## On-disk layout
 //!
 //! ```text
@@ -47,8 +54,9 @@ use std::time::{Duration, SystemTime};
 use sessionkit_core::backend::blocking;
 use sessionkit_core::backend::path_only;
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, Page, PageRequest, Record,
-    Registry, Result, SessionId, SessionKey, Store, StoredSession, Timestamp, async_trait,
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, OpenMode, Page,
+    PageRequest, Record, Registry, Result, SessionId, SessionKey, Store, StoredSession, Timestamp,
+    async_trait,
 };
 use sha2::{Digest, Sha256};
 
@@ -80,10 +88,34 @@ impl FileStore {
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the directories
     /// cannot be created.
     pub async fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with_mode(root, OpenMode::Create).await
+    }
+
+    /// Opens a store rooted at `root` in `mode`: [`OpenMode::Create`] as [`FileStore::open`];
+    /// [`OpenMode::Existing`] creates nothing, and `root` must be a store's directory (one
+    /// holding its `sessions` directory).
+    ///
+    /// # Errors
+    /// As [`FileStore::open`]; in [`OpenMode::Existing`],
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) if `root` or its `sessions`
+    /// directory does not exist.
+    pub async fn open_with_mode(root: impl Into<PathBuf>, mode: OpenMode) -> Result<Self> {
         let store = Self {
             root: Arc::new(root.into()),
         };
-        store.setup().await?;
+        if mode == OpenMode::Create {
+            store.setup().await?;
+        } else if !store.root.is_dir() {
+            return Err(Error::config(format!(
+                "the file store directory {} does not exist (create it with `sessionkit setup`)",
+                store.root.display()
+            )));
+        } else if !store.sessions_dir().is_dir() {
+            return Err(Error::config(format!(
+                "{} is not a file store: it has no sessions directory (create one with `sessionkit setup`)",
+                store.root.display()
+            )));
+        }
         Ok(store)
     }
 
@@ -93,8 +125,16 @@ impl FileStore {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without a path or with
     /// options; otherwise as [`FileStore::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_with_mode(url, OpenMode::Create).await
+    }
+
+    /// Opens the store a `file://` URL names, in `mode` (see [`FileStore::open_with_mode`]).
+    ///
+    /// # Errors
+    /// As [`FileStore::open_url`] and [`FileStore::open_with_mode`].
+    pub async fn open_url_with_mode(url: &str, mode: OpenMode) -> Result<Self> {
         let path = path_only(url, "file:///path/to/dir")?;
-        Self::open(path).await
+        Self::open_with_mode(path, mode).await
     }
 
     /// The root directory.
@@ -314,10 +354,9 @@ pub const SCHEMES: [&str; 1] = ["file"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(
-        &SCHEMES,
-        |url| async move { FileStore::open_url(&url).await },
-    );
+    registry.register_store(&SCHEMES, |url, mode| async move {
+        FileStore::open_url_with_mode(&url, mode).await
+    });
 }
 
 #[async_trait]
@@ -474,6 +513,27 @@ impl Store for FileStore {
         Ok(total)
     }
 
+    async fn count_expired(&self) -> Result<u64> {
+        // What `delete_expired` deletes: expired sessions and grace-period pointers, and not
+        // the files that do not decode (it leaves those alone too).
+        let store = self.clone();
+        blocking("file", move || {
+            let now = Timestamp::now();
+            let mut count = 0u64;
+            for shard in store.shards()? {
+                for key in store.keys_in(&shard)? {
+                    if let Ok(Some(record)) = store.read(&key)
+                        && record.is_expired(now)
+                    {
+                        count += 1;
+                    }
+                }
+            }
+            Ok(count)
+        })
+        .await
+    }
+
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
         let (store, filter) = (self.clone(), filter.clone());
         blocking("file", move || {
@@ -488,26 +548,28 @@ impl Store for FileStore {
                     if page.after.is_some_and(|after| key <= after) {
                         continue;
                     }
-                    let record = match store.read(&key) {
-                        Ok(Some(record)) => record,
+                    let entry = match store.read(&key) {
+                        Ok(Some(record)) => {
+                            if record.moved_to.is_some()
+                                || !filter.state.admits(record.expires_at, now)
+                                || (filter.owner.is_some() && record.owner != filter.owner)
+                            {
+                                continue;
+                            }
+                            Ok(StoredSession { key, record })
+                        }
                         Ok(None) => continue,
-                        Err(err) => {
-                            tracing::warn!(key = %key.short(), error = %err, "skipping an unreadable session file");
-                            continue;
-                        }
+                        // A file that does not decode is reported to the caller, not skipped.
+                        Err(err) if err.kind() == sessionkit_core::ErrorKind::Codec => Err(key),
+                        Err(err) => return Err(err),
                     };
-                    if record.moved_to.is_none()
-                        && filter.state.admits(record.expires_at, now)
-                        && (filter.owner.is_none() || record.owner == filter.owner)
-                    {
-                        found.push(StoredSession { key, record });
-                        if found.len() > page.limit {
-                            return Ok(Page::from_sorted(found, page.limit));
-                        }
+                    found.push(entry);
+                    if found.len() > page.limit {
+                        return Ok(Page::from_sorted_entries(found, page.limit));
                     }
                 }
             }
-            Ok(Page::from_sorted(found, page.limit))
+            Ok(Page::from_sorted_entries(found, page.limit))
         })
         .await
     }

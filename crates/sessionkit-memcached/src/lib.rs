@@ -214,10 +214,10 @@ pub const SCHEMES: [&str; 2] = ["memcached", "memcached+tls"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(
-        &SCHEMES,
-        |url| async move { MemcachedStore::open(&url).await },
-    );
+    // Opening creates nothing on the servers, so both open modes open the same way.
+    registry.register_store(&SCHEMES, |url, _mode| async move {
+        MemcachedStore::open(&url).await
+    });
 }
 
 async fn backoff(attempt: u32) {

@@ -149,7 +149,10 @@ pub const SCHEMES: [&str; 1] = ["memory"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(&SCHEMES, |_url| async move { Ok(MemoryStore::new()) });
+    registry.register_store(
+        &SCHEMES,
+        |_url, _mode| async move { Ok(MemoryStore::new()) },
+    );
 }
 
 #[async_trait]
@@ -286,6 +289,18 @@ impl Store for MemoryStore {
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
         Ok(self.remove_expired(limit.max(1)) as u64)
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        // The deadline index holds sessions and grace-period pointers alike, as cleanup sees it.
+        let now = self.clock.now();
+        let state = self.lock();
+        let expired = state
+            .by_expiry
+            .iter()
+            .take_while(|(expires_at, _)| *expires_at <= now)
+            .count();
+        Ok(expired as u64)
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

@@ -4,7 +4,11 @@
 //! URL: `mysql://user@host:3306/db` (or `mariadb://`), with the options `table` (default
 //! `sessions`), `max_connections` (16), `acquire_timeout_ms` (5000) and `setup=true` (create
 //! the schema on open); other query options go to the driver. Needs MariaDB ≥ 10.2.3 or
-//! MySQL ≥ 5.7 (JSON functions).
+//! MySQL ≥ 5.7 (JSON functions). Opened in
+//! [`OpenMode::Existing`](sessionkit_core::OpenMode::Existing)
+//! ([`MySqlStore::open_with_mode`], or `Registry::open_existing`, as the `sessionkit`
+//! command's read and clean-up commands do), it creates nothing and reports a missing or
+//! outdated schema as a `Config` error that says to run `sessionkit setup`.
 //!
 //! ```no_run
 //! # async fn example() -> sessionkit_core::Result<()> {
@@ -93,5 +97,7 @@ pub const SCHEMES: [&str; 2] = ["mysql", "mariadb"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(&SCHEMES, |url| async move { MySqlStore::open(&url).await });
+    registry.register_store(&SCHEMES, |url, mode| async move {
+        MySqlStore::open_with_mode(&url, mode).await
+    });
 }

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, OpenMode, Page,
     PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlRow};
@@ -305,15 +305,63 @@ impl MySqlStore {
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the server cannot be
     /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
     pub async fn open(url: &str) -> Result<Self> {
+        Self::open_with_mode(url, OpenMode::Create).await
+    }
+
+    /// Connects to the database a `mysql://` (or `mariadb://`) URL names, in `mode`:
+    /// [`OpenMode::Create`] as [`MySqlStore::open`]; [`OpenMode::Existing`] creates nothing
+    /// (`setup=true` is not run) and checks that the session table and its values table exist
+    /// with every column this library reads.
+    ///
+    /// # Errors
+    /// As [`MySqlStore::open`]; in [`OpenMode::Existing`],
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a missing or outdated
+    /// schema (the message says to run `sessionkit setup`).
+    pub async fn open_with_mode(url: &str, mode: OpenMode) -> Result<Self> {
         let url = url
             .strip_prefix("mariadb:")
             .map_or_else(|| url.to_owned(), |rest| format!("mysql:{rest}"));
-        let options = SqlOptions::parse(&url)?;
+        let mut options = SqlOptions::parse(&url)?;
+        if mode == OpenMode::Existing {
+            options.setup = false;
+        }
         let connect: MySqlConnectOptions = options
             .driver_url
             .parse()
             .map_err(|e| Error::config_with("invalid MySQL URL", e))?;
-        Self::connect(connect, &options).await
+        let store = Self::connect(connect, &options).await?;
+        if mode == OpenMode::Existing {
+            store.check_schema().await?;
+        }
+        Ok(store)
+    }
+
+    /// Checks, creating nothing, that the session table and its values table exist with
+    /// every column this library reads.
+    async fn check_schema(&self) -> Result<()> {
+        const CONTEXT: &str = "checking the session schema";
+        let t = &self.sql.table;
+        for probe in [
+            format!(
+                "SELECT `key`, created_at, expires_at, owner, version, moved_to, data, spilled FROM {t} WHERE FALSE"
+            ),
+            format!("SELECT session, name, value FROM {t}_values WHERE FALSE"),
+        ] {
+            let checked = with_conn!(self.pool, |c| sqlx::query(AssertSqlSafe(probe))
+                .fetch_all(c))
+            .await;
+            match checked {
+                Ok(_) => {}
+                // ER_BAD_FIELD_ERROR: a version-1 table, without the inline columns.
+                Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42S22") => {
+                    return Err(Error::config(format!(
+                        "{CONTEXT}: table {t} has an older schema (upgrade it with `sessionkit setup`)"
+                    )));
+                }
+                Err(err) => return Err(sql_error(CONTEXT, err)),
+            }
+        }
+        Ok(())
     }
 
     /// Connects with sqlx connect options built in code (host, user, password, `ssl_mode`,
@@ -823,6 +871,23 @@ impl Store for MySqlStore {
             with_conn!(self.pool, |c| delete_expired_on(&self.sql, c, limit))
         })
         .await
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        // Sessions and grace-period pointers alike: what `delete_expired` deletes.
+        let statement = format!(
+            "SELECT COUNT(*) FROM {} WHERE expires_at <= ?",
+            self.sql.table
+        );
+        let count: i64 = retry("counting expired sessions", || {
+            with_conn!(self.pool, |c| sqlx::query_scalar(AssertSqlSafe(
+                statement.clone()
+            ))
+            .bind(now_ms())
+            .fetch_one(c))
+        })
+        .await?;
+        Ok(count.unsigned_abs())
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

@@ -4,6 +4,10 @@
 //! URL: `postgres://user@host:5432/db` (or `postgresql://`), with the options `table`
 //! (default `sessions`), `max_connections` (16), `shared_connections`, `acquire_timeout_ms`
 //! (5000) and `setup=true` (create the schema on open); other query options go to the driver.
+//! Opened in [`OpenMode::Existing`](sessionkit_core::OpenMode::Existing)
+//! ([`PostgresStore::open_with_mode`], or `Registry::open_existing`, as the `sessionkit`
+//! command's read and clean-up commands do), it creates nothing and reports a missing or
+//! outdated schema as a `Config` error that says to run `sessionkit setup`.
 //!
 //! ```no_run
 //! # async fn example() -> sessionkit_core::Result<()> {
@@ -109,8 +113,7 @@ pub const SCHEMES: [&str; 2] = ["postgres", "postgresql"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(
-        &SCHEMES,
-        |url| async move { PostgresStore::open(&url).await },
-    );
+    registry.register_store(&SCHEMES, |url, mode| async move {
+        PostgresStore::open_with_mode(&url, mode).await
+    });
 }

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, Page,
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, OpenMode, Page,
     PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
 };
 use tokio_postgres::error::SqlState;
@@ -416,14 +416,62 @@ impl PostgresStore {
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the server cannot be
     /// reached; with `?setup=true`, whatever [`Store::setup`] returns.
     pub async fn open(url: &str) -> Result<Self> {
-        let options = SqlOptions::parse(url)?;
+        Self::open_with_mode(url, OpenMode::Create).await
+    }
+
+    /// Connects to the database a `postgres://` URL names, in `mode`: [`OpenMode::Create`] as
+    /// [`PostgresStore::open`]; [`OpenMode::Existing`] creates nothing (`setup=true` is not
+    /// run) and checks that the session table and its values table exist with every column
+    /// this library reads.
+    ///
+    /// # Errors
+    /// As [`PostgresStore::open`]; in [`OpenMode::Existing`],
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a missing or outdated
+    /// schema (the message says to run `sessionkit setup`).
+    pub async fn open_with_mode(url: &str, mode: OpenMode) -> Result<Self> {
+        let mut options = SqlOptions::parse(url)?;
+        if mode == OpenMode::Existing {
+            options.setup = false;
+        }
         let (driver_url, tls) = crate::tls::take(&options.driver_url)?;
         let mut config: tokio_postgres::Config = driver_url
             .replacen("postgresql:", "postgres:", 1)
             .parse()
             .map_err(|e| Error::config_with("invalid PostgreSQL URL", e))?;
         config.ssl_mode(tls.mode);
-        Self::connect(config, tls.connector, &options).await
+        let store = Self::connect(config, tls.connector, &options).await?;
+        if mode == OpenMode::Existing {
+            store.check_schema().await?;
+        }
+        Ok(store)
+    }
+
+    /// Checks, creating nothing, that the session table and its values table exist with
+    /// every column this library reads.
+    async fn check_schema(&self) -> Result<()> {
+        const CONTEXT: &str = "checking the session schema";
+        let t = &self.sql.table;
+        let client = self.conns.shared().await.map_err(failed(CONTEXT))?;
+        for probe in [
+            format!(
+                "SELECT key, created_at, expires_at, owner, version, moved_to, data, spilled FROM {t} WHERE false"
+            ),
+            format!("SELECT session, name, value FROM {t}_values WHERE false"),
+        ] {
+            match client.query_unprepared(&probe, &[]).await {
+                Ok(_) => {}
+                Err(PgFailure::Db(err)) if err.code() == Some(&SqlState::UNDEFINED_COLUMN) => {
+                    return Err(Error::config_with(
+                        format!(
+                            "{CONTEXT}: table {t} has an older schema (upgrade it with `sessionkit setup`)"
+                        ),
+                        err,
+                    ));
+                }
+                Err(err) => return Err(err.into_store_error(CONTEXT)),
+            }
+        }
+        Ok(())
     }
 
     /// Connects with a driver configuration built in code, for what a URL cannot say or an
@@ -1047,6 +1095,21 @@ impl Store for PostgresStore {
                 .await
         })
         .await
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        // Sessions and grace-period pointers alike: what `delete_expired` deletes.
+        let statement = format!(
+            "SELECT count(*) FROM {} WHERE expires_at <= $1",
+            self.sql.table
+        );
+        let rows = retry("counting expired sessions", || async {
+            let client = self.conns.shared().await?;
+            client.query_unprepared(&statement, &[&now_ms()]).await
+        })
+        .await?;
+        let count: i64 = rows.first().map_or(Ok(0), |row| row.value_at(0))?;
+        Ok(count.unsigned_abs())
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

@@ -3,6 +3,12 @@
 //! A [`Store`] on [redb](https://docs.rs/redb), an embedded ACID key-value file: the modern
 //! counterpart of the seeds' Durus and Shelve object stores. URL: `redb://path/to/sessions.redb`.
 //!
+//! Opening creates the file and its tables if they are missing, as an application wants. In
+//! [`OpenMode::Existing`] ([`RedbStore::open_with_mode`], or
+//! [`sessionkit_core::Registry::open_existing`]) it creates nothing: a missing file, or one
+//! without the session tables, is an [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config)
+//! error that says to run `sessionkit setup`.
+//!
 //! ## Layout
 //! Four tables in one file, all changed together in one ACID write transaction per operation:
 //!
@@ -34,8 +40,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use sessionkit_core::backend::blocking;
 use sessionkit_core::backend::path_only;
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, Page, PageRequest,
-    Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, OpenMode, Page,
+    PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
+    async_trait,
 };
 
 type KeyBytes = [u8; 32];
@@ -246,18 +253,61 @@ impl RedbStore {
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if another process
     /// has the file open, or it cannot be opened.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        Self::open_with_mode(path, OpenMode::Create).await
+    }
+
+    /// Opens the redb file at `path` in `mode`: [`OpenMode::Create`] as [`RedbStore::open`];
+    /// [`OpenMode::Existing`] creates nothing, and the file must exist and hold the session
+    /// tables.
+    ///
+    /// # Errors
+    /// As [`RedbStore::open`]; in [`OpenMode::Existing`],
+    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a missing file or tables.
+    pub async fn open_with_mode(path: impl Into<PathBuf>, mode: OpenMode) -> Result<Self> {
         let path = path.into();
         let opened = path.clone();
         let db = blocking("redb", move || {
-            Database::create(&opened)
-                .map_err(|e| db_error(&format!("opening {}", opened.display()), e))
+            let context = format!("opening {}", opened.display());
+            if mode == OpenMode::Create {
+                return Database::create(&opened).map_err(|e| db_error(&context, e));
+            }
+            if !opened.is_file() {
+                return Err(Error::config(format!(
+                    "the redb file {} does not exist (create it with `sessionkit setup`)",
+                    opened.display()
+                )));
+            }
+            let db = Database::open(&opened).map_err(|e| db_error(&context, e))?;
+            let txn = db.begin_read().map_err(|e| db_error(&context, e))?;
+            let tables = [
+                txn.open_table(SESSIONS).map(drop),
+                txn.open_table(VALUES).map(drop),
+                txn.open_table(EXPIRY).map(drop),
+                txn.open_table(OWNERS).map(drop),
+            ];
+            for opened_table in tables {
+                match opened_table {
+                    Ok(()) => {}
+                    Err(redb::TableError::TableDoesNotExist(_)) => {
+                        return Err(Error::config(format!(
+                            "the redb file {} has no session tables (create them with `sessionkit setup`)",
+                            opened.display()
+                        )));
+                    }
+                    Err(err) => return Err(db_error(&context, err)),
+                }
+            }
+            drop(txn);
+            Ok(db)
         })
         .await?;
         let store = Self {
             db: Arc::new(db),
             path: Arc::new(path),
         };
-        store.setup().await?;
+        if mode == OpenMode::Create {
+            store.setup().await?;
+        }
         Ok(store)
     }
 
@@ -267,8 +317,16 @@ impl RedbStore {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without a path or with
     /// options; otherwise as [`RedbStore::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_with_mode(url, OpenMode::Create).await
+    }
+
+    /// Opens the store a `redb://` URL names, in `mode` (see [`RedbStore::open_with_mode`]).
+    ///
+    /// # Errors
+    /// As [`RedbStore::open_url`] and [`RedbStore::open_with_mode`].
+    pub async fn open_url_with_mode(url: &str, mode: OpenMode) -> Result<Self> {
         let path = path_only(url, "redb://path/to/file.redb")?;
-        Self::open(path).await
+        Self::open_with_mode(path, mode).await
     }
 
     /// The database file.
@@ -316,10 +374,9 @@ pub const SCHEMES: [&str; 1] = ["redb"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(
-        &SCHEMES,
-        |url| async move { RedbStore::open_url(&url).await },
-    );
+    registry.register_store(&SCHEMES, |url, mode| async move {
+        RedbStore::open_url_with_mode(&url, mode).await
+    });
 }
 
 #[async_trait]
@@ -515,6 +572,29 @@ impl Store for RedbStore {
         .await
     }
 
+    async fn count_expired(&self) -> Result<u64> {
+        // The deadline index holds sessions and grace-period pointers alike: what
+        // `delete_expired_batch` walks and deletes.
+        let db = Arc::clone(&self.db);
+        blocking("redb", move || {
+            let e = |e| db_error("counting expired sessions", e);
+            let txn = db
+                .begin_read()
+                .map_err(|e| db_error("starting a read", e))?;
+            let expiry = txn
+                .open_table(EXPIRY)
+                .map_err(|e| db_error("opening tables", e))?;
+            let now = Timestamp::now().as_millis();
+            let mut count = 0u64;
+            for entry in expiry.range(..=(now, &[0xff; 32])).map_err(e)? {
+                entry.map_err(e)?;
+                count += 1;
+            }
+            Ok(count)
+        })
+        .await
+    }
+
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
         let filter = filter.clone();
         self.read(move |sessions, values, _| {
@@ -533,7 +613,14 @@ impl Store for RedbStore {
                 if page.after == Some(key) {
                     continue;
                 }
-                let mut record = Record::from_blob(v.value())?;
+                let Ok(mut record) = Record::from_blob(v.value()) else {
+                    // Reported, not skipped: the caller names it (`Page::undecodable`).
+                    found.push(Err(key));
+                    if found.len() > page.limit {
+                        break;
+                    }
+                    continue;
+                };
                 if record.moved_to.is_some()
                     || !filter.state.admits(record.expires_at, now)
                     || (filter.owner.is_some() && record.owner != filter.owner)
@@ -541,12 +628,12 @@ impl Store for RedbStore {
                     continue;
                 }
                 record.data = read_values(values, &key, None)?;
-                found.push(StoredSession { key, record });
+                found.push(Ok(StoredSession { key, record }));
                 if found.len() > page.limit {
                     break;
                 }
             }
-            Ok(Page::from_sorted(found, page.limit))
+            Ok(Page::from_sorted_entries(found, page.limit))
         })
         .await
     }

@@ -603,7 +603,10 @@ pub const SCHEMES: [&str; 7] = [
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(&SCHEMES, |url| async move { RedisStore::open(&url).await });
+    // Opening creates nothing on the server, so both open modes open the same way.
+    registry.register_store(&SCHEMES, |url, _mode| async move {
+        RedisStore::open(&url).await
+    });
 }
 
 #[async_trait]

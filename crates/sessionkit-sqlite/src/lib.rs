@@ -4,6 +4,12 @@
 //! `sqlite://path/to/sessions.db` (relative) or `sqlite:///var/lib/app/sessions.db` (absolute),
 //! with options `?table=sessions&synchronous=normal|full&setup=true|false`.
 //!
+//! Opening creates the file if it is missing, as an application wants. Opened in
+//! [`OpenMode::Existing`] (through [`sessionkit_core::Registry::open_existing`], or
+//! [`SqliteStoreBuilder::mode`]), it creates nothing: a missing file, or a file without this
+//! table's schema, is an [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) error that
+//! says to run `sessionkit setup`.
+//!
 //! ```no_run
 //! # async fn demo() -> sessionkit_core::Result<()> {
 //! use sessionkit_sqlite::SqliteStore;
@@ -47,8 +53,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use sessionkit_core::backend::split_options;
 use sessionkit_core::backend::{blocking, validate_table_name};
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, ListState, Page,
-    PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, ListState, OpenMode,
+    Page, PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
     async_trait,
 };
 
@@ -80,6 +86,7 @@ pub struct SqliteStoreBuilder {
     table: String,
     synchronous: Synchronous,
     setup: bool,
+    mode: OpenMode,
 }
 
 impl SqliteStoreBuilder {
@@ -103,31 +110,51 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Opens (creating if needed) the database file and starts the writer thread.
+    /// Whether opening may create anything (default [`OpenMode::Create`]: the file if it is
+    /// missing, and the schema when `setup` is on). With [`OpenMode::Existing`] nothing is
+    /// created: the file must exist and hold this table's schema at the version this library
+    /// writes, and `setup` is not run.
+    pub fn mode(mut self, mode: OpenMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Opens (creating if needed, unless the [mode](Self::mode) is [`OpenMode::Existing`]) the
+    /// database file and starts the writer thread.
     ///
     /// # Errors
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for an invalid table name or a
-    /// schema newer than this library;
+    /// schema newer than this library, and in [`OpenMode::Existing`] for a missing file or
+    /// schema (or an older schema, which `setup` upgrades);
     /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if the file cannot be
     /// opened.
     pub async fn open(self) -> Result<SqliteStore> {
         validate_table_name(&self.table)?;
         let sql = Arc::new(Sql::new(&self.table));
-        let path = self.path.clone();
         let synchronous = self.synchronous;
-        let writer_conn = blocking("sqlite", move || connect(&path, synchronous, true)).await?;
+        let create = self.mode == OpenMode::Create;
+        if !create {
+            // Before the writer connection, which switches the file to WAL: a file that is not
+            // this store's is left as it is.
+            let (path, table) = (self.path.clone(), self.table.clone());
+            blocking("sqlite", move || check_existing(&path, synchronous, &table)).await?;
+        }
+        let path = self.path.clone();
+        let writer_conn =
+            blocking("sqlite", move || connect(&path, synchronous, true, create)).await?;
         let writer = Writer::spawn(writer_conn, format!("sessionkit-sqlite-{}", self.table))?;
         let store = SqliteStore {
             inner: Arc::new(Inner {
                 path: self.path,
                 table: self.table,
                 synchronous,
+                create,
                 sql,
                 readers: Mutex::new(Vec::new()),
                 writer,
             }),
         };
-        if self.setup {
+        if self.setup && create {
             store.setup().await?;
         } else {
             store.check_schema().await?;
@@ -146,6 +173,8 @@ struct Inner {
     path: PathBuf,
     table: String,
     synchronous: Synchronous,
+    /// Whether connections may create the file ([`OpenMode::Create`]).
+    create: bool,
     sql: Arc<Sql>,
     readers: Mutex<Vec<Connection>>,
     writer: Writer,
@@ -161,13 +190,29 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn connect(path: &Path, synchronous: Synchronous, writer: bool) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
+/// A connection to the file at `path`, creating the file only if `create` is set (without it,
+/// a missing file is a `Config` error that says to run setup).
+fn connect(
+    path: &Path,
+    synchronous: Synchronous,
+    writer: bool,
+    create: bool,
+) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
     let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-        Error::unavailable(format!("opening SQLite database {}", path.display()), e)
+        if !create && !path.exists() {
+            Error::config(format!(
+                "the SQLite database {} does not exist (create it with `sessionkit setup`)",
+                path.display()
+            ))
+        } else {
+            Error::unavailable(format!("opening SQLite database {}", path.display()), e)
+        }
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| sql_error("setting busy_timeout", e))?;
@@ -189,6 +234,51 @@ fn connect(path: &Path, synchronous: Synchronous, writer: bool) -> Result<Connec
     conn.execute_batch(&pragmas)
         .map_err(|e| sql_error("setting pragmas", e))?;
     Ok(conn)
+}
+
+/// For [`OpenMode::Existing`]: checks, creating nothing, that the file at `path` exists and
+/// holds `table`'s schema at this library's version (its version row, and both tables with
+/// every column the store reads).
+fn check_existing(path: &Path, synchronous: Synchronous, table: &str) -> Result<()> {
+    let conn = connect(path, synchronous, false, false)?;
+    let sql = Sql::new(table);
+    let missing = || {
+        Error::config(format!(
+            "the SQLite database {} has no session schema for table {table} (create it with `sessionkit setup`)",
+            path.display()
+        ))
+    };
+    let version = match conn
+        .query_row(&sql.schema_version, [table], |row| row.get::<_, i64>(0))
+        .optional()
+    {
+        Ok(version) => version,
+        Err(err) if err.to_string().contains("no such table") => None,
+        Err(err) => return Err(sql_error("reading the schema version", err)),
+    };
+    match version {
+        Some(SCHEMA_VERSION) => {}
+        Some(newer) if newer > SCHEMA_VERSION => {
+            return Err(Error::config(format!(
+                "table {table} has schema version {newer}; this sessionkit knows {SCHEMA_VERSION}"
+            )));
+        }
+        Some(older) => {
+            return Err(Error::config(format!(
+                "table {table} has schema version {older}; upgrade it to {SCHEMA_VERSION} with `sessionkit setup`"
+            )));
+        }
+        None => return Err(missing()),
+    }
+    for probe in [
+        format!(
+            "SELECT key, created_at, expires_at, owner, version, moved_to FROM {table} WHERE 0"
+        ),
+        format!("SELECT session, name, value FROM {table}_values WHERE 0"),
+    ] {
+        conn.prepare(&probe).map_err(|_| missing())?;
+    }
+    Ok(())
 }
 
 /// Runs `work` in one read transaction, so the statements it makes see one snapshot.
@@ -261,6 +351,7 @@ impl SqliteStore {
             table: "sessions".into(),
             synchronous: Synchronous::default(),
             setup: true,
+            mode: OpenMode::Create,
         }
     }
 
@@ -278,13 +369,21 @@ impl SqliteStore {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without a path or with
     /// an unknown option; otherwise as [`SqliteStoreBuilder::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_with_mode(url, OpenMode::Create).await
+    }
+
+    /// Opens the store a `sqlite://` URL names, in `mode` (see [`SqliteStoreBuilder::mode`]).
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open_url`].
+    pub async fn open_url_with_mode(url: &str, mode: OpenMode) -> Result<Self> {
         let (path, options) = split_options(url);
         if path.is_empty() {
             return Err(Error::config(format!(
                 "{url:?} names no file (sqlite://path/to/file.db)"
             )));
         }
-        let mut builder = Self::builder(path);
+        let mut builder = Self::builder(path).mode(mode);
         for (name, value) in options {
             builder = match (name.as_str(), value.as_str()) {
                 ("table", table) => builder.table(table),
@@ -331,7 +430,7 @@ impl SqliteStore {
                 .pop();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => connect(&inner.path, inner.synchronous, false)?,
+                None => connect(&inner.path, inner.synchronous, false, inner.create)?,
             };
             let result = work(&mut conn, &inner.sql);
             let mut idle = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -425,10 +524,9 @@ pub const SCHEMES: [&str; 1] = ["sqlite"];
 
 /// Registers [`SCHEMES`] with `registry`.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(
-        &SCHEMES,
-        |url| async move { SqliteStore::open_url(&url).await },
-    );
+    registry.register_store(&SCHEMES, |url, mode| async move {
+        SqliteStore::open_url_with_mode(&url, mode).await
+    });
 }
 
 /// One key's write guarded by its condition: the name, the value expected (`None`: absent),
@@ -816,6 +914,21 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(deleted as u64)
+    }
+
+    async fn count_expired(&self) -> Result<u64> {
+        // Sessions and grace-period pointers alike: what `delete_expired_batch` deletes.
+        let statement = format!(
+            "SELECT count(*) FROM {} WHERE expires_at <= ?1",
+            self.inner.table
+        );
+        let count: i64 = self
+            .read_on_reader(move |conn, _| {
+                conn.query_row(&statement, [now_ms()], |row| row.get(0))
+                    .map_err(|e| sql_error("counting expired sessions", e))
+            })
+            .await?;
+        Ok(count.unsigned_abs())
     }
 
     async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {

@@ -94,3 +94,23 @@ pub fn registry() -> Registry {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>> {
     registry().open(url).await
 }
+
+/// Opens the store a URL names **without creating anything** ([`OpenMode::Existing`]): no
+/// SQLite or redb file, no file-store directory, no table, whatever the URL's `setup` option
+/// says. For tools that only read or clean a store, so that a mistyped path or table name is
+/// reported instead of created.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = sessionkit::open_existing("sqlite:///nonexistent/dir/sessions.db").await.err();
+/// assert_eq!(err.map(|e| e.kind()), Some(sessionkit::ErrorKind::Config));
+/// # }
+/// ```
+///
+/// # Errors
+/// As [`open`]; [`ErrorKind::Config`] if the store's file, directory or schema is missing
+/// (the message says what, and that `sessionkit setup` creates it).
+pub async fn open_existing(url: &str) -> Result<std::sync::Arc<dyn Store>> {
+    registry().open_existing(url).await
+}

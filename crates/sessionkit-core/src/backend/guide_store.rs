@@ -32,9 +32,11 @@ impl MapStore {
 /// The URL schemes this store opens, in one place.
 pub const SCHEMES: [&str; 1] = ["map"];
 
-/// Registers [`SCHEMES`] with a registry (the facade calls each backend's `register`).
+/// Registers [`SCHEMES`] with a registry (the facade calls each backend's `register`). The
+/// opener gets the `OpenMode` too: a store that creates a file, a directory or a schema when it
+/// opens must create nothing in `OpenMode::Existing`; a map creates nothing either way.
 pub fn register(registry: &mut Registry) {
-    registry.register_store(&SCHEMES, |url| async move { MapStore::open(&url) });
+    registry.register_store(&SCHEMES, |url, _mode| async move { MapStore::open(&url) });
 }
 
 /// A live session: not expired and not a grace-period pointer.
