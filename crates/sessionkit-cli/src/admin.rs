@@ -1,4 +1,8 @@
 //! `setup`, `list`, `show`, `delete`, `revoke`, `purge`, `stats`, `migrate`.
+//!
+//! Only `setup` (and `migrate`'s destination) may create a store: every other command opens
+//! its store with [`sessionkit::open_existing`], so a mistyped path or table is reported, not
+//! created.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,18 +11,99 @@ use futures::TryStreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sessionkit::store::list_all;
 use sessionkit::{
-    Capabilities, ErrorKind, ListFilter, ListState, PageRequest, SessionId, SessionKey, Store,
-    StoredSession, Timestamp, codec,
+    Capabilities, ErrorKind, ListFilter, ListState, Page, PageRequest, SessionId, SessionKey,
+    Store, StoredSession, codec,
 };
 
 use crate::CliError;
 use crate::format;
+use crate::output::{self, outln};
 
 /// How many sessions a listing page or purge step holds.
 const PAGE: usize = 500;
+/// How many keys of records that do not decode a report names (it counts them all).
+const NAMED_UNDECODABLE: usize = 20;
+/// How many characters of an argument that is not an id an error message repeats.
+const SHOWN_ARGUMENT: usize = 12;
 
+/// Opens a store as `setup`, `migrate --to` and `bench` do: creating it if it is missing.
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, CliError> {
     sessionkit::open(url).await.map_err(CliError::from)
+}
+
+/// Opens a store for a command that only reads or cleans it: nothing is created, and a
+/// missing file, directory or schema is an error that says to run `sessionkit setup`.
+pub(crate) async fn open_existing(url: &str) -> Result<Arc<dyn Store>, CliError> {
+    sessionkit::open_existing(url).await.map_err(CliError::from)
+}
+
+/// The pages of a listing, one at a time.
+struct Pages<'a> {
+    store: &'a dyn Store,
+    filter: ListFilter,
+    after: Option<SessionKey>,
+    done: bool,
+}
+
+impl<'a> Pages<'a> {
+    fn new(store: &'a dyn Store, filter: ListFilter) -> Self {
+        Self {
+            store,
+            filter,
+            after: None,
+            done: false,
+        }
+    }
+
+    /// The next page of at most `size` entries, or `None` after the last.
+    async fn next(&mut self, size: usize) -> Result<Option<Page>, CliError> {
+        if self.done {
+            return Ok(None);
+        }
+        let request = PageRequest {
+            after: self.after,
+            limit: size.max(1),
+        };
+        let page = self.store.list(&self.filter, request).await?;
+        self.after = page.next;
+        self.done = page.next.is_none();
+        Ok(Some(page))
+    }
+
+    /// Whether there is more to list.
+    fn more(&self) -> bool {
+        !self.done
+    }
+}
+
+/// `3 record(s) that do not decode: 1a2b3c4d5e6f, …`: their count and short keys (hashes of
+/// the ids, never the ids), at most [`NAMED_UNDECODABLE`] of them.
+fn undecodable_report(keys: &[SessionKey]) -> String {
+    let mut named: Vec<String> = keys
+        .iter()
+        .take(NAMED_UNDECODABLE)
+        .map(SessionKey::short)
+        .collect();
+    if keys.len() > NAMED_UNDECODABLE {
+        named.push(format!("and {} more", keys.len() - NAMED_UNDECODABLE));
+    }
+    format!(
+        "{} record(s) that do not decode: {}",
+        keys.len(),
+        named.join(", ")
+    )
+}
+
+/// An argument as an error message repeats it: quoted, and cut after [`SHOWN_ARGUMENT`]
+/// characters (it may be most of a session id, or megabytes long).
+fn shown_argument(text: &str) -> String {
+    let length = text.chars().count();
+    if length <= SHOWN_ARGUMENT {
+        format!("{text:?}")
+    } else {
+        let start: String = text.chars().take(SHOWN_ARGUMENT).collect();
+        format!("{start:?}… ({length} characters)")
+    }
 }
 
 fn require(
@@ -58,15 +143,13 @@ fn spinner(what: &str) -> ProgressBar {
 pub(crate) async fn setup(url: &str, print_ddl: bool) -> Result<(), CliError> {
     let store = open(url).await?;
     if print_ddl {
-        match store.schema() {
-            Some(ddl) => print!("{ddl}"),
-            None => println!("-- the {} store has no schema", store.name()),
-        }
-        return Ok(());
+        return match store.schema() {
+            Some(ddl) => output::write(&ddl),
+            None => outln!("-- the {} store has no schema", store.name()),
+        };
     }
     store.setup().await?;
-    println!("{} store is set up", store.name());
-    Ok(())
+    outln!("{} store is set up", store.name())
 }
 
 pub(crate) async fn list(
@@ -76,44 +159,74 @@ pub(crate) async fn list(
     limit: usize,
     json: bool,
 ) -> Result<(), CliError> {
-    let store = open(url).await?;
+    let store = open_existing(url).await?;
     require(&*store, "list sessions", |c| c.iterable)?;
     let state = if expired {
         ListState::Expired
     } else {
         ListState::Live
     };
-    let page = store
-        .list(&ListFilter { owner, state }, PageRequest::first(limit))
-        .await?;
-    if json {
+    if !json {
+        outln!(
+            "{:<12}  {:<20}  {:<19}  {:<19}  {:>4}  {:>9}",
+            "KEY",
+            "OWNER",
+            "CREATED",
+            "EXPIRES",
+            "KEYS",
+            "BYTES"
+        )?;
+    }
+    // `--limit 0` lists every session.
+    let wanted = if limit == 0 { usize::MAX } else { limit };
+    let (mut shown, mut undecodable) = (0usize, Vec::new());
+    let mut pages = Pages::new(&*store, ListFilter { owner, state });
+    while shown < wanted {
+        let Some(page) = pages.next(PAGE.min(wanted - shown)).await? else {
+            break;
+        };
+        let mut text = String::new();
         for session in &page.sessions {
-            println!("{}", summary_json(session));
+            let line = if json {
+                summary_json(session).to_string()
+            } else {
+                summary_row(session)
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        output::write(&text)?;
+        shown += page.sessions.len();
+        undecodable.extend(page.undecodable);
+    }
+    if json {
+        if !undecodable.is_empty() {
+            eprintln!("warning: {} (not listed)", undecodable_report(&undecodable));
         }
         return Ok(());
     }
-    println!(
-        "{:<12}  {:<20}  {:<19}  {:<19}  {:>4}  {:>9}",
-        "KEY", "OWNER", "CREATED", "EXPIRES", "KEYS", "BYTES"
-    );
-    for StoredSession { key, record } in &page.sessions {
-        println!(
-            "{:<12}  {:<20}  {:<19}  {:<19}  {:>4}  {:>9}",
-            key.short(),
-            record.owner.as_deref().unwrap_or("-"),
-            format::time(record.created_at),
-            format::time(record.expires_at),
-            record.data.len(),
-            format::bytes(record.size_bytes()),
-        );
-    }
-    let more = if page.next.is_some() {
-        format!(" (more: raise --limit above {limit})")
+    let more = if pages.more() {
+        format!(" (more: raise --limit above {limit}, or 0 for all)")
     } else {
         String::new()
     };
-    println!("{} session(s){more}", page.sessions.len());
+    outln!("{shown} session(s){more}")?;
+    if !undecodable.is_empty() {
+        outln!("{} (not listed)", undecodable_report(&undecodable))?;
+    }
     Ok(())
+}
+
+fn summary_row(StoredSession { key, record }: &StoredSession) -> String {
+    format!(
+        "{:<12}  {:<20}  {:<19}  {:<19}  {:>4}  {:>9}",
+        key.short(),
+        record.owner.as_deref().unwrap_or("-"),
+        format::time(record.created_at),
+        format::time(record.expires_at),
+        record.data.len(),
+        format::bytes(record.size_bytes()),
+    )
 }
 
 fn summary_json(session: &StoredSession) -> serde_json::Value {
@@ -127,20 +240,39 @@ fn summary_json(session: &StoredSession) -> serde_json::Value {
     })
 }
 
-/// A cookie value, a full key, or a unique key prefix (searched in listable stores).
-async fn resolve(store: &dyn Store, text: &str) -> Result<SessionKey, CliError> {
+/// The session a `show` or `delete` argument names.
+enum Target {
+    /// A cookie value or a full key.
+    Key(SessionKey),
+    /// A key prefix (lowercase hex digits), to search for.
+    Prefix(String),
+}
+
+/// Reads a cookie value, a full key, or a key prefix, before any store is opened.
+fn target(text: &str) -> Result<Target, CliError> {
     if let Ok(id) = SessionId::parse(text) {
-        return Ok(id.key());
+        return Ok(Target::Key(id.key()));
     }
     if let Ok(key) = SessionKey::from_hex(text) {
-        return Ok(key);
+        return Ok(Target::Key(key));
     }
     let prefix = text.to_ascii_lowercase();
-    if prefix.len() < 4 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !(4..64).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(CliError(format!(
-            "{text:?} is not a session id (32 characters), a key (64 hex digits) or a key prefix (4+ hex digits)"
+            "{} is not a session id (32 characters), a key (64 hex digits) or a key prefix (4+ hex digits)",
+            shown_argument(text)
         )));
     }
+    Ok(Target::Prefix(prefix))
+}
+
+/// The key a [`Target`] names: a prefix is searched for in listable stores and must match
+/// exactly one session.
+async fn resolve(store: &dyn Store, target: Target) -> Result<SessionKey, CliError> {
+    let prefix = match target {
+        Target::Key(key) => return Ok(key),
+        Target::Prefix(prefix) => prefix,
+    };
     require(
         store,
         "find a session by key prefix (give the full key or the cookie value)",
@@ -166,55 +298,57 @@ async fn resolve(store: &dyn Store, text: &str) -> Result<SessionKey, CliError> 
 }
 
 pub(crate) async fn show(url: &str, id: &str) -> Result<(), CliError> {
-    let store = open(url).await?;
-    let key = resolve(&*store, id).await?;
+    let target = target(id)?;
+    let store = open_existing(url).await?;
+    let key = resolve(&*store, target).await?;
     let Some(record) = store.load(&key).await? else {
         return Err(CliError(format!(
             "no live session with key {}",
             key.to_hex()
         )));
     };
-    println!("key:      {}", key.to_hex());
+    outln!("key:      {}", key.to_hex())?;
     if let Some(target) = record.moved_to {
-        println!(
+        return outln!(
             "moved to: {} (grace period until {})",
             target.to_hex(),
             format::time(record.expires_at)
         );
-        return Ok(());
     }
-    println!("owner:    {}", record.owner.as_deref().unwrap_or("-"));
-    println!("created:  {}", format::time(record.created_at));
-    println!("expires:  {}", format::time(record.expires_at));
-    println!("version:  {}", record.version);
-    println!("size:     {}", format::bytes(record.size_bytes()));
+    let mut text = format!(
+        "owner:    {}\ncreated:  {}\nexpires:  {}\nversion:  {}\nsize:     {}\n",
+        record.owner.as_deref().unwrap_or("-"),
+        format::time(record.created_at),
+        format::time(record.expires_at),
+        record.version,
+        format::bytes(record.size_bytes())
+    );
     for (name, value) in &record.data {
         let shown = match codec::value_to_json(name, value) {
             Ok(json) => json.to_string(),
             Err(err) => format!("<{} bytes that do not decode: {err}>", value.len()),
         };
-        println!("  {name} = {shown}");
+        text.push_str(&format!("  {name} = {shown}\n"));
     }
-    Ok(())
+    output::write(&text)
 }
 
 pub(crate) async fn delete(url: &str, id: &str) -> Result<(), CliError> {
-    let store = open(url).await?;
-    let key = resolve(&*store, id).await?;
+    let target = target(id)?;
+    let store = open_existing(url).await?;
+    let key = resolve(&*store, target).await?;
     if store.delete(&key).await? {
-        println!("deleted session {}", key.short());
-        Ok(())
+        outln!("deleted session {}", key.short())
     } else {
         Err(CliError(format!("no session with key {}", key.to_hex())))
     }
 }
 
 pub(crate) async fn revoke(url: &str, owner: &str) -> Result<(), CliError> {
-    let store = open(url).await?;
+    let store = open_existing(url).await?;
     require(&*store, "find sessions by owner", |c| c.owner_index)?;
     let ended = store.delete_by_owner(owner).await?;
-    println!("revoked {ended} session(s) of {owner}");
-    Ok(())
+    outln!("revoked {ended} session(s) of {owner}")
 }
 
 async fn count(store: &dyn Store, state: ListState, what: &str) -> Result<u64, CliError> {
@@ -227,13 +361,22 @@ async fn count(store: &dyn Store, state: ListState, what: &str) -> Result<u64, C
     Ok(total?)
 }
 
+/// What `stats` reports as expired and `purge` deletes: expired sessions and expired
+/// grace-period pointers ([`Store::count_expired`]); `None` if the store cannot count them.
+async fn count_expired(store: &dyn Store) -> Result<Option<u64>, CliError> {
+    let spinner = spinner("counting expired sessions");
+    let counted = store.count_expired().await;
+    spinner.finish_and_clear();
+    match counted {
+        Ok(n) => Ok(Some(n)),
+        Err(err) if err.kind() == ErrorKind::Unsupported => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 pub(crate) async fn purge(url: &str) -> Result<(), CliError> {
-    let store = open(url).await?;
-    let expected = if store.capabilities().iterable {
-        count(&*store, ListState::Expired, "counting expired sessions").await?
-    } else {
-        0
-    };
+    let store = open_existing(url).await?;
+    let expected = count_expired(&*store).await?.unwrap_or(0);
     let progress = if expected > 0 {
         bar(expected, "purging")
     } else {
@@ -249,12 +392,11 @@ pub(crate) async fn purge(url: &str) -> Result<(), CliError> {
         progress.set_position(total.min(expected.max(total)));
     }
     progress.finish_and_clear();
-    println!("purged {total} expired session(s)");
-    Ok(())
+    outln!("purged {total} expired session(s)")
 }
 
 pub(crate) async fn stats(url: &str) -> Result<(), CliError> {
-    let store = open(url).await?;
+    let store = open_existing(url).await?;
     require(&*store, "list sessions", |c| c.iterable)?;
     const BUCKETS: [(usize, &str); 7] = [
         (1 << 10, "< 1 KiB"),
@@ -265,88 +407,95 @@ pub(crate) async fn stats(url: &str) -> Result<(), CliError> {
         (1 << 20, "< 1 MiB"),
         (usize::MAX, ">= 1 MiB"),
     ];
+    // Counted as `purge` counts what it deletes: expired sessions and grace-period pointers.
+    let expired = count_expired(&*store).await?;
     let spinner = spinner("reading sessions");
-    let now = Timestamp::now();
-    let (mut live, mut expired, mut total, mut largest) = (0u64, 0u64, 0usize, 0usize);
+    let (mut live, mut total, mut largest) = (0u64, 0usize, 0usize);
     let mut owners = std::collections::BTreeSet::new();
     let mut histogram = [0u64; BUCKETS.len()];
-    let mut sessions = std::pin::pin!(list_all(
-        &*store,
-        ListFilter {
-            owner: None,
-            state: ListState::All
-        },
-        PAGE
-    ));
-    while let Some(session) = sessions.try_next().await? {
-        if session.record.is_expired(now) {
-            expired += 1;
-            continue;
-        }
-        live += 1;
-        let size = session.record.size_bytes();
-        total += size;
-        largest = largest.max(size);
-        if let Some(owner) = session.record.owner {
-            owners.insert(owner);
-        }
-        if let Some(bucket) = BUCKETS.iter().position(|(limit, _)| size < *limit) {
-            histogram[bucket] += 1;
+    let mut undecodable = Vec::new();
+    let mut pages = Pages::new(&*store, ListFilter::default());
+    while let Some(page) = pages.next(PAGE).await? {
+        undecodable.extend(page.undecodable);
+        for session in page.sessions {
+            live += 1;
+            let size = session.record.size_bytes();
+            total += size;
+            largest = largest.max(size);
+            if let Some(owner) = session.record.owner {
+                owners.insert(owner);
+            }
+            if let Some(bucket) = BUCKETS.iter().position(|(limit, _)| size < *limit) {
+                histogram[bucket] += 1;
+            }
         }
     }
     spinner.finish_and_clear();
-    println!(
-        "store:            {} ({})",
+    let mut text = format!(
+        "store:            {} ({})\nlive sessions:    {live}\n",
         store.name(),
         store.capabilities()
     );
-    println!("live sessions:    {live}");
-    println!("expired (unpurged): {expired}");
-    println!("owners:           {}", owners.len());
-    println!("total size:       {}", format::bytes(total));
-    println!("largest session:  {}", format::bytes(largest));
+    text.push_str(&match expired {
+        Some(n) => format!("expired (unpurged): {n}\n"),
+        None => "expired (unpurged): unknown (the store cannot count them)\n".to_owned(),
+    });
+    text.push_str(&if undecodable.is_empty() {
+        "undecodable:      0\n".to_owned()
+    } else {
+        format!("undecodable:      {}\n", undecodable_report(&undecodable))
+    });
+    text.push_str(&format!(
+        "owners:           {}\ntotal size:       {}\nlargest session:  {}\n",
+        owners.len(),
+        format::bytes(total),
+        format::bytes(largest)
+    ));
     if live > 0 {
-        println!(
-            "average size:     {}",
+        text.push_str(&format!(
+            "average size:     {}\n",
             format::bytes(total / usize::try_from(live).unwrap_or(1))
-        );
+        ));
     }
-    println!("size histogram (live):");
+    text.push_str("size histogram (live):\n");
     let widest = histogram.iter().copied().max().unwrap_or(0).max(1);
     for ((_, label), n) in BUCKETS.iter().zip(histogram) {
         let width = usize::try_from(n * 40 / widest).unwrap_or(40);
-        println!("  {label:>10} {n:>8} {}", "#".repeat(width));
+        text.push_str(&format!("  {label:>10} {n:>8} {}\n", "#".repeat(width)));
     }
-    Ok(())
+    output::write(&text)
 }
 
 pub(crate) async fn migrate(from: &str, to: &str) -> Result<(), CliError> {
-    let source = open(from).await?;
-    let destination = open(to).await?;
+    let source = open_existing(from).await?;
     require(
         &*source,
         "list sessions (it cannot be migrated from)",
         |c| c.iterable,
     )?;
+    let destination = open(to).await?;
     destination.setup().await?;
     let expected = count(&*source, ListState::Live, "counting live sessions").await?;
     let progress = bar(expected, "migrating");
     let (mut copied, mut present) = (0u64, 0u64);
-    let mut keys = Vec::new();
-    let mut sessions = std::pin::pin!(list_all(&*source, ListFilter::default(), PAGE));
-    while let Some(session) = sessions.try_next().await? {
-        // The key is the hash of the browser's id, so migrated sessions keep working with the
-        // cookies browsers already hold.
-        match destination.create(&session.key, &session.record).await {
-            Ok(()) => copied += 1,
-            Err(err) if err.kind() == ErrorKind::Conflict => present += 1, // an earlier, interrupted run
-            Err(err) => {
-                progress.abandon();
-                return Err(CliError::from(err));
+    let (mut keys, mut undecodable) = (Vec::new(), Vec::new());
+    let mut pages = Pages::new(&*source, ListFilter::default());
+    while let Some(page) = pages.next(PAGE).await? {
+        undecodable.extend(page.undecodable);
+        for session in page.sessions {
+            // The key is the hash of the browser's id, so migrated sessions keep working with
+            // the cookies browsers already hold.
+            match destination.create(&session.key, &session.record).await {
+                Ok(()) => copied += 1,
+                Err(err) if err.kind() == ErrorKind::Conflict => present += 1, // an earlier, interrupted run
+                Err(err) => {
+                    progress.abandon();
+                    return Err(CliError::from(err));
+                }
             }
+            keys.push(session.key);
+            progress.inc(1);
         }
-        keys.push(session.key);
-        progress.inc(1);
     }
     progress.finish_and_clear();
     let mut verified = 0u64;
@@ -355,12 +504,18 @@ pub(crate) async fn migrate(from: &str, to: &str) -> Result<(), CliError> {
             verified += 1;
         }
     }
-    println!(
+    outln!(
         "migrated {copied} session(s) from {} to {} ({present} already there); verified {verified} of {} live in the destination",
         source.name(),
         destination.name(),
         keys.len()
-    );
+    )?;
+    if !undecodable.is_empty() {
+        return Err(CliError(format!(
+            "{} in the source were not copied",
+            undecodable_report(&undecodable)
+        )));
+    }
     if verified < keys.len() as u64 {
         return Err(CliError(format!(
             "{} session(s) are missing in the destination (some may have expired during the copy)",

@@ -69,7 +69,7 @@ pub(crate) async fn run(url: &str, load: Load) -> Result<(), CliError> {
             .map_or(0.0, |us| f64::from(us) / 1000.0)
     };
     let errors = counters.errors.load(Ordering::Relaxed);
-    println!(
+    let printed = crate::output::outln!(
         "{} store, {} tasks, {:.0}% writes, {:.1} s: {} ops, {:.0} ops/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
         store.name(),
         load.tasks,
@@ -84,6 +84,7 @@ pub(crate) async fn run(url: &str, load: Load) -> Result<(), CliError> {
     for key in keys.iter() {
         let _ = store.delete(key).await;
     }
+    printed?;
     if errors > 0 {
         return Err(CliError(format!("{errors} operations failed")));
     }

@@ -13,6 +13,19 @@
 //!
 //! Every command takes `--store URL` (or `SESSIONKIT_STORE`); the default is the SQLite file the
 //! demo uses. Errors print one line and exit non-zero.
+//!
+//! Only `setup`, `demo`, `bench` and `migrate`'s destination create a store. `list`, `show`,
+//! `delete`, `revoke`, `purge`, `stats` and `migrate --from` open theirs with
+//! [`sessionkit::open_existing`]: a SQLite or redb file, a file-store directory or a SQL schema
+//! that does not exist is reported (one line, non-zero exit, "create it with `sessionkit
+//! setup`"), never created.
+//!
+//! Output: `list --limit 0` lists every session; a stored record that does not decode is
+//! counted and named by its short key (a hash of the id, never the id) by `list` (on standard
+//! error with `--json`), `stats` and `migrate`; `stats` counts as expired exactly what `purge`
+//! deletes, grace-period pointers of cycled ids included. Standard output closed early
+//! (`sessionkit list | head -1`) ends the command quietly with success. An argument that is not
+//! a session id is repeated in an error only up to its first 12 characters.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -20,6 +33,7 @@ mod admin;
 mod bench;
 pub mod demo;
 mod format;
+mod output;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,7 +69,9 @@ pub enum Command {
         #[arg(long)]
         print_ddl: bool,
     },
-    /// List sessions: key prefix, owner, created, expires, keys, bytes.
+    /// List sessions: key prefix, owner, created, expires, keys, bytes. Records that do not
+    /// decode are counted and named by their short key after the table (on standard error with
+    /// --json).
     List {
         /// Only this owner's sessions.
         #[arg(long)]
@@ -63,7 +79,7 @@ pub enum Command {
         /// Expired sessions (not yet purged) instead of live ones.
         #[arg(long)]
         expired: bool,
-        /// At most this many.
+        /// At most this many; 0 lists every session.
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// JSON lines instead of a table.
@@ -86,9 +102,11 @@ pub enum Command {
         #[arg(long)]
         owner: String,
     },
-    /// Delete expired sessions, in batches, with a progress bar.
+    /// Delete expired sessions and the expired grace-period pointers of cycled ids, in
+    /// batches, with a progress bar.
     Purge,
-    /// Counts, sizes and a size histogram.
+    /// Counts, sizes and a size histogram. "expired (unpurged)" is what `purge` would delete
+    /// (grace-period pointers included); records that do not decode are counted and named.
     Stats,
     /// Copy every live session (data, owner, deadlines) to another store.
     Migrate {
@@ -187,7 +205,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-/// Parses the command line, runs it on a Tokio runtime, prints an error as one line.
+/// Parses the command line, runs it on a Tokio runtime, prints an error as one line. A command
+/// whose standard output was closed (`sessionkit list | head -1`) stops there and exits
+/// quietly with success.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -202,6 +222,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if output::closed() => ExitCode::SUCCESS,
         Err(CliError(message)) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE

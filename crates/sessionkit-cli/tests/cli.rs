@@ -257,6 +257,373 @@ fn a_missing_schema_is_reported_with_the_fix() {
     assert_eq!(err.lines().count(), 1);
 }
 
+/// Every command that only reads or cleans a store, as arguments against `url`: `list`,
+/// `show`, `delete`, `revoke`, `purge`, `stats` and `migrate --from`.
+fn read_only_commands(url: &str) -> Vec<Vec<String>> {
+    let id = SessionId::generate().expect("rng").expose();
+    let on_store = |command: &[&str]| {
+        ["--store", url]
+            .iter()
+            .chain(command)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    vec![
+        on_store(&["list"]),
+        on_store(&["list", "--json"]),
+        on_store(&["show", "--", &id]),
+        on_store(&["delete", "--", &id]),
+        on_store(&["revoke", "--owner", "alice"]),
+        on_store(&["purge"]),
+        on_store(&["stats"]),
+        ["migrate", "--from", url, "--to", "memory:"]
+            .map(str::to_owned)
+            .to_vec(),
+    ]
+}
+
+/// Runs every read-only command against `url` in `dir`: each fails with one line that
+/// contains `expected` and names `sessionkit setup`, and none of `absent` exists afterwards.
+fn creates_nothing(dir: &Path, url: &str, expected: &str, absent: &[&Path]) {
+    for args in read_only_commands(url) {
+        let err = failure(sk(dir).args(&args));
+        assert!(
+            err.contains(expected) && err.contains("sessionkit setup"),
+            "{args:?}: {err}"
+        );
+        for path in absent {
+            assert!(!path.exists(), "{args:?} created {}", path.display());
+        }
+    }
+}
+
+#[test]
+fn reading_a_missing_sqlite_file_creates_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (file, parent) = (dir.path().join("missing.db"), dir.path().join("nodir"));
+    creates_nothing(
+        dir.path(),
+        "sqlite://missing.db",
+        "does not exist",
+        &[&file],
+    );
+    creates_nothing(
+        dir.path(),
+        "sqlite://nodir/sub/missing.db",
+        "does not exist",
+        &[&parent],
+    );
+    // setup=true in the URL does not make a read create the file either.
+    creates_nothing(
+        dir.path(),
+        "sqlite://missing.db?setup=true",
+        "does not exist",
+        &[&file],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_a_sqlite_file_without_the_schema_creates_no_table() {
+    let dir = tempfile::tempdir().expect("dir");
+    let other = SqliteStore::builder(dir.path().join("s.db"))
+        .table("other")
+        .open()
+        .await
+        .expect("sqlite");
+    drop(other);
+    creates_nothing(
+        dir.path(),
+        "sqlite://s.db",
+        "no session schema for table sessions",
+        &[],
+    );
+    // Still no `sessions` table: a store that may not create reports it missing.
+    let err = sessionkit::open_existing("sqlite://s.db")
+        .await
+        .err()
+        .expect("no schema");
+    assert_eq!(err.kind(), sessionkit::ErrorKind::Config, "{err}");
+}
+
+#[test]
+fn reading_a_missing_redb_file_creates_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (file, parent) = (dir.path().join("missing.redb"), dir.path().join("nodir"));
+    creates_nothing(
+        dir.path(),
+        "redb://missing.redb",
+        "does not exist",
+        &[&file],
+    );
+    creates_nothing(
+        dir.path(),
+        "redb://nodir/sub/missing.redb",
+        "does not exist",
+        &[&parent],
+    );
+}
+
+#[test]
+fn reading_a_missing_file_store_directory_creates_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (missing, parent) = (dir.path().join("missing"), dir.path().join("nodir"));
+    creates_nothing(dir.path(), "file://missing", "does not exist", &[&missing]);
+    creates_nothing(
+        dir.path(),
+        "file://nodir/sub/sessions",
+        "does not exist",
+        &[&parent],
+    );
+    // A directory that is not a file store stays as it is.
+    let plain = dir.path().join("plain");
+    std::fs::create_dir(&plain).expect("mkdir");
+    creates_nothing(
+        dir.path(),
+        "file://plain",
+        "is not a file store",
+        &[&plain.join("sessions"), &plain.join("owners")],
+    );
+}
+
+/// A SQL database without the session schema: every read-only command reports it, and none
+/// creates it, not even with `setup=true` in the URL.
+async fn sql_reads_create_no_schema(what: &str, base: &str) {
+    let dir = tempfile::tempdir().expect("dir");
+    let table = sessionkit_testkit::scratch_table();
+    let url = format!("{base}?table={table}");
+    creates_nothing(dir.path(), &url, "schema is missing", &[]);
+    creates_nothing(
+        dir.path(),
+        &format!("{url}&setup=true"),
+        "schema is missing",
+        &[],
+    );
+    let store = sessionkit::open(&url).await.expect(what);
+    let err = store
+        .list(
+            &sessionkit::ListFilter::default(),
+            sessionkit::PageRequest::first(1),
+        )
+        .await
+        .expect_err("the table was not created");
+    assert_eq!(err.kind(), sessionkit::ErrorKind::Config, "{what}: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_postgres_without_the_schema_creates_nothing() {
+    let base = sessionkit_testkit::postgres_url();
+    if let Err(err) = sessionkit_testkit::sql::drop_stale_postgres_tables(&base).await {
+        return sessionkit_conformance::server_unavailable("PostgreSQL", &base, err).unwrap_or(());
+    }
+    sql_reads_create_no_schema("PostgreSQL", &base).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reading_mysql_without_the_schema_creates_nothing() {
+    let base = sessionkit_testkit::mysql_url();
+    if let Err(err) = sessionkit_testkit::sql::drop_stale_mysql_tables(&base).await {
+        return sessionkit_conformance::server_unavailable("MariaDB/MySQL", &base, err)
+            .unwrap_or(());
+    }
+    sql_reads_create_no_schema("MariaDB/MySQL", &base).await;
+}
+
+/// `sessionkit list | head -1`: the reader is gone before `list` writes; `list` exits quietly
+/// with success instead of panicking on the closed pipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_ends_list_quietly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.db"))
+        .await
+        .expect("sqlite");
+    seed(store, &["alice", "bob"]).await;
+    for command in [&["list"][..], &["list", "--json"], &["stats"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let output = std::process::Command::new(assert_cmd::cargo::cargo_bin("sessionkit"))
+            .current_dir(dir.path())
+            .env_remove("SESSIONKIT_STORE")
+            .args(["--store", "sqlite://s.db"])
+            .args(command)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && err.is_empty(),
+            "{command:?}: {:?} {err}",
+            output.status
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_limit_zero_lists_every_session() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = SqliteStore::open(dir.path().join("s.db"))
+        .await
+        .expect("sqlite");
+    seed(store, &["a", "b", "c"]).await;
+    let url = "sqlite://s.db";
+    let all = stdout(sk(dir.path()).args(["--store", url, "list", "--limit", "0"]));
+    assert_eq!(all.lines().count(), 5, "header, 3 rows, count: {all}");
+    assert!(all.ends_with("3 session(s)\n"), "{all}");
+    let json = stdout(sk(dir.path()).args(["--store", url, "list", "--limit", "0", "--json"]));
+    assert_eq!(json.lines().count(), 3, "{json}");
+    let two = stdout(sk(dir.path()).args(["--store", url, "list", "--limit", "2"]));
+    assert!(
+        two.contains("2 session(s) (more: raise --limit above 2, or 0 for all)"),
+        "{two}"
+    );
+    let help = stdout(sk(dir.path()).args(["list", "--help"]));
+    assert!(help.contains("0 lists every session"), "{help}");
+}
+
+#[test]
+fn an_over_long_id_is_not_echoed_back() {
+    let dir = tempfile::tempdir().expect("dir");
+    let setup = stdout(sk(dir.path()).args(["--store", "sqlite://s.db", "setup"]));
+    assert!(setup.contains("set up"), "{setup}");
+    // One digit more than a key: not a key, and too long to be a key prefix.
+    let mut too_long_key = SessionId::generate().expect("rng").key().to_hex();
+    too_long_key.push('0');
+    for long in [
+        too_long_key,
+        "x".repeat(5000),
+        "ab".repeat(2500),
+        "Ab9_".repeat(8) + "secret",
+    ] {
+        for command in ["show", "delete"] {
+            let err = failure(sk(dir.path()).args(["--store", "sqlite://s.db", command, &long]));
+            assert!(
+                err.len() < 200 && !err.contains(&long[..20]),
+                "{command}: {err}"
+            );
+            let length = long.chars().count();
+            assert!(
+                err.contains(&format!("… ({length} characters) is not a session id")),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// A session file that does not decode is counted and named (by its short key) by `list`
+/// and `stats`, not skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_that_do_not_decode_are_reported() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().join("store");
+    let store = sessionkit::FileStore::open(&root)
+        .await
+        .expect("file store");
+    seed(store, &["alice", "bob"]).await;
+    let key = SessionId::generate().expect("rng").key().to_hex();
+    let shard = root.join("sessions").join(&key[..2]);
+    std::fs::create_dir_all(&shard).expect("shard");
+    std::fs::write(shard.join(&key), b"\xffnot a record").expect("corrupt file");
+    let url = "file://store";
+    let report = format!("1 record(s) that do not decode: {}", &key[..12]);
+
+    let table = stdout(sk(dir.path()).args(["--store", url, "list"]));
+    assert!(table.contains("2 session(s)"), "{table}");
+    assert!(table.contains(&format!("{report} (not listed)")), "{table}");
+    assert!(!table.contains(&key[..13]), "only the short key: {table}");
+
+    let output = sk(dir.path())
+        .args(["--store", url, "list", "--json"])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let (out, err) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(out.lines().count(), 2, "JSON lines stay JSON: {out}");
+    assert!(err.contains(&format!("warning: {report}")), "{err}");
+
+    let stats = stdout(sk(dir.path()).args(["--store", url, "stats"]));
+    assert!(stats.contains("live sessions:    2"), "{stats}");
+    assert!(
+        stats.contains(&format!("undecodable:      {report}")),
+        "{stats}"
+    );
+}
+
+/// What `stats` counts as expired is what `purge` then deletes, on every store that keeps
+/// expired records until a cleanup: expired sessions and the grace-period pointer that a
+/// cycled id left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_counts_what_purge_deletes() {
+    let dir = tempfile::tempdir().expect("dir");
+    let root = dir.path().display();
+    let mut urls = vec![
+        format!("sqlite://{root}/s.db"),
+        format!("file://{root}/files"),
+        format!("redb://{root}/s.redb"),
+    ];
+    let pg = sessionkit_testkit::postgres_url();
+    match sessionkit_testkit::sql::drop_stale_postgres_tables(&pg).await {
+        Ok(()) => urls.push(format!(
+            "{pg}?table={}&setup=true",
+            sessionkit_testkit::scratch_table()
+        )),
+        Err(err) => {
+            sessionkit_conformance::server_unavailable("PostgreSQL", &pg, err).unwrap_or(())
+        }
+    }
+    let my = sessionkit_testkit::mysql_url();
+    match sessionkit_testkit::sql::drop_stale_mysql_tables(&my).await {
+        Ok(()) => urls.push(format!(
+            "{my}?table={}&setup=true",
+            sessionkit_testkit::scratch_table()
+        )),
+        Err(err) => {
+            sessionkit_conformance::server_unavailable("MariaDB/MySQL", &my, err).unwrap_or(())
+        }
+    }
+    for url in &urls {
+        let store = sessionkit::open(url).await.expect("open");
+        let now = Timestamp::now();
+        let past = now.saturating_sub(Duration::from_secs(60));
+        let hour = now.saturating_add(Duration::from_secs(3600));
+        for _ in 0..3 {
+            let key = SessionId::generate().expect("rng").key();
+            store
+                .create(&key, &Record::new(past, past))
+                .await
+                .expect("expired");
+        }
+        let old = SessionId::generate().expect("rng").key();
+        store
+            .create(&old, &Record::new(now, hour))
+            .await
+            .expect("live");
+        let new = SessionId::generate().expect("rng").key();
+        let grace = Timestamp::now().saturating_add(Duration::from_millis(300));
+        assert_eq!(
+            store.cycle(&old, &new, Some(grace)).await.expect("cycle"),
+            sessionkit::CycleOutcome::Cycled
+        );
+        drop(store); // redb allows one process per file
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let stats = stdout(sk(dir.path()).args(["--store", url, "stats"]));
+        assert!(stats.contains("live sessions:    1"), "{url}: {stats}");
+        assert!(
+            stats.contains("expired (unpurged): 4\n"),
+            "3 sessions and 1 pointer: {url}: {stats}"
+        );
+        assert_eq!(
+            stdout(sk(dir.path()).args(["--store", url, "purge"])).trim(),
+            "purged 4 expired session(s)",
+            "{url}"
+        );
+        let stats = stdout(sk(dir.path()).args(["--store", url, "stats"]));
+        assert!(stats.contains("expired (unpurged): 0\n"), "{url}: {stats}");
+    }
+}
+
 /// The demo's catalog.
 const ITEMS: [&str; 4] = ["tea", "coffee", "cake", "scone"];
 
