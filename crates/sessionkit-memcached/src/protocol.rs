@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use sessionkit_core::backend::tls;
 use sessionkit_core::{Error, Result};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest item memcached stores (its `-I` tops out at 1 GiB): a reply announcing a longer
+/// value is not from memcached.
+const MAX_ITEM_BYTES: usize = 1 << 30;
 const IDLE_CONNECTIONS: usize = 16;
 
 /// The outcome of a storage command.
@@ -171,29 +176,7 @@ impl Server {
     pub(crate) async fn gets(&self, key: &str) -> Result<Option<(Vec<u8>, u64)>> {
         let address = self.address.clone();
         self.exchange(format!("gets {key}\r\n").as_bytes(), async move |conn| {
-            let line = read_line(conn, &address).await?;
-            if line == "END\r\n" {
-                return Ok(None);
-            }
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            let (Some(&"VALUE"), Some(bytes), Some(cas)) =
-                (parts.first(), parts.get(3), parts.get(4))
-            else {
-                return Err(protocol_error(&address, &line));
-            };
-            let (Ok(bytes), Ok(cas)) = (bytes.parse::<usize>(), cas.parse::<u64>()) else {
-                return Err(protocol_error(&address, &line));
-            };
-            let mut value = vec![0u8; bytes + 2];
-            conn.read_exact(&mut value)
-                .await
-                .map_err(|e| unavailable(&address, e))?;
-            value.truncate(bytes);
-            let end = read_line(conn, &address).await?;
-            if end != "END\r\n" {
-                return Err(protocol_error(&address, &end));
-            }
-            Ok(Some((value, cas)))
+            read_value(&mut **conn, &address).await
         })
         .await
     }
@@ -216,13 +199,7 @@ impl Server {
         request.extend_from_slice(b"\r\n");
         let address = self.address.clone();
         self.exchange(&request, async move |conn| {
-            let line = read_line(conn, &address).await?;
-            match line.as_str() {
-                "STORED\r\n" => Ok(StoreReply::Stored),
-                "NOT_STORED\r\n" | "EXISTS\r\n" => Ok(StoreReply::Exists),
-                "NOT_FOUND\r\n" => Ok(StoreReply::NotFound),
-                other => Err(protocol_error(&address, other)),
-            }
+            read_store_reply(&mut **conn, &address).await
         })
         .await
     }
@@ -231,18 +208,88 @@ impl Server {
     pub(crate) async fn delete(&self, key: &str) -> Result<bool> {
         let address = self.address.clone();
         self.exchange(format!("delete {key}\r\n").as_bytes(), async move |conn| {
-            let line = read_line(conn, &address).await?;
-            match line.as_str() {
-                "DELETED\r\n" => Ok(true),
-                "NOT_FOUND\r\n" => Ok(false),
-                other => Err(protocol_error(&address, other)),
-            }
+            read_delete_reply(&mut **conn, &address).await
         })
         .await
     }
 }
 
-async fn read_line(conn: &mut Connection, address: &str) -> Result<String> {
+/// The reply to `gets`: the value and its cas token, or `None` (`END`).
+pub(crate) async fn read_value<R: AsyncBufRead + Unpin + ?Sized>(
+    conn: &mut R,
+    address: &str,
+) -> Result<Option<(Vec<u8>, u64)>> {
+    let line = read_line(conn, address).await?;
+    if line == "END\r\n" {
+        return Ok(None);
+    }
+    let parts: Vec<&str> = line.split_whitespace().collect();
+    let (Some(&"VALUE"), Some(bytes), Some(cas)) = (parts.first(), parts.get(3), parts.get(4))
+    else {
+        return Err(protocol_error(address, &line));
+    };
+    let (Ok(bytes), Ok(cas)) = (bytes.parse::<usize>(), cas.parse::<u64>()) else {
+        return Err(protocol_error(address, &line));
+    };
+    if bytes > MAX_ITEM_BYTES {
+        return Err(protocol_error(address, &line));
+    }
+    // Kept as the bytes come, not allocated as announced: a wrong server could announce any
+    // length, and never send it.
+    let mut value = Vec::new();
+    (&mut *conn)
+        .take(bytes as u64 + 2)
+        .read_to_end(&mut value)
+        .await
+        .map_err(|e| unavailable(address, e))?;
+    if value.len() < bytes + 2 {
+        return Err(unavailable(
+            address,
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"),
+        ));
+    }
+    if !value.ends_with(b"\r\n") {
+        return Err(protocol_error(address, "a value longer than its length"));
+    }
+    value.truncate(bytes);
+    let end = read_line(conn, address).await?;
+    if end != "END\r\n" {
+        return Err(protocol_error(address, &end));
+    }
+    Ok(Some((value, cas)))
+}
+
+/// The reply to `add`, `set` or `cas`.
+pub(crate) async fn read_store_reply<R: AsyncBufRead + Unpin + ?Sized>(
+    conn: &mut R,
+    address: &str,
+) -> Result<StoreReply> {
+    let line = read_line(conn, address).await?;
+    match line.as_str() {
+        "STORED\r\n" => Ok(StoreReply::Stored),
+        "NOT_STORED\r\n" | "EXISTS\r\n" => Ok(StoreReply::Exists),
+        "NOT_FOUND\r\n" => Ok(StoreReply::NotFound),
+        other => Err(protocol_error(address, other)),
+    }
+}
+
+/// The reply to `delete`: whether the key was there.
+pub(crate) async fn read_delete_reply<R: AsyncBufRead + Unpin + ?Sized>(
+    conn: &mut R,
+    address: &str,
+) -> Result<bool> {
+    let line = read_line(conn, address).await?;
+    match line.as_str() {
+        "DELETED\r\n" => Ok(true),
+        "NOT_FOUND\r\n" => Ok(false),
+        other => Err(protocol_error(address, other)),
+    }
+}
+
+async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(
+    conn: &mut R,
+    address: &str,
+) -> Result<String> {
     let mut line = String::new();
     let read = conn
         .read_line(&mut line)
@@ -255,4 +302,50 @@ async fn read_line(conn: &mut Connection, address: &str) -> Result<String> {
         ));
     }
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sessionkit_core::ErrorKind;
+
+    async fn gets(reply: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        read_value(&mut &reply[..], "test").await
+    }
+
+    #[tokio::test]
+    async fn gets_replies_are_read() {
+        let hit = gets(b"VALUE k 0 3 7\r\nabc\r\nEND\r\n")
+            .await
+            .expect("a hit");
+        assert_eq!(hit, Some((b"abc".to_vec(), 7)));
+        assert_eq!(gets(b"END\r\n").await.expect("a miss"), None);
+    }
+
+    /// Found by the `memcached_reply` fuzz target: the length a reply announces was allocated
+    /// before any byte of the value came, so one line from a wrong server (or any service on
+    /// the port) overflowed the length or asked for terabytes.
+    #[tokio::test]
+    async fn announced_lengths_are_not_allocated_up_front() {
+        for line in [
+            &b"VALUE k 0 18446744073709551615 1\r\n"[..],
+            b"VALUE 3 11111 111111111111111 3 111DELETED\r\n",
+            b"VALUE k 0 1073741825 1\r\n",
+        ] {
+            let err = gets(line)
+                .await
+                .expect_err("no memcached item is that large");
+            assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+        }
+        // Within memcached's limit, but the bytes never come: the connection broke.
+        let err = gets(b"VALUE k 0 1000000000 1\r\nabc")
+            .await
+            .expect_err("cut short");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        // The value's bytes must end where the reply said.
+        let err = gets(b"VALUE k 0 3 1\r\nabcXYEND\r\n")
+            .await
+            .expect_err("too long a value");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    }
 }
