@@ -220,6 +220,15 @@ async fn start(manager: &SessionManager) -> String {
     }
 }
 
+/// The counter `start` put in the session a cookie names, as a new request sees it.
+async fn counter(manager: &SessionManager, cookie: &str) -> Option<u32> {
+    manager
+        .session(Some(cookie))
+        .get::<u32>("counter")
+        .await
+        .expect("get")
+}
+
 /// Starts a session and a request on it that pushes `mine` to the list under `list`.
 async fn start_pushing_mine(manager: &SessionManager) -> (String, sessionkit_core::Session) {
     let cookie = start(manager).await;
@@ -392,14 +401,7 @@ async fn activity_never_outlives_the_absolute_lifetime() {
             );
         }
     }
-    assert_eq!(
-        manager
-            .session(Some(&cookie))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        Some(20)
-    );
+    assert_eq!(counter(&manager, &cookie).await, Some(20));
     fx.clock.advance(Duration::from_secs(60 * 60));
     let session = manager.session(Some(&cookie));
     assert_eq!(
@@ -505,22 +507,8 @@ async fn cycling_keeps_data_and_the_old_id_works_only_during_grace() {
 
     // ...until the grace period ends.
     fx.clock.advance(Duration::from_secs(6));
-    assert_eq!(
-        manager
-            .session(Some(&old))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        None
-    );
-    assert_eq!(
-        manager
-            .session(Some(&new))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        Some(1)
-    );
+    assert_eq!(counter(&manager, &old).await, None);
+    assert_eq!(counter(&manager, &new).await, Some(1));
     let events = fx.hooks.0.events();
     assert!(
         events.iter().any(|e| e.starts_with("cycled ")),
@@ -605,14 +593,7 @@ async fn a_request_on_the_old_id_cannot_cycle_or_change_owner_or_expiry() {
         current.expiry().await.expect("expiry"),
         sessionkit_core::Expiry::Default
     );
-    assert_eq!(
-        manager
-            .session(Some(&old))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(counter(&manager, &old).await, None);
 }
 
 #[tokio::test]
@@ -661,22 +642,8 @@ async fn without_grace_the_old_id_dies_at_once() {
     let login = manager.session(Some(&old));
     login.cycle_id().await.expect("cycle");
     let new = cookie_id(&login.commit().await.expect("commit").cookie);
-    assert_eq!(
-        manager
-            .session(Some(&old))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        None
-    );
-    assert_eq!(
-        manager
-            .session(Some(&new))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        Some(1)
-    );
+    assert_eq!(counter(&manager, &old).await, None);
+    assert_eq!(counter(&manager, &new).await, Some(1));
 }
 
 #[tokio::test]
@@ -847,11 +814,7 @@ async fn probabilistic_cleanup_purges_in_the_background() {
     fx.clock.advance(2 * HOUR);
     let live = start(&manager).await;
     assert_eq!(fx.probe.inner.len(), 2);
-    let _ = manager
-        .session(Some(&live))
-        .get::<u32>("counter")
-        .await
-        .expect("get");
+    let _ = counter(&manager, &live).await;
     for _ in 0..100 {
         if fx.probe.inner.len() == 1 {
             break;
@@ -870,11 +833,7 @@ async fn cleanup_off_never_purges_on_its_own() {
     fx.clock.advance(2 * HOUR);
     let live = start(&manager).await;
     for _ in 0..50 {
-        let _ = manager
-            .session(Some(&live))
-            .get::<u32>("counter")
-            .await
-            .expect("get");
+        let _ = counter(&manager, &live).await;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(fx.probe.inner.len(), 2);
@@ -1081,14 +1040,7 @@ async fn per_session_expiry_overrides_the_idle_timeout() {
         "a fixed deadline does not roll"
     );
     fx.clock.advance(HOUR / 4 + Duration::from_secs(1));
-    assert_eq!(
-        manager
-            .session(Some(&cookie))
-            .get::<u32>("counter")
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(counter(&manager, &cookie).await, None);
 }
 
 #[tokio::test]
