@@ -5,9 +5,47 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use sessionkit_core::backend::retry_transient;
 use sessionkit_core::backend::tls;
+use sessionkit_core::backend::{retry_transient, split_options};
 use sessionkit_core::{Error, Result};
+
+/// The URL options sqlx's MySQL driver reads (sqlx-mysql 0.9). It ignores any other, so a
+/// misspelt option (`ssl_mode=VERIFY_IDENTITY`) would silently do nothing: refused instead.
+const DRIVER_OPTIONS: [&str; 14] = [
+    "sslmode",
+    "ssl-mode",
+    "sslca",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "charset",
+    "collation",
+    "statement-cache-capacity",
+    "socket",
+    "timezone",
+    "time-zone",
+];
+
+/// Refuses a driver URL with an option that is neither sessionkit's (already taken out) nor
+/// one the driver reads. Only option names are shown, never values.
+pub(crate) fn check_driver_options(driver_url: &str) -> Result<()> {
+    let (_, options) = split_options(driver_url);
+    let unknown: Vec<&str> = options
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !DRIVER_OPTIONS.contains(name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "unknown MySQL URL option(s) {unknown:?}: sessionkit's are table, max_connections, \
+         shared_connections, acquire_timeout_ms and setup; the driver's are {}",
+        DRIVER_OPTIONS.join(", ")
+    )))
+}
 
 /// SQL built from a validated table name, shared by reference between connections.
 pub(crate) type Sql = Arc<str>;

@@ -3,7 +3,9 @@
 //! The MySQL / MariaDB store for [sessionkit](https://docs.rs/sessionkit), on sqlx.
 //! URL: `mysql://user@host:3306/db` (or `mariadb://`), with the options `table` (default
 //! `sessions`), `max_connections` (16), `acquire_timeout_ms` (5000) and `setup=true` (create
-//! the schema on open); other query options go to the driver. Needs MariaDB ≥ 10.2.3 or
+//! the schema on open); the driver's own options (`ssl-mode`, `ssl-ca`, `ssl-cert`, `ssl-key`,
+//! `charset`, `collation`, `statement-cache-capacity`, `socket`, `time-zone`) go to sqlx, and
+//! any other option is a `Config` error (sqlx would silently ignore it). Needs MariaDB ≥ 10.2.3 or
 //! MySQL ≥ 5.7 (JSON functions). Opened in
 //! [`OpenMode::Existing`](sessionkit_core::OpenMode::Existing)
 //! ([`MySqlStore::open_with_mode`], or `Registry::open_existing`, as the `sessionkit`

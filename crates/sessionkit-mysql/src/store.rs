@@ -325,6 +325,7 @@ impl MySqlStore {
         if mode == OpenMode::Existing {
             options.setup = false;
         }
+        crate::driver::check_driver_options(&options.driver_url)?;
         let connect: MySqlConnectOptions = options
             .driver_url
             .parse()

@@ -40,6 +40,22 @@ fn config_error(opened: Result<MySqlStore, Error>, says: &str) -> String {
 }
 
 #[tokio::test]
+async fn an_unknown_url_option_is_refused_without_its_value() {
+    // No server needed: the URL is checked before connecting.
+    let opened = MySqlStore::open(
+        "mysql://root@127.0.0.1:1/test?table=s&ssl_mode=VERIFY_IDENTITY&bogus=secret-value",
+    )
+    .await;
+    let chain = config_error(opened, "unknown MySQL URL option(s)");
+    assert!(chain.contains("ssl_mode") && chain.contains("bogus"), "{chain}");
+    assert!(!chain.contains("secret-value"), "{chain}");
+    let known = MySqlStore::open("mysql://root@127.0.0.1:1/test?ssl-mode=DISABLED&charset=utf8mb4")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert_eq!(known.kind(), ErrorKind::Unavailable, "{known:?}");
+}
+
+#[tokio::test]
 async fn a_certificate_of_another_ca_is_refused() {
     if !server_up().await {
         return;
