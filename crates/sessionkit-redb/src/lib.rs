@@ -40,8 +40,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, Wr
 use sessionkit_core::backend::blocking;
 use sessionkit_core::backend::path_only;
 use sessionkit_core::{
-    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, OpenMode, Page,
-    PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
+    ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ErrorKind, ListFilter, OpenMode,
+    Page, PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
     async_trait,
 };
 
@@ -198,6 +198,46 @@ impl<'txn> Tables<'txn> {
         }
         self.clear_values(key)?;
         Ok(Some(old))
+    }
+
+    /// Removes a session whatever its metadata holds: as [`Self::delete`], and a record that
+    /// does not decode (so `delete` and cleanup are never blocked by one) with its values and
+    /// every index entry naming it, found by a scan of the indexes (rare, so not indexed).
+    /// Returns whether there was a record.
+    fn delete_even_undecodable(&mut self, key: &SessionKey) -> Result<bool> {
+        match self.delete(key) {
+            Err(err) if err.kind() == ErrorKind::Codec => {}
+            other => return other.map(|old| old.is_some()),
+        }
+        tracing::warn!(session = %key.short(), "deleting a session record that does not decode");
+        let e = |e| db_error("deleting an undecodable session", e);
+        self.sessions.remove(key.as_bytes()).map_err(e)?;
+        let mut deadlines = Vec::new();
+        for entry in self.expiry.iter().map_err(e)? {
+            let (k, _) = entry.map_err(e)?;
+            let (at, session) = k.value();
+            if session == key.as_bytes() {
+                deadlines.push(at);
+            }
+        }
+        for at in deadlines {
+            self.expiry.remove((at, key.as_bytes())).map_err(e)?;
+        }
+        let mut owners = Vec::new();
+        for entry in self.owners.iter().map_err(e)? {
+            let (k, _) = entry.map_err(e)?;
+            let (owner, session) = k.value();
+            if session == key.as_bytes() {
+                owners.push(owner.to_owned());
+            }
+        }
+        for owner in owners {
+            self.owners
+                .remove((owner.as_str(), key.as_bytes()))
+                .map_err(e)?;
+        }
+        self.clear_values(key)?;
+        Ok(true)
     }
 }
 
@@ -484,7 +524,7 @@ impl Store for RedbStore {
 
     async fn delete(&self, key: &SessionKey) -> Result<bool> {
         let key = *key;
-        self.write(move |t| Ok(t.delete(&key)?.is_some())).await
+        self.write(move |t| t.delete_even_undecodable(&key)).await
     }
 
     async fn cycle(
@@ -559,13 +599,19 @@ impl Store for RedbStore {
             let mut doomed = Vec::new();
             for entry in t.expiry.range(..=(now, &[0xff; 32])).map_err(e)? {
                 let (k, _) = entry.map_err(e)?;
-                doomed.push(SessionKey::from_bytes(*k.value().1));
+                let (at, key) = k.value();
+                doomed.push((at, SessionKey::from_bytes(*key)));
                 if doomed.len() == limit {
                     break;
                 }
             }
-            for key in &doomed {
-                t.delete(key)?;
+            for (at, key) in &doomed {
+                t.delete_even_undecodable(key)?;
+                // Gone with the record, unless the index named a record that is not there:
+                // then this entry alone would keep every round finding it.
+                t.expiry
+                    .remove((*at, key.as_bytes()))
+                    .map_err(|e| db_error("deleting expired sessions", e))?;
             }
             Ok(doomed.len() as u64)
         })

@@ -7,6 +7,70 @@ use sessionkit_core::{ErrorKind, ListFilter, ListState, OpenMode, PageRequest, S
 use sessionkit_redb::RedbStore;
 
 const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
+const VALUES: TableDefinition<(&[u8; 32], &str), &[u8]> = TableDefinition::new("session_values");
+const EXPIRY: TableDefinition<(i64, &[u8; 32]), ()> = TableDefinition::new("session_expiry");
+const OWNERS: TableDefinition<(&str, &[u8; 32]), ()> = TableDefinition::new("session_owners");
+
+/// Writes a record that does not decode under `key`, with a value, an owner entry and a
+/// deadline in the past, as a damaged file might hold.
+fn plant_undecodable(path: &std::path::Path, key: &sessionkit_core::SessionKey) {
+    let db = Database::open(path).expect("reopen");
+    let txn = db.begin_write().expect("write");
+    {
+        let bytes = key.as_bytes();
+        let mut sessions = txn.open_table(SESSIONS).expect("sessions");
+        sessions
+            .insert(bytes, &b"\xffnot a record"[..])
+            .expect("insert");
+        let mut values = txn.open_table(VALUES).expect("values");
+        values.insert((bytes, "k"), &b"v"[..]).expect("value");
+        let mut expiry = txn.open_table(EXPIRY).expect("expiry");
+        expiry.insert((1, bytes), ()).expect("deadline");
+        let mut owners = txn.open_table(OWNERS).expect("owners");
+        owners.insert(("mallory", bytes), ()).expect("owner");
+    }
+    txn.commit().expect("commit");
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_decode_can_be_deleted_and_purged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.redb");
+    let store = RedbStore::open(&path).await.expect("open");
+    let live = fresh_key();
+    store
+        .create(&live, &record_with(&[("k", b"v")]))
+        .await
+        .expect("create");
+    drop(store);
+    let (deleted, purged) = (fresh_key(), fresh_key());
+    plant_undecodable(&path, &deleted);
+    plant_undecodable(&path, &purged);
+    let store = RedbStore::open(&path).await.expect("open again");
+
+    assert!(
+        store.delete(&deleted).await.expect("delete"),
+        "it was there"
+    );
+    assert_eq!(store.count_expired().await.expect("count"), 1);
+    assert_eq!(store.delete_expired().await.expect("purge"), 1);
+    assert_eq!(store.count_expired().await.expect("count again"), 0);
+    let filter = ListFilter {
+        state: ListState::All,
+        ..ListFilter::default()
+    };
+    let page = store
+        .list(&filter, PageRequest::first(10))
+        .await
+        .expect("list");
+    assert!(page.undecodable.is_empty(), "{:?}", page.undecodable);
+    assert_eq!(
+        page.sessions.iter().map(|s| s.key).collect::<Vec<_>>(),
+        vec![live]
+    );
+    assert!(store.by_owner("mallory").await.expect("owner").is_empty());
+    assert!(store.delete(&live).await.expect("delete the live one"));
+}
 
 #[tokio::test]
 async fn existing_mode_creates_nothing() {
