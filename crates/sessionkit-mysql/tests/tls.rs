@@ -47,7 +47,10 @@ async fn an_unknown_url_option_is_refused_without_its_value() {
     )
     .await;
     let chain = config_error(opened, "unknown MySQL URL option(s)");
-    assert!(chain.contains("ssl_mode") && chain.contains("bogus"), "{chain}");
+    assert!(
+        chain.contains("ssl_mode") && chain.contains("bogus"),
+        "{chain}"
+    );
     assert!(!chain.contains("secret-value"), "{chain}");
     let known = MySqlStore::open("mysql://root@127.0.0.1:1/test?ssl-mode=DISABLED&charset=utf8mb4")
         .await
