@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! sessionkit demo                               # the demo app on SQLite, http://127.0.0.1:3000
+//! sessionkit demo --admin                       # ... with its admin page, password printed
 //! sessionkit --store postgres://root@127.0.0.1/test setup
 //! sessionkit list --owner alice                 # a table of sessions (--json for scripts)
 //! sessionkit show <cookie value | key | key prefix>
@@ -139,6 +140,10 @@ pub enum Command {
         /// Where to listen.
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: String,
+        /// Turn on the admin page (every session, purge), behind a random password printed at
+        /// start.
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -201,7 +206,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             )
             .await
         }
-        Command::Demo { addr } => demo::run(&cli.store, &addr).await,
+        Command::Demo { addr, admin } => demo::run(&cli.store, &addr, admin).await,
     }
 }
 

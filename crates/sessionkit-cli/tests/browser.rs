@@ -1,6 +1,7 @@
 //! The demo in a real browser: headless Chromium driven through chromedriver (W3C WebDriver).
 //! Two browser profiles sign in as the same user; one sees both sessions on "your sessions" and
-//! revokes the other; the other profile is signed out. Screenshots of every page go to
+//! revokes the other; the other profile is signed out and told why; the admin page needs its
+//! password. The forms carry the demo's CSRF token as a browser sends them. Screenshots of every page go to
 //! `artifacts/browser/` at the workspace root.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the
@@ -263,7 +264,14 @@ async fn two_browsers_one_user_revoke_the_other_session() {
     let store = sessionkit::SqliteStore::open(dir.path().join("demo.db"))
         .await
         .expect("sqlite");
-    let app = sessionkit_cli::demo::app(Arc::new(store), true).expect("app");
+    let app = sessionkit_cli::demo::app_with(
+        Arc::new(store),
+        sessionkit_cli::demo::Options {
+            secure_cookies: true,
+            admin_password: Some("demo-admin-password".into()),
+        },
+    )
+    .expect("app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -320,6 +328,10 @@ async fn two_browsers_one_user_revoke_the_other_session() {
 
     phone.goto(&base).await;
     assert_eq!(phone.count("#user").await, 0, "the phone is signed out");
+    assert!(
+        phone.text("#notice").await.contains("You were signed out"),
+        "and told why"
+    );
     assert_eq!(
         phone.count("#username").await,
         1,
@@ -338,6 +350,14 @@ async fn two_browsers_one_user_revoke_the_other_session() {
         "and keeps its cart"
     );
     laptop.goto(&format!("{base}/admin")).await;
+    assert_eq!(
+        laptop.count("#all").await,
+        0,
+        "the admin page needs the admin password"
+    );
+    laptop.type_into("#password", "demo-admin-password").await;
+    laptop.click("#admin-login").await;
+    laptop.wait_text("#all", "alice").await;
     // The laptop's session, and the anonymous one the phone started by loading the home page
     // after it was signed out (the visit counter).
     assert_eq!(

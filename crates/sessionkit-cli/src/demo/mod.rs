@@ -1,20 +1,37 @@
 //! The demo app: login with id rotation, a visit counter, a cart, flash messages, "your
-//! sessions" with revoke, and an admin page with purge. Server-rendered HTML, no external assets.
-//! `sessionkit demo` serves it; [`app`] builds it for tests.
+//! sessions" with revoke, and an admin page with purge (off unless enabled, behind a password).
+//! Server-rendered HTML, no external assets. `sessionkit demo` serves it; [`app`] and
+//! [`app_with`] build it for tests.
+//!
+//! It is meant to be copied, so it does what a real app must:
+//! - every state-changing form carries a per-session CSRF token (masked, fresh per page,
+//!   checked in constant time), and a request whose `Origin` (or `Referer`) is another site is
+//!   refused with a 403 page;
+//! - what a client can make it store is bounded (user names, cart items, flash messages, form
+//!   size, sessions per user), with a message to the user rather than an error;
+//! - signed-in pages are `Cache-Control: no-store`; logout removes the cookie; a device whose
+//!   session was revoked or expired is told why it is signed out.
+
+mod csrf;
+mod device;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Form, State};
-use axum::http::{HeaderMap, header};
+use axum::body::Body;
+use axum::extract::{Form, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use sessionkit::tower::{CookieConfig, SessionError, SessionLayer, WebConfig};
+use sessionkit::web::{ErrorPage, default_error_page};
 use sessionkit::{
-    CleanupPolicy, ListFilter, ListState, PageRequest, Session, SessionKey, SessionManager, Store,
-    Timestamp, codec,
+    CleanupPolicy, ErrorKind, ListFilter, ListState, PageRequest, Session, SessionKey,
+    SessionManager, Store, Timestamp, codec,
 };
+use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 
 use crate::CliError;
@@ -27,11 +44,45 @@ const CATALOG: [(&str, &str, u32); 4] = [
     ("scone", "Scone", 300),
 ];
 
-/// Serves the demo on `addr` over the store at `store_url` until Ctrl-C.
+/// The session cookie's name.
+const COOKIE: &str = "sessionkit_demo";
+/// User names: 1 to this many letters, digits, '.', '_' or '-'.
+pub const MAX_NAME_LEN: usize = 32;
+/// Items a cart holds at most.
+pub const MAX_CART_ITEMS: usize = 20;
+/// How many flash messages a session keeps: the oldest go first.
+pub const MAX_FLASHES: usize = 5;
+/// Live sessions per user at most (signing in once more ends the oldest).
+pub const MAX_SESSIONS_PER_USER: usize = 10;
+/// The largest form body accepted; a larger one gets a 413 page.
+pub const MAX_FORM_BYTES: usize = 4096;
+/// The largest value the demo's manager stores under one key.
+const MAX_VALUE_BYTES: usize = 16 * 1024;
+
+/// How the demo is served.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Mark the cookie `Secure` (browsers accept that on `http://127.0.0.1` and
+    /// `http://localhost`, not on other plain-HTTP hosts).
+    pub secure_cookies: bool,
+    /// Enables the admin page (list every session, purge expired ones) behind this password;
+    /// `None`: the admin page is off.
+    pub admin_password: Option<String>,
+}
+
+#[derive(Clone)]
+struct Demo {
+    manager: SessionManager,
+    cookie: CookieConfig,
+    admin_password: Option<Arc<str>>,
+}
+
+/// Serves the demo on `addr` over the store at `store_url` until Ctrl-C. With `admin`, the
+/// admin page is on, behind a random password printed at start.
 ///
 /// # Errors
 /// The store cannot be opened or set up, or the address cannot be bound.
-pub async fn run(store_url: &str, addr: &str) -> Result<(), CliError> {
+pub async fn run(store_url: &str, addr: &str, admin: bool) -> Result<(), CliError> {
     let store = sessionkit::open(store_url).await?;
     store.setup().await?;
     let listener = TcpListener::bind(addr)
@@ -48,7 +99,17 @@ pub async fn run(store_url: &str, addr: &str) -> Result<(), CliError> {
             "warning: serving plain HTTP on a non-loopback address; the cookie is not marked Secure"
         );
     }
-    let app = app(store, secure)?;
+    let admin_password = admin.then(|| csrf::random_text(16));
+    if let Some(password) = &admin_password {
+        println!("admin page: http://{local}/admin  (password: {password})");
+    }
+    let app = app_with(
+        store,
+        Options {
+            secure_cookies: secure,
+            admin_password,
+        },
+    )?;
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -57,23 +118,47 @@ pub async fn run(store_url: &str, addr: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The demo app over `store`. `secure_cookies` marks the cookie `Secure` (browsers accept that
-/// on `http://127.0.0.1` and `http://localhost`, not on other plain-HTTP hosts).
+/// The demo app over `store`, admin page off. `secure_cookies` marks the cookie `Secure`
+/// (browsers accept that on `http://127.0.0.1` and `http://localhost`, not on other
+/// plain-HTTP hosts).
 ///
 /// # Errors
 /// A manager or cookie configuration error.
 pub fn app(store: Arc<dyn Store>, secure_cookies: bool) -> Result<Router, CliError> {
+    app_with(
+        store,
+        Options {
+            secure_cookies,
+            admin_password: None,
+        },
+    )
+}
+
+/// The demo app over `store` with `options`.
+///
+/// # Errors
+/// A manager or cookie configuration error.
+pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliError> {
     let manager = SessionManager::builder(store)
         .cleanup(CleanupPolicy::Probabilistic { one_in: 200 })
+        .max_sessions_per_owner(Some(MAX_SESSIONS_PER_USER))
+        .max_value_bytes(MAX_VALUE_BYTES)
         .build()?;
+    let cookie = CookieConfig::default()
+        .with_name(COOKIE)
+        .with_secure(options.secure_cookies);
     let layer = SessionLayer::with_config(
         manager.clone(),
-        WebConfig::default().with_cookie(
-            CookieConfig::default()
-                .with_name("sessionkit_demo")
-                .with_secure(secure_cookies),
-        ),
+        WebConfig::default()
+            .with_cookie(cookie.clone())
+            .with_no_store_when_signed_in(true)
+            .with_error_page(error_page),
     )?;
+    let demo = Demo {
+        manager,
+        cookie,
+        admin_password: options.admin_password.map(Arc::from),
+    };
     Ok(Router::new()
         .route("/", get(home))
         .route("/login", post(login))
@@ -84,12 +169,44 @@ pub fn app(store: Arc<dyn Store>, secure_cookies: bool) -> Result<Router, CliErr
         .route("/sessions/revoke", post(revoke))
         .route("/sessions/revoke-others", post(revoke_others))
         .route("/admin", get(admin))
+        .route("/admin/login", post(admin_login))
         .route("/admin/purge", post(purge))
+        .route_layer(middleware::from_fn_with_state(demo.clone(), guard))
         .layer(layer)
-        .with_state(manager))
+        .with_state(demo))
 }
 
 type Page = Result<Response, SessionError>;
+
+/// Session failures a client can cause get a page that says what happened; the rest keep
+/// the library's default (503, 409, 500).
+fn error_page(err: &sessionkit::Error) -> ErrorPage {
+    let body = match err.kind() {
+        ErrorKind::TooLarge => (
+            413,
+            "Too much data",
+            "That would make your session larger than this demo allows. Nothing was saved.",
+        ),
+        ErrorKind::Superseded => (
+            409,
+            "Already signed in",
+            "This device signed in again meanwhile (a form sent twice?), so this request was not \
+             applied. Go to the home page to carry on.",
+        ),
+        _ => return default_error_page(err),
+    };
+    ErrorPage {
+        status: body.0,
+        content_type: "text/html; charset=utf-8",
+        body: frame(
+            body.1,
+            "",
+            "",
+            &format!("<p>{}</p><p><a href=\"/\">Home</a></p>", body.2),
+            false,
+        ),
+    }
+}
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -103,11 +220,12 @@ fn see_other(to: &str) -> Page {
     Ok(Redirect::to(to).into_response())
 }
 
-/// How many flash messages a session keeps: the oldest go first.
-const MAX_FLASHES: usize = 5;
+fn utc(at: Timestamp) -> String {
+    format!("{} UTC", format::time(at))
+}
 
 /// Queues a message for the next page. An `update`, so messages queued by concurrent
-/// requests are all kept.
+/// requests are all kept; at most [`MAX_FLASHES`].
 async fn flash(session: &Session, message: impl Into<String>) -> Result<(), SessionError> {
     let message = message.into();
     session
@@ -139,65 +257,257 @@ async fn take_flashes(session: &Session) -> Result<Vec<String>, SessionError> {
     Ok(shown)
 }
 
-/// The page frame: header with the user, the flash messages (shown once), then `body`.
-async fn layout(session: &Session, title: &str, body: &str) -> Page {
-    let user: Option<String> = session.get("user").await?;
-    let flashes = take_flashes(session).await?;
-    let who = match &user {
-        Some(user) => format!(
-            "Signed in as <b id=\"user\">{}</b> · <a href=\"/sessions\">your sessions</a> · \
-             <form method=\"post\" action=\"/logout\" class=\"inline\"><button id=\"logout\">Sign out</button></form>",
-            escape(user)
-        ),
-        None => "Not signed in".to_owned(),
-    };
-    let flashes: String = flashes
+/// Whether the request presented a well-formed session cookie that names no live session: its
+/// session was revoked, ended or expired. Ask before anything writes to the session.
+async fn session_ended(
+    demo: &Demo,
+    session: &Session,
+    headers: &HeaderMap,
+) -> Result<bool, SessionError> {
+    let cookies = headers
+        .get_all(header::COOKIE)
         .iter()
-        .map(|f| format!("<p class=\"flash\">{}</p>", escape(f)))
-        .collect();
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title} · sessionkit demo</title>\
-         <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem;color:#222}}\
-         header{{display:flex;justify-content:space-between;border-bottom:1px solid #ddd;padding-bottom:.5rem}}\
-         nav a{{margin-right:1rem}} table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee;padding:.3rem;text-align:left}}\
-         .flash{{background:#eef6ee;border:1px solid #9c9;padding:.4rem .8rem}} .inline{{display:inline}} .current{{font-weight:bold}}\
-         button{{cursor:pointer}} code{{background:#f4f4f4;padding:0 .2rem}}</style></head><body>\
-         <header><nav><a href=\"/\">Home</a><a href=\"/sessions\">Your sessions</a><a href=\"/admin\">Admin</a></nav><div>{who}</div></header>\
-         {flashes}<h1>{title}</h1>{body}\
-         <footer><p><small>Sessions are stored server-side; the cookie holds only a random id.</small></p></footer></body></html>"
-    );
-    Ok(Html(html).into_response())
+        .filter_map(|v| v.to_str().ok());
+    if demo.cookie.find(cookies).is_none() || session.presented_malformed_id() {
+        return Ok(false);
+    }
+    Ok(session.key().await?.is_none())
 }
 
-async fn home(session: Session) -> Page {
+const ENDED: &str = "You were signed out (this device's session was ended or expired).";
+
+/// The fixed messages a redirect can ask the home page to show (`/?notice=...`).
+fn notice(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "signed-out" => "You are signed out; that session is gone from the server.",
+        "already-signed-in" => "You are already signed in.",
+        "ended" => ENDED,
+        "sign-in" => "Sign in to see your sessions.",
+        _ => return None,
+    })
+}
+
+/// The HTML page: header (`nav` and `who`), `messages`, title and `body`.
+fn frame(title: &str, who: &str, messages: &str, body: &str, admin_link: bool) -> String {
+    let head_title = if title == "sessionkit demo" {
+        title.to_owned()
+    } else {
+        format!("{title} · sessionkit demo")
+    };
+    let admin_link = if admin_link {
+        "<a href=\"/admin\">Admin</a>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{head_title}</title>\
+         <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem;color:#222}}\
+         header{{display:flex;flex-wrap:wrap;gap:.5rem;justify-content:space-between;border-bottom:1px solid #ddd;padding-bottom:.5rem}}\
+         nav a{{margin-right:1rem}} table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee;padding:.3rem;text-align:left}}\
+         .flash{{background:#eef6ee;border:1px solid #9c9;padding:.4rem .8rem}} .notice{{background:#fff6e0;border:1px solid #db8;padding:.4rem .8rem}}\
+         .inline{{display:inline}} .current{{font-weight:bold}} button{{cursor:pointer}} code{{background:#f4f4f4;padding:0 .2rem}}</style></head><body>\
+         <header><nav><a href=\"/\">Home</a><a href=\"/sessions\">Your sessions</a>{admin_link}</nav><div>{who}</div></header>\
+         {messages}<h1>{title}</h1>{body}\
+         <footer><p><small>Sessions are stored server-side; the cookie holds only a random id. Times are UTC.</small></p></footer></body></html>"
+    )
+}
+
+/// The hidden form field carrying a fresh CSRF token for this page.
+fn token_field(token: &str) -> String {
+    format!(
+        "<input type=\"hidden\" name=\"{}\" value=\"{token}\">",
+        csrf::FIELD
+    )
+}
+
+/// A rendered page of the session: header with the user (and the sign-out form, carrying
+/// `csrf_field`, the page's token), `notice` and the flash messages (shown once), then `body`.
+async fn layout(
+    demo: &Demo,
+    session: &Session,
+    csrf_field: &str,
+    title: &str,
+    notice: Option<&str>,
+    body: &str,
+) -> Page {
+    let user: Option<String> = session.get("user").await?;
+    let admin = session.get::<bool>("admin").await?.unwrap_or(false);
+    let flashes = take_flashes(session).await?;
+    let sign_out = format!(
+        "<form method=\"post\" action=\"/logout\" class=\"inline\">{csrf_field}<button id=\"logout\">Sign out</button></form>"
+    );
+    let who = match (&user, admin) {
+        (Some(user), _) => format!(
+            "Signed in as <b id=\"user\">{}</b>{} · {sign_out}",
+            escape(user),
+            if admin { " (admin)" } else { "" }
+        ),
+        (None, true) => format!("Signed in as admin · {sign_out}"),
+        (None, false) => "Not signed in".to_owned(),
+    };
+    let mut messages: String = notice
+        .map(|n| format!("<p class=\"notice\" id=\"notice\">{}</p>", escape(n)))
+        .unwrap_or_default();
+    for f in &flashes {
+        messages.push_str(&format!("<p class=\"flash\">{}</p>", escape(f)));
+    }
+    Ok(Html(frame(
+        title,
+        &who,
+        &messages,
+        body,
+        demo.admin_password.is_some(),
+    ))
+    .into_response())
+}
+
+/// Checks every state-changing request (CSRF token and origin) and bounds its body, before
+/// any handler sees it.
+async fn guard(
+    State(demo): State<Demo>,
+    session: Session,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Form too large",
+            &format!(
+                "This demo accepts forms of up to {MAX_FORM_BYTES} bytes. Nothing was changed."
+            ),
+        );
+    };
+    let refused = match csrf::check(&session, &parts.headers, &bytes).await {
+        Ok(Ok(())) => {
+            return next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+        }
+        Ok(Err(refused)) => refused,
+        Err(err) => return err.into_response(),
+    };
+    match refused_page(&demo, &session, &parts, refused).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn refused_page(
+    demo: &Demo,
+    session: &Session,
+    parts: &axum::http::request::Parts,
+    refused: csrf::Refused,
+) -> Page {
+    if refused == csrf::Refused::CrossOrigin {
+        return Ok(refusal(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This request came from another site: its <code>Origin</code> is not this demo. \
+             Forms of this demo are only accepted from its own pages. Nothing was changed.",
+        ));
+    }
+    // A sign-in form sent twice: the first one changed the token; the session is signed in.
+    let signed_in = match parts.uri.path() {
+        "/login" => session.get::<String>("user").await?.is_some(),
+        "/admin/login" => session.get::<bool>("admin").await?.unwrap_or(false),
+        _ => false,
+    };
+    if signed_in {
+        return see_other("/?notice=already-signed-in");
+    }
+    let why = if session_ended(demo, session, &parts.headers).await? {
+        format!("{ENDED} The form you sent belonged to that session.")
+    } else {
+        "The form's security token is missing or out of date (for example a page opened before \
+         you signed in or out)."
+            .to_owned()
+    };
+    Ok(refusal(
+        StatusCode::FORBIDDEN,
+        "Request refused",
+        &format!(
+            "{} Nothing was changed. <a href=\"/\">Reload the page</a> and try again.",
+            escape(&why)
+        ),
+    ))
+}
+
+/// A page for a refused request (its `body` is HTML); it does not touch the session.
+fn refusal(status: StatusCode, title: &str, body: &str) -> Response {
+    let mut response = (
+        status,
+        Html(frame(
+            title,
+            "",
+            "",
+            &format!("<p id=\"refused\">{body}</p>"),
+            false,
+        )),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[derive(Deserialize)]
+struct HomeQuery {
+    notice: Option<String>,
+}
+
+async fn home(
+    State(demo): State<Demo>,
+    session: Session,
+    headers: HeaderMap,
+    Query(query): Query<HomeQuery>,
+) -> Page {
+    let ended = session_ended(&demo, &session, &headers).await?;
+    let notice = if ended {
+        Some(ENDED)
+    } else {
+        query.notice.as_deref().and_then(notice)
+    };
     let visits = session
         .update("visits", |n: &mut u64| {
             *n += 1;
             *n
         })
         .await?;
+    let csrf = token_field(&csrf::token(&session).await?);
     let user: Option<String> = session.get("user").await?;
     let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
     let mut body = format!(
         "<p id=\"visits\">You have loaded this page <b>{visits}</b> time(s) in this session.</p>"
     );
     if user.is_none() {
-        body.push_str(
-            "<h2>Sign in</h2><form method=\"post\" action=\"/login\">\
-             <label>User name <input name=\"username\" id=\"username\" required maxlength=\"32\" pattern=\"[A-Za-z0-9_.-]+\"></label> \
+        body.push_str(&format!(
+            "<h2>Sign in</h2><form method=\"post\" action=\"/login\">{csrf}\
+             <label>User name <input name=\"username\" id=\"username\" required maxlength=\"{MAX_NAME_LEN}\" pattern=\"[A-Za-z0-9_.\\-]+\"></label> \
              <button id=\"login\">Sign in</button></form><p><small>Any name works: this is a demo.</small></p>",
-        );
+        ));
     }
     body.push_str("<h2>Shop</h2><table><tr><th>Item</th><th>Price</th><th></th></tr>");
     for (id, name, cents) in CATALOG {
         body.push_str(&format!(
-            "<tr><td>{name}</td><td>€{}.{:02}</td><td><form method=\"post\" action=\"/cart/add\">\
+            "<tr><td>{name}</td><td>€{}.{:02}</td><td><form method=\"post\" action=\"/cart/add\">{csrf}\
              <input type=\"hidden\" name=\"item\" value=\"{id}\"><button id=\"add-{id}\">Add to cart</button></form></td></tr>",
             cents / 100,
             cents % 100
         ));
     }
-    body.push_str("</table><h2>Cart</h2>");
+    body.push_str(&format!(
+        "</table><h2>Cart</h2><p><small>Up to {MAX_CART_ITEMS} items.</small></p>"
+    ));
     if cart.is_empty() {
         body.push_str("<p id=\"cart\">Your cart is empty.</p>");
     } else {
@@ -208,7 +518,7 @@ async fn home(session: Session) -> Page {
             if count > 0 {
                 total += cents * u32::try_from(count).unwrap_or(0);
                 body.push_str(&format!(
-                    "<tr><td>{count} × {name}</td><td><form method=\"post\" action=\"/cart/remove\">\
+                    "<tr><td>{count} × {name}</td><td><form method=\"post\" action=\"/cart/remove\">{csrf}\
                      <input type=\"hidden\" name=\"item\" value=\"{id}\"><button>Remove one</button></form></td></tr>"
                 ));
             }
@@ -219,7 +529,7 @@ async fn home(session: Session) -> Page {
             total % 100
         ));
     }
-    layout(&session, "sessionkit demo", &body).await
+    layout(&demo, &session, &csrf, "sessionkit demo", notice, &body).await
 }
 
 #[derive(Deserialize)]
@@ -227,31 +537,47 @@ struct LoginForm {
     username: String,
 }
 
+/// The error of a session call, or `None` if it is [`ErrorKind::Superseded`]: this request
+/// came on the id a sign-in just replaced (a form sent twice).
+fn superseded(result: Result<(), sessionkit::Error>) -> Result<bool, SessionError> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(err) if err.kind() == ErrorKind::Superseded => Ok(true),
+        Err(err) => Err(err.into()),
+    }
+}
+
 async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>) -> Page {
+    if session.get::<String>("user").await?.is_some() {
+        return see_other("/?notice=already-signed-in");
+    }
     let name = form.username.trim();
     if name.is_empty()
-        || name.len() > 32
+        || name.len() > MAX_NAME_LEN
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
     {
         flash(
             &session,
-            "User names are 1 to 32 letters, digits, '.', '_' or '-'.",
+            format!("User names are 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-'."),
         )
         .await?;
         return see_other("/");
     }
-    let agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown device");
-    session.cycle_id().await?; // a new id at login: a planted id never becomes a signed-in session
-    session.set_owner(Some(name)).await?;
+    let device = device::name(
+        headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    );
+    // A new id at login: a planted id never becomes a signed-in session.
+    if superseded(session.cycle_id().await)? || superseded(session.set_owner(Some(name)).await)? {
+        return see_other("/?notice=already-signed-in");
+    }
+    csrf::rotate(&session).await?; // tokens of pages rendered before sign-in stop working
     session.insert("user", name).await?;
-    session
-        .insert("agent", &agent.chars().take(160).collect::<String>())
-        .await?;
+    session.insert("device", &device).await?;
     session
         .insert("signed_in_at", &Timestamp::now().as_millis())
         .await?;
@@ -263,14 +589,11 @@ async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>
     see_other("/")
 }
 
+/// Ends the session and removes the cookie; the message is a fixed one the home page shows
+/// for `?notice=signed-out` (a flash would start a new session and set a new cookie).
 async fn logout(session: Session) -> Page {
     session.destroy().await?;
-    flash(
-        &session,
-        "You are signed out; that session is gone from the server.",
-    )
-    .await?;
-    see_other("/")
+    see_other("/?notice=signed-out")
 }
 
 #[derive(Deserialize)]
@@ -279,13 +602,27 @@ struct ItemForm {
 }
 
 async fn cart_add(session: Session, Form(form): Form<ItemForm>) -> Page {
-    if let Some((id, name, _)) = CATALOG.iter().find(|(id, _, _)| *id == form.item) {
-        session
-            .update("cart", move |cart: &mut Vec<String>| {
-                cart.push((*id).to_owned())
-            })
-            .await?;
+    let Some((id, name, _)) = CATALOG.iter().find(|(id, _, _)| *id == form.item) else {
+        flash(&session, "There is no such item.").await?;
+        return see_other("/");
+    };
+    let added = session
+        .update("cart", move |cart: &mut Vec<String>| {
+            let room = cart.len() < MAX_CART_ITEMS;
+            if room {
+                cart.push((*id).to_owned());
+            }
+            room
+        })
+        .await?;
+    if added {
         flash(&session, format!("Added {name} to your cart.")).await?;
+    } else {
+        flash(
+            &session,
+            format!("Your cart is full: it holds at most {MAX_CART_ITEMS} items."),
+        )
+        .await?;
     }
     see_other("/")
 }
@@ -301,40 +638,41 @@ async fn cart_remove(session: Session, Form(form): Form<ItemForm>) -> Page {
     see_other("/")
 }
 
-fn stored_string(record: &sessionkit::Record, key: &str) -> Option<String> {
+fn stored<T: serde::de::DeserializeOwned>(record: &sessionkit::Record, key: &str) -> Option<T> {
     record
         .data
         .get(key)
         .and_then(|bytes| codec::decode_value(key, bytes).ok())
 }
 
-async fn sessions(State(manager): State<SessionManager>, session: Session) -> Page {
+async fn sessions(State(demo): State<Demo>, session: Session, headers: HeaderMap) -> Page {
+    if session_ended(&demo, &session, &headers).await? {
+        return see_other("/?notice=ended");
+    }
     let Some(user) = session.get::<String>("user").await? else {
-        flash(&session, "Sign in to see your sessions.").await?;
-        return see_other("/");
+        return see_other("/?notice=sign-in");
     };
+    let csrf = token_field(&csrf::token(&session).await?);
     let current = session.key().await?;
-    let mine = manager.sessions_of(&user).await?;
+    let mine = demo.manager.sessions_of(&user).await?;
     let mut body = format!(
-        "<p>Every live session of <b>{}</b>, on every device. Revoking one signs that device out at once.</p>\
+        "<p>Every live session of <b>{}</b>, on every device. Revoking one signs that device out at once. \
+         At most {MAX_SESSIONS_PER_USER}: signing in once more ends the oldest.</p>\
          <table id=\"sessions\"><tr><th>Device</th><th>Signed in</th><th>Expires</th><th></th></tr>",
         escape(&user)
     );
     for other in &mine {
-        let agent =
-            stored_string(&other.record, "agent").unwrap_or_else(|| "unknown device".into());
-        let signed_in = other
-            .record
-            .data
-            .get("signed_in_at")
-            .and_then(|b| codec::decode_value::<i64>("signed_in_at", b).ok())
-            .map_or_else(|| "-".into(), |ms| format::time(Timestamp::from_millis(ms)));
+        let device = stored::<String>(&other.record, "device")
+            .or_else(|| stored::<String>(&other.record, "agent").map(|a| device::name(&a)))
+            .unwrap_or_else(|| device::name(""));
+        let signed_in = stored::<i64>(&other.record, "signed_in_at")
+            .map_or_else(|| "-".into(), |ms| utc(Timestamp::from_millis(ms)));
         let is_current = Some(other.key) == current;
         let action = if is_current {
             "<span class=\"current\">this device</span>".to_owned()
         } else {
             format!(
-                "<form method=\"post\" action=\"/sessions/revoke\"><input type=\"hidden\" name=\"key\" value=\"{}\">\
+                "<form method=\"post\" action=\"/sessions/revoke\">{csrf}<input type=\"hidden\" name=\"key\" value=\"{}\">\
                  <button class=\"revoke\">Revoke</button></form>",
                 other.key.to_hex()
             )
@@ -342,16 +680,21 @@ async fn sessions(State(manager): State<SessionManager>, session: Session) -> Pa
         body.push_str(&format!(
             "<tr class=\"{}\"><td>{}</td><td>{signed_in}</td><td>{}</td><td>{action}</td></tr>",
             if is_current { "current" } else { "other" },
-            escape(&agent),
-            format::time(other.record.expires_at)
+            escape(&device),
+            utc(other.record.expires_at)
         ));
     }
     body.push_str(&format!(
-        "</table><p id=\"count\">{} session(s).</p><form method=\"post\" action=\"/sessions/revoke-others\">\
-         <button id=\"revoke-others\">Sign out every other session</button></form>",
+        "</table><p id=\"count\">{} session(s).</p>",
         mine.len()
     ));
-    layout(&session, "Your sessions", &body).await
+    if mine.iter().any(|s| Some(s.key) != current) {
+        body.push_str(&format!(
+            "<form method=\"post\" action=\"/sessions/revoke-others\">{csrf}\
+             <button id=\"revoke-others\">Sign out every other session</button></form>"
+        ));
+    }
+    layout(&demo, &session, &csrf, "Your sessions", None, &body).await
 }
 
 #[derive(Deserialize)]
@@ -359,50 +702,77 @@ struct KeyForm {
     key: String,
 }
 
-async fn revoke(
-    State(manager): State<SessionManager>,
-    session: Session,
-    Form(form): Form<KeyForm>,
-) -> Page {
+async fn revoke(State(demo): State<Demo>, session: Session, Form(form): Form<KeyForm>) -> Page {
     let Some(user) = session.get::<String>("user").await? else {
-        return see_other("/");
+        return see_other("/?notice=sign-in");
     };
     let Ok(key) = SessionKey::from_hex(&form.key) else {
         return see_other("/sessions");
     };
     // Only the user's own sessions: the key must be in their list.
-    if manager
+    if demo
+        .manager
         .sessions_of(&user)
         .await?
         .iter()
         .any(|s| s.key == key)
         && Some(key) != session.key().await?
     {
-        manager.revoke(&key).await?;
+        demo.manager.revoke(&key).await?;
         flash(&session, "That session is signed out.").await?;
     }
     see_other("/sessions")
 }
 
-async fn revoke_others(State(manager): State<SessionManager>, session: Session) -> Page {
+async fn revoke_others(State(demo): State<Demo>, session: Session) -> Page {
     let (Some(user), Some(current)) = (session.get::<String>("user").await?, session.key().await?)
     else {
-        return see_other("/");
+        return see_other("/?notice=sign-in");
     };
-    let ended = manager.revoke_others(&user, &current).await?;
+    let ended = demo.manager.revoke_others(&user, &current).await?;
     flash(&session, format!("Signed out {ended} other session(s).")).await?;
     see_other("/sessions")
 }
 
-async fn admin(State(manager): State<SessionManager>, session: Session) -> Page {
-    let store = manager.store();
+/// The admin page is off without a password (404), and asks for it otherwise.
+fn admin_off() -> Response {
+    refusal(
+        StatusCode::NOT_FOUND,
+        "Admin page off",
+        "The admin page lists every session and can purge; it is off unless the demo runs with \
+         <code>sessionkit demo --admin</code>, which prints its password.",
+    )
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn admin(State(demo): State<Demo>, session: Session) -> Page {
+    if demo.admin_password.is_none() {
+        return Ok(admin_off());
+    }
+    let csrf = token_field(&csrf::token(&session).await?);
+    if !session.get::<bool>("admin").await?.unwrap_or(false) {
+        let body = format!(
+            "<form method=\"post\" action=\"/admin/login\">{csrf}\
+             <label>Admin password <input type=\"password\" name=\"password\" id=\"password\" required></label> \
+             <button id=\"admin-login\">Sign in as admin</button></form>\
+             <p><small><code>sessionkit demo --admin</code> printed the password when it started.</small></p>"
+        );
+        return layout(&demo, &session, &csrf, "Admin", None, &body)
+            .await
+            .map(no_store);
+    }
+    let store = demo.manager.store();
     if !store.capabilities().iterable {
-        return layout(
-            &session,
-            "Admin",
-            &format!("<p>The {} store cannot list sessions.</p>", store.name()),
-        )
-        .await;
+        let body = format!("<p>The {} store cannot list sessions.</p>", store.name());
+        return layout(&demo, &session, &csrf, "Admin", None, &body)
+            .await
+            .map(no_store);
     }
     let live = store
         .list(&ListFilter::default(), PageRequest::first(100))
@@ -418,7 +788,7 @@ async fn admin(State(manager): State<SessionManager>, session: Session) -> Page 
         .await?;
     let mut body = format!(
         "<p>Store: <code>{}</code>. Showing up to 100 live sessions; {} expired session(s) waiting for cleanup.</p>\
-         <form method=\"post\" action=\"/admin/purge\"><button id=\"purge\">Purge expired sessions</button></form>\
+         <form method=\"post\" action=\"/admin/purge\">{csrf}<button id=\"purge\">Purge expired sessions</button></form>\
          <table id=\"all\"><tr><th>Key</th><th>Owner</th><th>Created</th><th>Expires</th><th>Keys</th><th>Size</th></tr>",
         store.name(),
         expired.sessions.len()
@@ -428,18 +798,58 @@ async fn admin(State(manager): State<SessionManager>, session: Session) -> Page 
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             s.key.short(),
             escape(s.record.owner.as_deref().unwrap_or("-")),
-            format::time(s.record.created_at),
-            format::time(s.record.expires_at),
+            utc(s.record.created_at),
+            utc(s.record.expires_at),
             escape(&s.record.data.keys().cloned().collect::<Vec<_>>().join(", ")),
             format::bytes(s.record.size_bytes())
         ));
     }
     body.push_str("</table>");
-    layout(&session, "Admin", &body).await
+    layout(&demo, &session, &csrf, "Admin", None, &body)
+        .await
+        .map(no_store)
 }
 
-async fn purge(State(manager): State<SessionManager>, session: Session) -> Page {
-    let purged = manager.purge_expired().await?;
+#[derive(Deserialize)]
+struct PasswordForm {
+    password: String,
+}
+
+async fn admin_login(
+    State(demo): State<Demo>,
+    session: Session,
+    Form(form): Form<PasswordForm>,
+) -> Page {
+    let Some(password) = &demo.admin_password else {
+        return Ok(admin_off());
+    };
+    if session.get::<bool>("admin").await?.unwrap_or(false) {
+        return see_other("/admin");
+    }
+    if !bool::from(form.password.as_bytes().ct_eq(password.as_bytes())) {
+        flash(&session, "Wrong admin password.").await?;
+        return see_other("/admin");
+    }
+    if superseded(session.cycle_id().await)? {
+        return see_other("/?notice=already-signed-in");
+    }
+    csrf::rotate(&session).await?;
+    session.insert("admin", &true).await?;
+    see_other("/admin")
+}
+
+async fn purge(State(demo): State<Demo>, session: Session) -> Page {
+    if demo.admin_password.is_none() {
+        return Ok(admin_off());
+    }
+    if !session.get::<bool>("admin").await?.unwrap_or(false) {
+        return Ok(refusal(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Only the admin can purge. <a href=\"/admin\">Sign in as admin</a>.",
+        ));
+    }
+    let purged = demo.manager.purge_expired().await?;
     flash(&session, format!("Purged {purged} expired session(s).")).await?;
     see_other("/admin")
 }
