@@ -5,7 +5,7 @@
 //!       `curl -c jar -b jar http://127.0.0.1:3001/login/alice`, `.../logout`.
 //! Sessions are kept in `actix_app.db` (SQLite) in the working directory.
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use sessionkit::SessionManager;
 use sessionkit_actix::{Session, SessionError, SessionMiddleware};
 
@@ -23,11 +23,25 @@ async fn visits(session: Session) -> Result<String, SessionError> {
     ))
 }
 
-async fn login(session: Session, user: web::Path<String>) -> Result<String, SessionError> {
+async fn login(session: Session, user: web::Path<String>) -> Result<HttpResponse, SessionError> {
+    if !valid_user_name(&user) {
+        return Ok(HttpResponse::BadRequest()
+            .body("user names are 1 to 32 letters, digits, '.', '_' or '-'\n"));
+    }
     session.cycle_id().await?; // a new id at every privilege change
     session.set_owner(Some(&user)).await?;
     session.insert("user", &*user).await?;
-    Ok(format!("logged in as {user}\n"))
+    Ok(HttpResponse::Ok().body(format!("logged in as {user}\n")))
+}
+
+/// User names a client may choose: 1 to 32 letters, digits, '.', '_' or '-'. Validate what a
+/// client sends before it reaches the session: an over-long owner or value would otherwise be
+/// a session error (a 500), and nothing would bound what a client makes the store keep.
+fn valid_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 async fn logout(session: Session) -> Result<&'static str, SessionError> {

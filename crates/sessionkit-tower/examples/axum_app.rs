@@ -7,6 +7,7 @@
 
 use axum::Router;
 use axum::extract::Path;
+use axum::http::StatusCode;
 use axum::routing::get;
 use sessionkit::SessionManager;
 use sessionkit_tower::{Session, SessionError, SessionLayer};
@@ -24,11 +25,28 @@ async fn visits(session: Session) -> Result<String, SessionError> {
     ))
 }
 
-async fn login(session: Session, Path(user): Path<String>) -> Result<String, SessionError> {
+async fn login(
+    session: Session,
+    Path(user): Path<String>,
+) -> Result<(StatusCode, String), SessionError> {
+    if !valid_user_name(&user) {
+        let message = "user names are 1 to 32 letters, digits, '.', '_' or '-'\n";
+        return Ok((StatusCode::BAD_REQUEST, message.to_owned()));
+    }
     session.cycle_id().await?; // a new id at every privilege change
     session.set_owner(Some(&user)).await?;
     session.insert("user", &user).await?;
-    Ok(format!("logged in as {user}\n"))
+    Ok((StatusCode::OK, format!("logged in as {user}\n")))
+}
+
+/// User names a client may choose: 1 to 32 letters, digits, '.', '_' or '-'. Validate what a
+/// client sends before it reaches the session: an over-long owner or value would otherwise be
+/// a session error (a 500), and nothing would bound what a client makes the store keep.
+fn valid_user_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 async fn logout(session: Session) -> Result<&'static str, SessionError> {
