@@ -31,6 +31,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod protocol;
 mod ring;
 

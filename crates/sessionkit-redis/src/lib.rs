@@ -85,6 +85,9 @@
 
 mod command;
 mod connection;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 mod options;
 mod resp;
 mod scripts;

@@ -317,6 +317,38 @@ impl StoreOptions {
     }
 }
 
+/// What `RedisStore::open` does with `url` before it reads a file (TLS files, the system's
+/// roots) or connects: for the fuzz targets (`fuzz/`), built with `--cfg fuzzing` only.
+///
+/// # Errors
+/// As `RedisStore::open` for a bad URL.
+#[cfg(fuzzing)]
+pub(crate) fn parse_without_io(url: &str) -> Result<()> {
+    let options = StoreOptions::parse(url)?;
+    if let Some((_, rest)) = options.base.split_once("+sentinel://") {
+        SentinelUrl::parse(rest)
+            .map(drop)
+            .ok_or_else(|| Error::config("invalid Redis Sentinel URL"))
+    } else if let Some((scheme, hosts)) = options.base.split_once("+cluster://") {
+        if options.tls != TlsFiles::default() {
+            return Ok(()); // the rest reads those files
+        }
+        options.cluster_client(scheme, hosts).map(drop)
+    } else {
+        let client = redis::Client::open(options.base.as_str()).map_err(|e| options.invalid(e))?;
+        let info = client.get_connection_info();
+        match info.addr() {
+            ConnectionAddr::TcpTls { host, .. } => tls::server_name(host).map(drop),
+            _ => {
+                options.no_tls_files("rediss://")?;
+                Multiplexed::new(info, options.timeout)
+                    .map(drop)
+                    .map_err(|e| options.invalid(e))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
