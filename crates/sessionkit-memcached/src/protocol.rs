@@ -18,6 +18,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// value is not from memcached.
 const MAX_ITEM_BYTES: usize = 1 << 30;
 const IDLE_CONNECTIONS: usize = 16;
+/// The longest reply line read: memcached's are a few dozen bytes (`VALUE <key> <flags>
+/// <bytes> <cas>`, keys at most 250 bytes).
+const MAX_LINE_BYTES: u64 = 1024;
 
 /// The outcome of a storage command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +146,9 @@ impl Server {
         }
     }
 
-    /// Sends `request` and reads the reply with `read`; a connection that failed is dropped.
+    /// Sends `request` and reads the reply with `read`. Only a connection whose reply was read
+    /// whole goes back to the pool: after any error, where the next reply starts is unknown,
+    /// and a later request must never read the rest of this one's reply as its own.
     async fn exchange<T>(
         &self,
         request: &[u8],
@@ -165,9 +170,8 @@ impl Server {
         })
         .await
         .map_err(|e| unavailable(&self.address, e))?;
-        match &result {
-            Err(err) if err.kind() == sessionkit_core::ErrorKind::Unavailable => {}
-            _ => self.give_back(conn),
+        if result.is_ok() {
+            self.give_back(conn);
         }
         result
     }
@@ -291,7 +295,8 @@ async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(
     address: &str,
 ) -> Result<String> {
     let mut line = String::new();
-    let read = conn
+    let read = (&mut *conn)
+        .take(MAX_LINE_BYTES)
         .read_line(&mut line)
         .await
         .map_err(|e| unavailable(address, e))?;
@@ -300,6 +305,9 @@ async fn read_line<R: AsyncBufRead + Unpin + ?Sized>(
             address,
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"),
         ));
+    }
+    if !line.ends_with('\n') {
+        return Err(protocol_error(address, "a reply line without its end"));
     }
     Ok(line)
 }
@@ -347,5 +355,69 @@ mod tests {
             .await
             .expect_err("too long a value");
         assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    }
+
+    #[tokio::test]
+    async fn reply_lines_are_bounded() {
+        let endless = vec![b'x'; 64 * 1024];
+        let err = gets(&endless)
+            .await
+            .expect_err("no reply line is that long");
+        assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    }
+
+    /// A loopback server that answers every `gets` of each connection with `reply`, and counts
+    /// the connections it accepted.
+    async fn replying(
+        reply: &'static [u8],
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncBufReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut stream = tokio::io::BufReader::new(stream);
+                    let mut line = String::new();
+                    while matches!(stream.read_line(&mut line).await, Ok(n) if n > 0) {
+                        line.clear();
+                        if stream.get_mut().write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_reply_failed_is_not_reused() {
+        use std::sync::atomic::Ordering;
+        // The value runs past its length: where the next reply starts is unknown.
+        let (address, accepted) = replying(b"VALUE k 0 3 1\r\nabcXYEND\r\n").await;
+        let server = Server::new(address, None);
+        for round in 1..=2 {
+            let err = server.gets("k").await.expect_err("a protocol error");
+            assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+            assert_eq!(
+                accepted.load(Ordering::SeqCst),
+                round,
+                "a new connection each time"
+            );
+        }
+        // A reply read whole leaves its connection for the next request.
+        let (address, accepted) = replying(b"END\r\n").await;
+        let server = Server::new(address, None);
+        for _ in 0..2 {
+            assert_eq!(server.gets("k").await.expect("a miss"), None);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
