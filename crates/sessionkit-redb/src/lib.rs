@@ -6,7 +6,7 @@
 //! Opening creates the file and its tables if they are missing, as an application wants. In
 //! [`OpenMode::Existing`] ([`RedbStore::open_with_mode`], or
 //! [`sessionkit_core::Registry::open_existing`]) it creates nothing: a missing file, or one
-//! without the session tables, is an [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config)
+//! without the session tables, is an [`ErrorKind::Config`]
 //! error that says to run `sessionkit setup`.
 //!
 //! ## Layout
@@ -28,7 +28,7 @@
 //! redb (in its default mode) locks the file to one process, so
 //! `capabilities().multiprocess_safe` is **false**: run one app server per file, and stop it
 //! before pointing the CLI at the file. Opening a file another process holds fails at once with
-//! an [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) error saying so; it
+//! an [`ErrorKind::Unavailable`] error saying so; it
 //! never hangs. Use SQLite or a server store for several processes.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -290,7 +290,7 @@ impl RedbStore {
     /// Opens (creating if needed) the redb file at `path` and its tables.
     ///
     /// # Errors
-    /// [`ErrorKind::Unavailable`](sessionkit_core::ErrorKind::Unavailable) if another process
+    /// [`ErrorKind::Unavailable`] if another process
     /// has the file open, or it cannot be opened.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
         Self::open_with_mode(path, OpenMode::Create).await
@@ -302,7 +302,7 @@ impl RedbStore {
     ///
     /// # Errors
     /// As [`RedbStore::open`]; in [`OpenMode::Existing`],
-    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a missing file or tables.
+    /// [`ErrorKind::Config`] for a missing file or tables.
     pub async fn open_with_mode(path: impl Into<PathBuf>, mode: OpenMode) -> Result<Self> {
         let path = path.into();
         let opened = path.clone();
@@ -354,7 +354,7 @@ impl RedbStore {
     /// Opens the store a `redb://` URL names.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for a URL without a path or with
+    /// [`ErrorKind::Config`] for a URL without a path or with
     /// options; otherwise as [`RedbStore::open`].
     pub async fn open_url(url: &str) -> Result<Self> {
         Self::open_url_with_mode(url, OpenMode::Create).await
