@@ -702,6 +702,13 @@ async fn two_demos_keep_every_cart_item(dir: &Path, url: &str, store: impl Store
         .and_then(|v| v.split(';').next())
         .expect("the home page starts a session")
         .to_owned();
+    let page = home.text().await.expect("the home page");
+    let token = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page's forms carry a CSRF token")
+        .to_owned();
     let posts: Vec<_> = (0..100)
         .map(|i| {
             let item = ITEMS[i % ITEMS.len()];
@@ -710,13 +717,13 @@ async fn two_demos_keep_every_cart_item(dir: &Path, url: &str, store: impl Store
             } else {
                 b.clone()
             };
-            let (client, cookie) = (client.clone(), cookie.clone());
+            let (client, cookie, token) = (client.clone(), cookie.clone(), token.clone());
             tokio::spawn(async move {
                 client
                     .post(format!("{base}/cart/add"))
                     .header("cookie", cookie)
                     .header("content-type", "application/x-www-form-urlencoded")
-                    .body(format!("item={item}"))
+                    .body(format!("csrf={token}&item={item}"))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())

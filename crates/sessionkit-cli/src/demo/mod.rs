@@ -49,7 +49,7 @@ const COOKIE: &str = "sessionkit_demo";
 /// User names: 1 to this many letters, digits, '.', '_' or '-'.
 pub const MAX_NAME_LEN: usize = 32;
 /// Items a cart holds at most.
-pub const MAX_CART_ITEMS: usize = 20;
+pub const MAX_CART_ITEMS: usize = 100;
 /// How many flash messages a session keeps: the oldest go first.
 pub const MAX_FLASHES: usize = 5;
 /// Live sessions per user at most (signing in once more ends the oldest).
