@@ -123,17 +123,7 @@ async fn a_record_that_does_not_decode_is_reported_by_key() {
     }
     drop(store);
     let bad = fresh_key();
-    {
-        let db = Database::open(&path).expect("reopen");
-        let txn = db.begin_write().expect("write");
-        {
-            let mut sessions = txn.open_table(SESSIONS).expect("table");
-            sessions
-                .insert(bad.as_bytes(), &b"\xffnot a record"[..])
-                .expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    plant_undecodable(&path, &bad);
     let store = RedbStore::open(&path).await.expect("open again");
     let filter = ListFilter {
         state: ListState::All,
