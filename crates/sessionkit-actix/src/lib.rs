@@ -31,6 +31,10 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod csrf;
+pub use csrf::{CsrfMiddleware, CsrfMiddlewareService};
+pub use sessionkit_core::csrf::CsrfConfig;
+
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;

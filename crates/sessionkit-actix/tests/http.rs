@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use sessionkit_actix::{SessionError, SessionMiddleware, WebConfig};
+use sessionkit_actix::{CsrfConfig, CsrfMiddleware, SessionError, SessionMiddleware, WebConfig};
 use sessionkit_conformance::http::TestServer;
-use sessionkit_core::{Session, SessionManager};
+use sessionkit_core::{FlashLevel, Flashes, Session, SessionManager};
 
 async fn read(session: Session, key: web::Path<String>) -> Result<HttpResponse, SessionError> {
     Ok(match session.get::<String>(&key).await? {
@@ -66,14 +66,37 @@ async fn list(session: Session, key: web::Path<String>) -> Result<String, Sessio
     Ok(list.join(","))
 }
 
+async fn flash(
+    session: Session,
+    path: web::Path<(FlashLevel, String)>,
+) -> Result<&'static str, SessionError> {
+    let (level, message) = path.into_inner();
+    session.flash(level, message).await?;
+    Ok("ok")
+}
+
+async fn flashes(Flashes(flashes): Flashes) -> String {
+    let shown: Vec<String> = flashes
+        .iter()
+        .map(|f| format!("{}:{}", f.level.as_str(), f.message))
+        .collect();
+    shown.join(",")
+}
+
+async fn csrf_token(session: Session) -> Result<String, SessionError> {
+    Ok(session.csrf_token().await?)
+}
+
 async fn serve(manager: SessionManager) -> TestServer {
     serve_with(manager, WebConfig::default()).await
 }
 
 async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
     let middleware = SessionMiddleware::with_config(manager.clone(), web).expect("valid config");
+    let csrf = CsrfMiddleware::new(CsrfConfig::default()).expect("valid config");
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(csrf.clone())
             .wrap(middleware.clone())
             .route("/none", web::get().to(|| async { "none" }))
             .route("/get/{key}", web::get().to(read))
@@ -84,6 +107,10 @@ async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
             .route("/keys", web::get().to(keys))
             .route("/push/{key}/{value}", web::get().to(push))
             .route("/list/{key}", web::get().to(list))
+            .route("/flash/{level}/{message}", web::get().to(flash))
+            .route("/flashes", web::get().to(flashes))
+            .route("/csrf-token", web::get().to(csrf_token))
+            .route("/post/{key}/{value}", web::post().to(write))
     })
     .workers(2)
     .disable_signals()

@@ -18,8 +18,14 @@
 //! | `/keys` | the session's keys, comma-separated |
 //! | `/push/{key}/{value}` | `update`: appends `value` to the list of strings under `key`; answers `ok` |
 //! | `/list/{key}` | the list of strings under `key`, comma-separated |
+//! | `/flash/{level}/{message}` | queues a flash message (`info`, `success`, `warning`, `error`); answers `ok` |
+//! | `/flashes` | the `Flashes` extractor: the queued messages as `level:message`, comma-separated |
+//! | `/csrf-token` | a fresh CSRF token of the session |
+//! | `POST /post/{key}/{value}` | sets `key` to `value`; answers `ok` |
 //!
-//! Handlers return session errors through the integration's `SessionError` (`?`).
+//! The app runs the integration's CSRF layer inside its session layer, with the default
+//! [`CsrfConfig`](sessionkit_core::csrf::CsrfConfig). Handlers return session errors through
+//! the integration's `SessionError` (`?`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +79,10 @@ macro_rules! http_suite {
             idle_sessions_expire,
             concurrent_requests_of_one_browser_keep_every_write,
             concurrent_pushes_to_one_list_keep_every_item,
+            flash_messages_are_shown_once,
+            concurrent_flashes_are_each_shown_exactly_once,
+            csrf_refuses_cross_site_missing_and_forged_tokens,
+            csrf_tokens_change_at_login,
             a_slow_request_racing_a_logout_does_not_bring_the_session_back
         );
     };
@@ -320,18 +330,48 @@ impl Reply {
 /// # Panics
 /// If the request fails at the HTTP level.
 pub async fn get(server: &TestServer, path: &str, cookie: Option<&str>) -> Reply {
+    send(server, "GET", path, cookie, &[], Vec::new()).await
+}
+
+/// Sends `POST path` with the session cookie, these headers and this body.
+///
+/// # Panics
+/// If the request fails at the HTTP level.
+pub async fn post(
+    server: &TestServer,
+    path: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<Vec<u8>>,
+) -> Reply {
+    send(server, "POST", path, cookie, headers, body.into()).await
+}
+
+async fn send(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
         .expect("http client");
-    let mut request = client.get(format!("{}{path}", server.base));
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut request = client.request(method.clone(), format!("{}{path}", server.base));
     if let Some(cookie) = cookie {
         request = request.header("cookie", format!("other=1; {COOKIE}={cookie}"));
     }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
     let response = request
+        .body(body)
         .send()
         .await
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
     let status = response.status().as_u16();
     let set_cookies = response
         .headers()
@@ -673,4 +713,222 @@ pub async fn a_slow_request_racing_a_logout_does_not_bring_the_session_back(serv
         0,
         "nothing was re-created"
     );
+}
+
+/// Flash messages queued on one request (starting a session) are shown once, in order, with
+/// their levels, by the `Flashes` extractor of a later request; a page with none shows none.
+pub async fn flash_messages_are_shown_once(server: &TestServer) {
+    let first = get(server, "/flash/success/saved", None).await;
+    assert_eq!(first.status, 200, "{first:?}");
+    let cookie = first
+        .new_cookie()
+        .expect("a flash on a request without a session starts one");
+    assert_eq!(
+        get(server, "/flash/error/failed", Some(&cookie))
+            .await
+            .status,
+        200
+    );
+    let shown = get(server, "/flashes", Some(&cookie)).await;
+    assert_eq!(
+        (shown.status, shown.body.as_str()),
+        (200, "success:saved,error:failed")
+    );
+    assert_eq!(
+        get(server, "/flashes", Some(&cookie)).await.body,
+        "",
+        "shown once"
+    );
+    let nothing = get(server, "/flashes", None).await;
+    assert_eq!((nothing.status, nothing.body.as_str()), (200, ""));
+    assert!(
+        nothing.new_cookie().is_none(),
+        "reading no flashes starts no session"
+    );
+}
+
+/// Sixteen requests queue a message each while eight others show the queue, all at once:
+/// every message is shown, and none twice.
+pub async fn concurrent_flashes_are_each_shown_exactly_once(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let count = sessionkit_core::MAX_FLASHES;
+    let spawn_get = |path: String| {
+        let (server, cookie) = (server.clone(), cookie.clone());
+        tokio::spawn(async move { get(&server, &path, Some(&cookie)).await })
+    };
+    let mut requests = Vec::new();
+    for i in 0..count {
+        requests.push(spawn_get(format!("/flash/info/m{i:02}")));
+        if i % 2 == 0 {
+            requests.push(spawn_get("/flashes".to_owned()));
+        }
+    }
+    let mut shown = Vec::new();
+    for request in requests {
+        let reply = request.await.expect("task");
+        assert_eq!(reply.status, 200, "{reply:?}");
+        if reply.body != "ok" {
+            shown.extend(
+                reply
+                    .body
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    }
+    let rest = get(server, "/flashes", Some(&cookie)).await.body;
+    shown.extend(rest.split(',').filter(|m| !m.is_empty()).map(str::to_owned));
+    shown.sort_unstable();
+    let expected: Vec<String> = (0..count).map(|i| format!("info:m{i:02}")).collect();
+    assert_eq!(shown, expected, "every message shown exactly once");
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// A fresh CSRF token of the session `cookie` names.
+async fn csrf_token(server: &TestServer, cookie: &str) -> String {
+    let reply = get(server, "/csrf-token", Some(cookie)).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+/// The CSRF layer refuses, before the handler runs: a post without a token, with a forged one,
+/// with another session's, from another origin, a JSON body without the header, and a form
+/// over the size limit; it lets through the session's own token in the form field or the
+/// header, from its own origin or with no origin at all.
+pub async fn csrf_refuses_cross_site_missing_and_forged_tokens(server: &TestServer) {
+    let cookie = start_session(server).await;
+    let token = csrf_token(server, &cookie).await;
+    let other = start_session(server).await;
+    let others_token = csrf_token(server, &other).await;
+    let forged = "A".repeat(token.len());
+    let field = |t: &str| format!("x=1&csrf_token={t}");
+    let own_origin = ("origin", server.base.as_str());
+    let refusals = [
+        (
+            "no token",
+            vec![FORM],
+            "x=1".to_owned(),
+            403,
+            "no CSRF token",
+        ),
+        ("forged", vec![FORM], field(&forged), 403, "not valid"),
+        (
+            "another session's",
+            vec![FORM],
+            field(&others_token),
+            403,
+            "not valid",
+        ),
+        ("malformed", vec![FORM], field("%00%FF"), 403, "not valid"),
+        (
+            "cross-site",
+            vec![FORM, ("origin", "http://evil.example")],
+            field(&token),
+            403,
+            "another site",
+        ),
+        (
+            "cross-site referer",
+            vec![FORM, ("referer", "https://evil.example/page")],
+            field(&token),
+            403,
+            "another site",
+        ),
+        (
+            "JSON without header",
+            vec![("content-type", "application/json")],
+            format!("{{\"csrf_token\":\"{token}\"}}"),
+            403,
+            "no CSRF token",
+        ),
+        (
+            "oversized",
+            vec![FORM],
+            format!("{}&{}", "a".repeat(70_000), field(&token)),
+            413,
+            "too large",
+        ),
+    ];
+    for (what, headers, body, status, says) in refusals {
+        let reply = post(server, "/post/hit/yes", Some(&cookie), &headers, body).await;
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        assert!(reply.body.contains(says), "{what}: {reply:?}");
+        assert_eq!(
+            get(server, "/get/hit", Some(&cookie)).await.status,
+            404,
+            "{what}: the handler did not run"
+        );
+    }
+    let accepted = [
+        ("form field", vec![FORM], field(&token)),
+        (
+            "form field, own origin",
+            vec![FORM, own_origin],
+            field(&token),
+        ),
+        (
+            "header",
+            vec![("x-csrf-token", token.as_str())],
+            String::new(),
+        ),
+        (
+            "another render's token",
+            vec![FORM],
+            field(&csrf_token(server, &cookie).await),
+        ),
+    ];
+    for (n, (what, headers, body)) in accepted.into_iter().enumerate() {
+        let reply = post(
+            server,
+            &format!("/post/hit/{n}"),
+            Some(&cookie),
+            &headers,
+            body,
+        )
+        .await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, "ok"),
+            "{what}: {reply:?}"
+        );
+        assert_eq!(
+            get(server, "/get/hit", Some(&cookie)).await.body,
+            n.to_string(),
+            "{what}"
+        );
+    }
+}
+
+/// Tokens rendered before a login stop verifying after it (the secret changes with the id);
+/// a token rendered through the pre-login id during the grace period verifies nowhere; the
+/// new session's tokens verify.
+pub async fn csrf_tokens_change_at_login(server: &TestServer) {
+    let old = start_session(server).await;
+    let before = csrf_token(server, &old).await;
+    let new = get(server, "/login/alice", Some(&old))
+        .await
+        .new_cookie()
+        .expect("login sets the new id");
+    let body = format!("csrf_token={before}");
+    let stale = post(server, "/post/hit/1", Some(&new), &[FORM], body.clone()).await;
+    assert_eq!(stale.status, 403, "a pre-login token is refused: {stale:?}");
+    let via_old = get(server, "/csrf-token", Some(&old)).await;
+    assert_eq!(via_old.status, 200, "{via_old:?}");
+    let body = format!("csrf_token={}", via_old.body);
+    let leaked = post(server, "/post/hit/1", Some(&new), &[FORM], body).await;
+    assert_eq!(
+        leaked.status, 403,
+        "a token rendered through the old id is refused: {leaked:?}"
+    );
+    let after = csrf_token(server, &new).await;
+    let body = format!("csrf_token={after}");
+    let fresh = post(server, "/post/hit/2", Some(&new), &[FORM], body).await;
+    assert_eq!(
+        (fresh.status, fresh.body.as_str()),
+        (200, "ok"),
+        "{fresh:?}"
+    );
+    assert_eq!(get(server, "/get/hit", Some(&new)).await.body, "2");
 }

@@ -1,7 +1,8 @@
 //! `Session` as an actix-web extractor, and session errors and error pages as responses
 //! (feature `actix`).
 
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
 
-use crate::session::Session;
+use crate::session::{Flashes, Session};
 use crate::web::{ErrorPage, SessionError, SessionFailure, default_error_page};
 
 impl ErrorPage {
@@ -52,5 +53,20 @@ impl FromRequest for Session {
             );
             actix_web::error::ErrorInternalServerError("session middleware missing")
         }))
+    }
+}
+
+/// Takes the session's flash messages (see [`Flashes`]); a session that fails to load gives
+/// the error page.
+impl FromRequest for Flashes {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let session = Session::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            let flashes = session?.take_flashes().await.map_err(SessionError::from)?;
+            Ok(Self(flashes))
+        })
     }
 }

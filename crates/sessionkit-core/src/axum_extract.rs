@@ -8,7 +8,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 
-use crate::session::Session;
+use crate::session::{Flashes, Session};
 use crate::web::{ErrorPage, SessionError, SessionFailure, default_error_page};
 
 impl ErrorPage {
@@ -59,5 +59,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .get::<Session>()
             .cloned()
             .ok_or(MissingSessionLayer)
+    }
+}
+
+/// Takes the session's flash messages; without a session layer, or when the session fails to
+/// load, the rejection is the same response a handler would get (500 / the error page).
+impl<S: Send + Sync> FromRequestParts<S> for Flashes {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        match session.take_flashes().await {
+            Ok(flashes) => Ok(Self(flashes)),
+            Err(err) => Err(SessionError::from(err).into_response()),
+        }
     }
 }

@@ -174,6 +174,7 @@ mod axum_extract;
 pub mod backend;
 mod change;
 pub mod codec;
+pub mod csrf;
 mod error;
 mod id;
 mod lifecycle;
@@ -193,7 +194,8 @@ pub use manager::{SessionManager, SessionManagerBuilder};
 pub use record::{Data, Record, StoredSession};
 pub use registry::{OpenMode, Registry};
 pub use session::{
-    Committed, CookieUpdate, MAX_KEY_LEN, MAX_OWNER_LEN, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
+    Committed, CookieUpdate, Flash, FlashLevel, Flashes, MAX_FLASH_BYTES, MAX_FLASHES, MAX_KEY_LEN,
+    MAX_OWNER_LEN, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
 };
 pub use store::{
     Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,

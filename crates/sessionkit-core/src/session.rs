@@ -16,10 +16,15 @@ use crate::record::{Data, Record};
 use crate::store::CycleOutcome;
 use crate::time::Timestamp;
 
+mod csrf;
+mod flash;
 mod updates;
 use updates::Updates;
 
-/// Data keys starting with this are the library's own (the per-session expiry lives there).
+pub use flash::{Flash, FlashLevel, Flashes, MAX_FLASH_BYTES, MAX_FLASHES};
+
+/// Data keys starting with this are the library's own (the per-session expiry, flash messages
+/// and the CSRF secret live there).
 /// Applications cannot write them, and [`Session::keys`] does not list them.
 pub const RESERVED_PREFIX: &str = "__sessionkit.";
 const EXPIRY_KEY: &str = "__sessionkit.expiry";
@@ -205,6 +210,19 @@ impl Loaded {
         self.data.keys().filter(|k| !k.starts_with(RESERVED_PREFIX))
     }
 
+    /// Whether a session not stored yet holds something to store: an application key, an
+    /// owner, queued flash messages or a CSRF secret (an expiry setting alone is not).
+    fn worth_creating(&self) -> bool {
+        self.owner.is_some()
+            || self.data.iter().any(|(key, value)| match key.as_str() {
+                EXPIRY_KEY => false,
+                flash::FLASH_KEY => {
+                    decode_value::<Vec<Flash>>(key, value).is_ok_and(|f| !f.is_empty())
+                }
+                _ => true,
+            })
+    }
+
     /// Drops the stored session from this request's view after the store said it is gone.
     fn forget(&mut self) {
         *self = Self::fresh(false);
@@ -371,16 +389,20 @@ impl Session {
         }
     }
 
+    /// The loaded session, loaded first if this is the first access, locked for this request.
+    async fn lock_loaded(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Loaded>> {
+        let mut guard = self.shared.state.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.load().await?);
+        }
+        Ok(tokio::sync::MutexGuard::map(guard, |state| {
+            state.get_or_insert_with(|| Loaded::fresh(false))
+        }))
+    }
+
     /// Runs `f` on the loaded session, loading it first if this is the first access.
     async fn with<R>(&self, f: impl FnOnce(&mut Loaded) -> Result<R> + Send) -> Result<R> {
-        let mut guard = self.shared.state.lock().await;
-        let loaded = match guard.take() {
-            Some(loaded) => guard.insert(loaded),
-            // Boxed: inline, the load's state machine would be part of every accessor's
-            // future (and so of every handler's), and it runs once per request.
-            None => guard.insert(self.load().await?),
-        };
-        f(loaded)
+        f(&mut *self.lock_loaded().await?)
     }
 
     /// The value under `key`, decoded as `T`; `Ok(None)` if the session has no such key.
@@ -444,6 +466,15 @@ impl Session {
         F: FnMut(&mut T) -> R + Send + 'static,
     {
         check_key(key)?;
+        self.update_any_key(key, f).await
+    }
+
+    /// [`Session::update`] of any key, the library's reserved ones included.
+    async fn update_any_key<T, R, F>(&self, key: &str, f: F) -> Result<R>
+    where
+        T: Serialize + DeserializeOwned + Default + 'static,
+        F: FnMut(&mut T) -> R + Send + 'static,
+    {
         let limit = self.shared.manager.config.max_value_bytes;
         let mut f = f;
         self.with(|loaded| {
@@ -495,7 +526,8 @@ impl Session {
         .await
     }
 
-    /// Removes every key the application set (the per-session expiry setting stays).
+    /// Removes every key the application set (the per-session expiry setting, queued flash
+    /// messages and the CSRF secret stay).
     ///
     /// # Errors
     /// A store error while loading.
@@ -657,6 +689,11 @@ impl Session {
             if loaded.current.is_some() {
                 loaded.cycle = true;
             }
+            // A new secret with the new id: tokens of pages rendered before stop verifying.
+            if loaded.data.contains_key(csrf::CSRF_KEY) {
+                loaded.blind(csrf::CSRF_KEY);
+                loaded.delete(csrf::CSRF_KEY);
+            }
             Ok(())
         })
         .await
@@ -707,7 +744,7 @@ impl Session {
         let removed = destroy_pending(manager, loaded).await?;
         let presented = !matches!(self.shared.presented, Presented::Nothing);
         let committed = match loaded.current.is_some() {
-            false if loaded.user_keys().next().is_none() && loaded.owner.is_none() => {
+            false if !loaded.worth_creating() => {
                 loaded.change = Change::default();
                 let cookie = if removed || presented {
                     CookieUpdate::Remove

@@ -1319,3 +1319,101 @@ fn a_shared_store_is_used_as_it_is() {
         .expect("manager");
     assert_eq!(owned.store().name(), "memory");
 }
+
+#[tokio::test]
+async fn flashes_are_bounded_oversized_ones_refused_and_reading_none_stores_nothing() {
+    use sessionkit_core::{FlashLevel, MAX_FLASH_BYTES, MAX_FLASHES};
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let session = manager.session(None);
+    assert!(session.take_flashes().await.expect("take").is_empty());
+    assert_eq!(
+        session.commit().await.expect("commit").cookie,
+        CookieUpdate::Unchanged,
+        "reading no flashes stores no session"
+    );
+    assert_eq!(fx.writes(), 0);
+
+    let session = manager.session(None);
+    for n in 0..MAX_FLASHES + 4 {
+        session
+            .flash(FlashLevel::Info, format!("m{n}"))
+            .await
+            .expect("flash");
+    }
+    let too_long = "x".repeat(MAX_FLASH_BYTES + 1);
+    let err = session
+        .flash(FlashLevel::Error, too_long)
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(
+        session.keys().await.expect("keys").is_empty(),
+        "flashes are not app keys"
+    );
+    let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
+
+    let next = manager.session(Some(&cookie));
+    let shown: Vec<String> = next
+        .take_flashes()
+        .await
+        .expect("take")
+        .into_iter()
+        .map(|f| f.message)
+        .collect();
+    let kept: Vec<String> = (4..MAX_FLASHES + 4).map(|n| format!("m{n}")).collect();
+    assert_eq!(shown, kept, "the newest are kept, oldest first");
+    let _ = next.commit().await.expect("commit");
+    let again = manager.session(Some(&cookie));
+    assert!(again.take_flashes().await.expect("take").is_empty());
+}
+
+#[tokio::test]
+async fn csrf_tokens_verify_only_in_their_session_and_not_through_an_old_id() {
+    let fx = Fixture::new();
+    let manager = fx
+        .builder()
+        .cycle_grace(Duration::from_secs(5))
+        .build()
+        .expect("manager");
+    let session = manager.session(None);
+    let token = session.csrf_token().await.expect("token");
+    assert_ne!(
+        token,
+        session.csrf_token().await.expect("token"),
+        "masked afresh"
+    );
+    assert!(session.verify_csrf(&token).await.expect("verify"));
+    let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
+
+    let other = start(&manager).await;
+    let other = manager.session(Some(&other));
+    assert!(
+        !other.verify_csrf(&token).await.expect("verify"),
+        "another session's"
+    );
+    assert!(!other.verify_csrf("").await.expect("verify"));
+
+    let login = manager.session(Some(&cookie));
+    assert!(login.verify_csrf(&token).await.expect("verify"));
+    login.cycle_id().await.expect("cycle");
+    assert!(
+        !login.verify_csrf(&token).await.expect("verify"),
+        "rotated at login"
+    );
+    let new = cookie_id(&login.commit().await.expect("commit").cookie);
+    let old_id = manager.session(Some(&cookie));
+    let through_old = old_id
+        .csrf_token()
+        .await
+        .expect("a token through the old id");
+    let fresh = manager.session(Some(&new));
+    let token = fresh.csrf_token().await.expect("token");
+    assert!(
+        !fresh.verify_csrf(&through_old).await.expect("verify"),
+        "a token rendered through the old id verifies nowhere"
+    );
+    let _ = fresh.commit().await.expect("commit");
+    let later = manager.session(Some(&new));
+    assert!(later.verify_csrf(&token).await.expect("verify"));
+}

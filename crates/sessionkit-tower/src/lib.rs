@@ -36,6 +36,10 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod csrf;
+pub use csrf::{CsrfLayer, CsrfService};
+pub use sessionkit_core::csrf::CsrfConfig;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;

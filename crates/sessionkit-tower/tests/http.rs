@@ -5,10 +5,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use sessionkit_conformance::http::TestServer;
-use sessionkit_core::{Session, SessionManager};
-use sessionkit_tower::{SessionError, SessionLayer, WebConfig};
+use sessionkit_core::{FlashLevel, Flashes, Session, SessionManager};
+use sessionkit_tower::{CsrfConfig, CsrfLayer, SessionError, SessionLayer, WebConfig};
 
 async fn read(
     session: Session,
@@ -69,6 +69,26 @@ async fn list(session: Session, Path(key): Path<String>) -> Result<String, Sessi
     Ok(list.join(","))
 }
 
+async fn flash(
+    session: Session,
+    Path((level, message)): Path<(FlashLevel, String)>,
+) -> Result<&'static str, SessionError> {
+    session.flash(level, message).await?;
+    Ok("ok")
+}
+
+async fn flashes(Flashes(flashes): Flashes) -> String {
+    let shown: Vec<String> = flashes
+        .iter()
+        .map(|f| format!("{}:{}", f.level.as_str(), f.message))
+        .collect();
+    shown.join(",")
+}
+
+async fn csrf_token(session: Session) -> Result<String, SessionError> {
+    Ok(session.csrf_token().await?)
+}
+
 async fn serve(manager: SessionManager) -> TestServer {
     serve_with(manager, WebConfig::default()).await
 }
@@ -84,6 +104,11 @@ async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
         .route("/keys", get(keys))
         .route("/push/{key}/{value}", get(push))
         .route("/list/{key}", get(list))
+        .route("/flash/{level}/{message}", get(flash))
+        .route("/flashes", get(flashes))
+        .route("/csrf-token", get(csrf_token))
+        .route("/post/{key}/{value}", post(write))
+        .layer(CsrfLayer::new(CsrfConfig::default()).expect("valid config"))
         .layer(SessionLayer::with_config(manager.clone(), web).expect("valid config"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

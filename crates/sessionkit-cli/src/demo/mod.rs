@@ -4,31 +4,32 @@
 //! [`app_with`] build it for tests.
 //!
 //! It is meant to be copied, so it does what a real app must:
-//! - every state-changing form carries a per-session CSRF token (masked, fresh per page,
-//!   checked in constant time), and a request whose `Origin` (or `Referer`) is another site is
-//!   refused with a 403 page;
+//! - every state-changing form carries a per-session CSRF token (the library's: masked, fresh
+//!   per page, checked in constant time by its `CsrfLayer`, new at every sign-in), and a request
+//!   whose `Origin` (or `Referer`) is another site is refused with a 403 page;
 //! - what a client can make it store is bounded (user names, cart items, flash messages, form
 //!   size, sessions per user), with a message to the user rather than an error;
 //! - signed-in pages are `Cache-Control: no-store`; logout removes the cookie; a device whose
 //!   session was revoked or expired is told why it is signed out.
 
-mod csrf;
 mod device;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{Form, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Form, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sessionkit::tower::{CookieConfig, SessionError, SessionLayer, WebConfig};
+use sessionkit::csrf::Refusal;
+use sessionkit::tower::{
+    CookieConfig, CsrfConfig, CsrfLayer, SessionError, SessionLayer, WebConfig,
+};
 use sessionkit::web::{ErrorPage, default_error_page};
 use sessionkit::{
-    CleanupPolicy, ErrorKind, ListFilter, ListState, PageRequest, Session, SessionKey,
+    CleanupPolicy, ErrorKind, FlashLevel, ListFilter, ListState, PageRequest, Session, SessionKey,
     SessionManager, Store, Timestamp, codec,
 };
 use subtle::ConstantTimeEq as _;
@@ -50,12 +51,12 @@ const COOKIE: &str = "sessionkit_demo";
 pub const MAX_NAME_LEN: usize = 32;
 /// Items a cart holds at most.
 pub const MAX_CART_ITEMS: usize = 100;
-/// How many flash messages a session keeps: the oldest go first.
-pub const MAX_FLASHES: usize = 5;
 /// Live sessions per user at most (signing in once more ends the oldest).
 pub const MAX_SESSIONS_PER_USER: usize = 10;
 /// The largest form body accepted; a larger one gets a 413 page.
 pub const MAX_FORM_BYTES: usize = 4096;
+/// The form field carrying the CSRF token.
+const CSRF_FIELD: &str = "csrf";
 /// The largest value the demo's manager stores under one key.
 const MAX_VALUE_BYTES: usize = 16 * 1024;
 
@@ -99,7 +100,7 @@ pub async fn run(store_url: &str, addr: &str, admin: bool) -> Result<(), CliErro
             "warning: serving plain HTTP on a non-loopback address; the cookie is not marked Secure"
         );
     }
-    let admin_password = admin.then(|| csrf::random_text(16));
+    let admin_password = admin.then(|| random_text(16));
     if let Some(password) = &admin_password {
         println!("admin page: http://{local}/admin  (password: {password})");
     }
@@ -154,6 +155,11 @@ pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliEr
             .with_no_store_when_signed_in(true)
             .with_error_page(error_page),
     )?;
+    let csrf = CsrfLayer::new(
+        CsrfConfig::default()
+            .with_field(CSRF_FIELD)
+            .with_max_form_bytes(MAX_FORM_BYTES),
+    )?;
     let demo = Demo {
         manager,
         cookie,
@@ -171,7 +177,9 @@ pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliEr
         .route("/admin", get(admin))
         .route("/admin/login", post(admin_login))
         .route("/admin/purge", post(purge))
-        .route_layer(middleware::from_fn_with_state(demo.clone(), guard))
+        .layer(csrf)
+        .layer(middleware::from_fn_with_state(demo.clone(), refusal_pages))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(layer)
         .with_state(demo))
 }
@@ -224,54 +232,32 @@ fn utc(at: Timestamp) -> String {
     format!("{} UTC", format::time(at))
 }
 
-/// Queues a message for the next page. An `update`, so messages queued by concurrent
-/// requests are all kept; at most [`MAX_FLASHES`].
-async fn flash(session: &Session, message: impl Into<String>) -> Result<(), SessionError> {
-    let message = message.into();
-    session
-        .update("flash", move |flashes: &mut Vec<String>| {
-            flashes.push(message.clone());
-            let over = flashes.len().saturating_sub(MAX_FLASHES);
-            flashes.drain(..over);
-        })
-        .await?;
-    Ok(())
-}
-
-/// Reads the queued flash messages and removes exactly those (one occurrence each), so a
-/// message a concurrent request queues meanwhile stays for the next page.
-async fn take_flashes(session: &Session) -> Result<Vec<String>, SessionError> {
-    let shown: Vec<String> = session.get("flash").await?.unwrap_or_default();
-    if !shown.is_empty() {
-        let seen = shown.clone();
-        session
-            .update("flash", move |flashes: &mut Vec<String>| {
-                for message in &seen {
-                    if let Some(at) = flashes.iter().position(|m| m == message) {
-                        flashes.remove(at);
-                    }
-                }
-            })
-            .await?;
-    }
-    Ok(shown)
+/// `bytes` random bytes from a CSPRNG, base64url (the admin password).
+fn random_text(bytes: usize) -> String {
+    use base64::Engine as _;
+    let mut raw = vec![0; bytes];
+    rand::fill(&mut raw[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
 /// Whether the request presented a well-formed session cookie that names no live session: its
 /// session was revoked, ended or expired. Ask before anything writes to the session.
-async fn session_ended(
-    demo: &Demo,
-    session: &Session,
-    headers: &HeaderMap,
-) -> Result<bool, SessionError> {
+/// `presented`: whether the request carried the session cookie at all
+/// ([`session_cookie_presented`]).
+async fn session_ended(session: &Session, presented: bool) -> Result<bool, SessionError> {
+    if !presented || session.presented_malformed_id() {
+        return Ok(false);
+    }
+    Ok(session.key().await?.is_none())
+}
+
+/// Whether the request carries the demo's session cookie.
+fn session_cookie_presented(demo: &Demo, headers: &HeaderMap) -> bool {
     let cookies = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok());
-    if demo.cookie.find(cookies).is_none() || session.presented_malformed_id() {
-        return Ok(false);
-    }
-    Ok(session.key().await?.is_none())
+    demo.cookie.find(cookies).is_some()
 }
 
 const ENDED: &str = "You were signed out (this device's session was ended or expired).";
@@ -305,7 +291,7 @@ fn frame(title: &str, who: &str, messages: &str, body: &str, admin_link: bool) -
          <style>body{{font:15px/1.5 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem;color:#222}}\
          header{{display:flex;flex-wrap:wrap;gap:.5rem;justify-content:space-between;border-bottom:1px solid #ddd;padding-bottom:.5rem}}\
          nav a{{margin-right:1rem}} table{{border-collapse:collapse;width:100%}} td,th{{border-bottom:1px solid #eee;padding:.3rem;text-align:left}}\
-         .flash{{background:#eef6ee;border:1px solid #9c9;padding:.4rem .8rem}} .notice{{background:#fff6e0;border:1px solid #db8;padding:.4rem .8rem}}\
+         .flash{{background:#eef6ee;border:1px solid #9c9;padding:.4rem .8rem}} .flash.error{{background:#fbeaea;border-color:#d99}} .notice{{background:#fff6e0;border:1px solid #db8;padding:.4rem .8rem}}\
          .inline{{display:inline}} .current{{font-weight:bold}} button{{cursor:pointer}} code{{background:#f4f4f4;padding:0 .2rem}}</style></head><body>\
          <header><nav><a href=\"/\">Home</a><a href=\"/sessions\">Your sessions</a>{admin_link}</nav><div>{who}</div></header>\
          {messages}<h1>{title}</h1>{body}\
@@ -315,10 +301,7 @@ fn frame(title: &str, who: &str, messages: &str, body: &str, admin_link: bool) -
 
 /// The hidden form field carrying a fresh CSRF token for this page.
 fn token_field(token: &str) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"{}\" value=\"{token}\">",
-        csrf::FIELD
-    )
+    format!("<input type=\"hidden\" name=\"{CSRF_FIELD}\" value=\"{token}\">")
 }
 
 /// A rendered page of the session: header with the user (and the sign-out form, carrying
@@ -333,7 +316,7 @@ async fn layout(
 ) -> Page {
     let user: Option<String> = session.get("user").await?;
     let admin = session.get::<bool>("admin").await?.unwrap_or(false);
-    let flashes = take_flashes(session).await?;
+    let flashes = session.take_flashes().await?;
     let sign_out = format!(
         "<form method=\"post\" action=\"/logout\" class=\"inline\">{csrf_field}<button id=\"logout\">Sign out</button></form>"
     );
@@ -350,7 +333,11 @@ async fn layout(
         .map(|n| format!("<p class=\"notice\" id=\"notice\">{}</p>", escape(n)))
         .unwrap_or_default();
     for f in &flashes {
-        messages.push_str(&format!("<p class=\"flash\">{}</p>", escape(f)));
+        messages.push_str(&format!(
+            "<p class=\"flash {}\">{}</p>",
+            f.level.as_str(),
+            escape(&f.message)
+        ));
     }
     Ok(Html(frame(
         title,
@@ -362,61 +349,49 @@ async fn layout(
     .into_response())
 }
 
-/// Checks every state-changing request (CSRF token and origin) and bounds its body, before
-/// any handler sees it.
-async fn guard(
+/// Renders the demo's own pages for requests the CSRF layer refused (it marks them with the
+/// [`Refusal`]), with what the user can do about it.
+async fn refusal_pages(
     State(demo): State<Demo>,
     session: Session,
     request: Request,
     next: Next,
 ) -> Response {
-    if matches!(
-        *request.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS
-    ) {
-        return next.run(request).await;
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-        return refusal(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Form too large",
-            &format!(
-                "This demo accepts forms of up to {MAX_FORM_BYTES} bytes. Nothing was changed."
-            ),
-        );
+    let path = request.uri().path().to_owned();
+    let presented = session_cookie_presented(&demo, request.headers());
+    let response = next.run(request).await;
+    let Some(&refused) = response.extensions().get::<Refusal>() else {
+        return response;
     };
-    let refused = match csrf::check(&session, &parts.headers, &bytes).await {
-        Ok(Ok(())) => {
-            return next
-                .run(Request::from_parts(parts, Body::from(bytes)))
-                .await;
-        }
-        Ok(Err(refused)) => refused,
-        Err(err) => return err.into_response(),
-    };
-    match refused_page(&demo, &session, &parts, refused).await {
-        Ok(response) => response,
+    match refused_page(&session, &path, presented, refused).await {
+        Ok(page) => page,
         Err(err) => err.into_response(),
     }
 }
 
-async fn refused_page(
-    demo: &Demo,
-    session: &Session,
-    parts: &axum::http::request::Parts,
-    refused: csrf::Refused,
-) -> Page {
-    if refused == csrf::Refused::CrossOrigin {
-        return Ok(refusal(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This request came from another site: its <code>Origin</code> is not this demo. \
-             Forms of this demo are only accepted from its own pages. Nothing was changed.",
-        ));
+async fn refused_page(session: &Session, path: &str, presented: bool, refused: Refusal) -> Page {
+    match refused {
+        Refusal::CrossOrigin => {
+            return Ok(refusal(
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This request came from another site: its <code>Origin</code> is not this demo. \
+                 Forms of this demo are only accepted from its own pages. Nothing was changed.",
+            ));
+        }
+        Refusal::FormTooLarge => {
+            return Ok(refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Form too large",
+                &format!(
+                    "This demo accepts forms of up to {MAX_FORM_BYTES} bytes. Nothing was changed."
+                ),
+            ));
+        }
+        _ => {}
     }
     // A sign-in form sent twice: the first one changed the token; the session is signed in.
-    let signed_in = match parts.uri.path() {
+    let signed_in = match path {
         "/login" => session.get::<String>("user").await?.is_some(),
         "/admin/login" => session.get::<bool>("admin").await?.unwrap_or(false),
         _ => false,
@@ -424,7 +399,7 @@ async fn refused_page(
     if signed_in {
         return see_other("/?notice=already-signed-in");
     }
-    let why = if session_ended(demo, session, &parts.headers).await? {
+    let why = if session_ended(session, presented).await? {
         format!("{ENDED} The form you sent belonged to that session.")
     } else {
         "The form's security token is missing or out of date (for example a page opened before \
@@ -432,13 +407,17 @@ async fn refused_page(
             .to_owned()
     };
     Ok(refusal(
-        StatusCode::FORBIDDEN,
+        refused_status(refused),
         "Request refused",
         &format!(
             "{} Nothing was changed. <a href=\"/\">Reload the page</a> and try again.",
             escape(&why)
         ),
     ))
+}
+
+fn refused_status(refused: Refusal) -> StatusCode {
+    StatusCode::from_u16(refused.status()).unwrap_or(StatusCode::FORBIDDEN)
 }
 
 /// A page for a refused request (its `body` is HTML); it does not touch the session.
@@ -471,7 +450,7 @@ async fn home(
     headers: HeaderMap,
     Query(query): Query<HomeQuery>,
 ) -> Page {
-    let ended = session_ended(&demo, &session, &headers).await?;
+    let ended = session_ended(&session, session_cookie_presented(&demo, &headers)).await?;
     let notice = if ended {
         Some(ENDED)
     } else {
@@ -483,7 +462,7 @@ async fn home(
             *n
         })
         .await?;
-    let csrf = token_field(&csrf::token(&session).await?);
+    let csrf = token_field(&session.csrf_token().await?);
     let user: Option<String> = session.get("user").await?;
     let cart: Vec<String> = session.get("cart").await?.unwrap_or_default();
     let mut body = format!(
@@ -558,11 +537,12 @@ async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
     {
-        flash(
-            &session,
-            format!("User names are 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-'."),
-        )
-        .await?;
+        session
+            .flash(
+                FlashLevel::Error,
+                format!("User names are 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-'."),
+            )
+            .await?;
         return see_other("/");
     }
     let device = device::name(
@@ -575,17 +555,17 @@ async fn login(session: Session, headers: HeaderMap, Form(form): Form<LoginForm>
     if superseded(session.cycle_id().await)? || superseded(session.set_owner(Some(name)).await)? {
         return see_other("/?notice=already-signed-in");
     }
-    csrf::rotate(&session).await?; // tokens of pages rendered before sign-in stop working
     session.insert("user", name).await?;
     session.insert("device", &device).await?;
     session
         .insert("signed_in_at", &Timestamp::now().as_millis())
         .await?;
-    flash(
-        &session,
-        format!("Welcome, {name}. Your session id was replaced at sign-in."),
-    )
-    .await?;
+    session
+        .flash(
+            FlashLevel::Success,
+            format!("Welcome, {name}. Your session id was replaced at sign-in."),
+        )
+        .await?;
     see_other("/")
 }
 
@@ -603,7 +583,9 @@ struct ItemForm {
 
 async fn cart_add(session: Session, Form(form): Form<ItemForm>) -> Page {
     let Some((id, name, _)) = CATALOG.iter().find(|(id, _, _)| *id == form.item) else {
-        flash(&session, "There is no such item.").await?;
+        session
+            .flash(FlashLevel::Error, "There is no such item.")
+            .await?;
         return see_other("/");
     };
     let added = session
@@ -616,13 +598,16 @@ async fn cart_add(session: Session, Form(form): Form<ItemForm>) -> Page {
         })
         .await?;
     if added {
-        flash(&session, format!("Added {name} to your cart.")).await?;
+        session
+            .flash(FlashLevel::Success, format!("Added {name} to your cart."))
+            .await?;
     } else {
-        flash(
-            &session,
-            format!("Your cart is full: it holds at most {MAX_CART_ITEMS} items."),
-        )
-        .await?;
+        session
+            .flash(
+                FlashLevel::Warning,
+                format!("Your cart is full: it holds at most {MAX_CART_ITEMS} items."),
+            )
+            .await?;
     }
     see_other("/")
 }
@@ -646,13 +631,13 @@ fn stored<T: serde::de::DeserializeOwned>(record: &sessionkit::Record, key: &str
 }
 
 async fn sessions(State(demo): State<Demo>, session: Session, headers: HeaderMap) -> Page {
-    if session_ended(&demo, &session, &headers).await? {
+    if session_ended(&session, session_cookie_presented(&demo, &headers)).await? {
         return see_other("/?notice=ended");
     }
     let Some(user) = session.get::<String>("user").await? else {
         return see_other("/?notice=sign-in");
     };
-    let csrf = token_field(&csrf::token(&session).await?);
+    let csrf = token_field(&session.csrf_token().await?);
     let current = session.key().await?;
     let mine = demo.manager.sessions_of(&user).await?;
     let mut body = format!(
@@ -719,7 +704,9 @@ async fn revoke(State(demo): State<Demo>, session: Session, Form(form): Form<Key
         && Some(key) != session.key().await?
     {
         demo.manager.revoke(&key).await?;
-        flash(&session, "That session is signed out.").await?;
+        session
+            .flash(FlashLevel::Success, "That session is signed out.")
+            .await?;
     }
     see_other("/sessions")
 }
@@ -730,7 +717,12 @@ async fn revoke_others(State(demo): State<Demo>, session: Session) -> Page {
         return see_other("/?notice=sign-in");
     };
     let ended = demo.manager.revoke_others(&user, &current).await?;
-    flash(&session, format!("Signed out {ended} other session(s).")).await?;
+    session
+        .flash(
+            FlashLevel::Success,
+            format!("Signed out {ended} other session(s)."),
+        )
+        .await?;
     see_other("/sessions")
 }
 
@@ -755,7 +747,7 @@ async fn admin(State(demo): State<Demo>, session: Session) -> Page {
     if demo.admin_password.is_none() {
         return Ok(admin_off());
     }
-    let csrf = token_field(&csrf::token(&session).await?);
+    let csrf = token_field(&session.csrf_token().await?);
     if !session.get::<bool>("admin").await?.unwrap_or(false) {
         let body = format!(
             "<form method=\"post\" action=\"/admin/login\">{csrf}\
@@ -827,13 +819,14 @@ async fn admin_login(
         return see_other("/admin");
     }
     if !bool::from(form.password.as_bytes().ct_eq(password.as_bytes())) {
-        flash(&session, "Wrong admin password.").await?;
+        session
+            .flash(FlashLevel::Error, "Wrong admin password.")
+            .await?;
         return see_other("/admin");
     }
     if superseded(session.cycle_id().await)? {
         return see_other("/?notice=already-signed-in");
     }
-    csrf::rotate(&session).await?;
     session.insert("admin", &true).await?;
     see_other("/admin")
 }
@@ -850,6 +843,11 @@ async fn purge(State(demo): State<Demo>, session: Session) -> Page {
         ));
     }
     let purged = demo.manager.purge_expired().await?;
-    flash(&session, format!("Purged {purged} expired session(s).")).await?;
+    session
+        .flash(
+            FlashLevel::Success,
+            format!("Purged {purged} expired session(s)."),
+        )
+        .await?;
     see_other("/admin")
 }
