@@ -118,13 +118,17 @@
 //!   size limits checked before any write; stored values are decoded into the type asked for
 //!   (no native-object deserialization), and corrupt records are typed errors, never panics.
 //! - **Cross-site requests**: cookies are `SameSite=Lax` by default, so browsers do not send
-//!   them with cross-site `POST`s.
+//!   them with cross-site `POST`s; with the CSRF layer ([`csrf`]: `sessionkit_tower::CsrfLayer`,
+//!   `sessionkit_actix::CsrfMiddleware`), every unsafe request also needs a same-site `Origin`
+//!   and a token of its own session ([`Session::csrf_token`]), which covers same-site
+//!   attackers (a sibling subdomain) and browsers without `SameSite` too. The token's secret
+//!   changes at [`Session::cycle_id`], so a token learnt before a login is worthless after it.
 //!
 //! Left to the application:
 //!
-//! - **CSRF tokens**: `SameSite=Lax` does not cover same-site attackers (a sibling subdomain)
-//!   or older browsers; state-changing forms should also carry a per-session token and check
-//!   `Origin` (the `sessionkit demo` shows how). A token helper in the library is planned.
+//! - **Putting the CSRF layer in and the tokens in the forms**: the layer is opt-in, and the
+//!   application renders [`Session::csrf_token`] into every form (or sends it as a header from
+//!   scripts); `GET` handlers must not change state, since the layer lets safe methods pass.
 //! - **Authentication and authorization**: checking passwords, rate-limiting login attempts,
 //!   deciding what an owner may do. sessionkit only remembers who the owner is.
 //! - **Cross-site scripting**: `HttpOnly` keeps scripts from reading the cookie, not from
@@ -136,6 +140,43 @@
 //! - **The grace window itself**: for its few seconds, the holder of an old id can read and
 //!   change the session's data (see below); set the grace period to zero if that matters more
 //!   than in-flight requests.
+//!
+//! ## Flash messages and CSRF tokens
+//!
+//! [`Session::flash`] queues a message for the next page (a redirect's target);
+//! [`Session::take_flashes`], or the [`Flashes`] extractor, returns the queued ones and removes
+//! them. A session queues at most [`MAX_FLASHES`] (the oldest go first), each at most
+//! [`MAX_FLASH_BYTES`]. Adding never loses a message under concurrency, and each message is
+//! returned by exactly one request, however many pages of the session load at once.
+//!
+//! [`Session::csrf_token`] gives a fresh masked token per render; [`Session::verify_csrf`]
+//! checks one in constant time; the web integrations' CSRF layer checks every unsafe request
+//! before the handler ([`csrf`] says exactly what it checks and answers).
+//!
+//! ```
+//! use sessionkit_core::{FlashLevel, SessionManager};
+//! use sessionkit_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> sessionkit_core::Result<()> {
+//! let manager = SessionManager::builder(MemoryStore::new()).build()?;
+//! // A form was posted: do the work, queue a message, redirect.
+//! let session = manager.session(None);
+//! session.flash(FlashLevel::Success, "Saved.").await?;
+//! let token = session.csrf_token().await?; // rendered into the next page's forms
+//! let sessionkit_core::CookieUpdate::Set { id, .. } = session.commit().await?.cookie else {
+//!     unreachable!("a flash starts a session")
+//! };
+//!
+//! // The page the redirect leads to shows the message once.
+//! let session = manager.session(Some(&id.expose()));
+//! let shown = session.take_flashes().await?;
+//! assert_eq!(shown[0].message, "Saved.");
+//! assert!(session.take_flashes().await?.is_empty());
+//! assert!(session.verify_csrf(&token).await?);
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## The grace window
 //!
