@@ -236,7 +236,7 @@ pub use record::{Data, Record, StoredSession};
 pub use registry::{OpenMode, Registry};
 pub use session::{
     Committed, CookieUpdate, Flash, FlashLevel, Flashes, MAX_FLASH_BYTES, MAX_FLASHES, MAX_KEY_LEN,
-    MAX_OWNER_LEN, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
+    MAX_OWNER_LEN, PARTIAL_LOAD_ABOVE, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
 };
 pub use store::{
     Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,

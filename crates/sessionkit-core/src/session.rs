@@ -1,5 +1,6 @@
 //! The per-request session handle.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +19,12 @@ use crate::time::Timestamp;
 
 mod csrf;
 mod flash;
+mod partial;
 mod updates;
 use updates::Updates;
 
 pub use flash::{Flash, FlashLevel, Flashes, MAX_FLASH_BYTES, MAX_FLASHES};
+pub use partial::PARTIAL_LOAD_ABOVE;
 
 /// Data keys starting with this are the library's own (the per-session expiry, flash messages
 /// and the CSRF secret live there).
@@ -127,6 +130,12 @@ struct Loaded {
     adopt: bool,
     /// `set_expiry` changed the per-session expiry since the last save.
     expiry_changed: bool,
+    /// Every stored key is in `data` (a whole load, or a session not stored yet); otherwise
+    /// only those in `known` are ([`partial`]).
+    complete: bool,
+    /// After a partial load: the keys `data` answers for (loaded, found absent, or written by
+    /// this request).
+    known: BTreeSet<String>,
 }
 
 impl Loaded {
@@ -141,19 +150,28 @@ impl Loaded {
             destroy: Vec::new(),
             adopt,
             expiry_changed: false,
+            complete: true,
+            known: BTreeSet::new(),
         }
     }
 
-    fn existing(current: Current, record: Record) -> Self {
-        Self {
+    /// The session `record` holds: all of it, or (`partial`) the keys it was asked for.
+    fn existing(current: Current, record: Record, partial: Option<&[&str]>) -> Self {
+        let mut loaded = Self {
             current: Some(current),
             data: record.data,
             owner: record.owner,
             ..Self::fresh(false)
+        };
+        if let Some(asked) = partial {
+            loaded.complete = false;
+            loaded.known = asked.iter().map(|&k| k.to_owned()).collect();
         }
+        loaded
     }
 
     fn put(&mut self, key: &str, bytes: Vec<u8>) {
+        self.written(key);
         if self.data.get(key) != Some(&bytes) {
             self.data.insert(key.to_owned(), bytes.clone());
             self.change.set(key.to_owned(), bytes);
@@ -161,6 +179,7 @@ impl Loaded {
     }
 
     fn delete(&mut self, key: &str) -> bool {
+        self.written(key);
         let existed = self.data.remove(key).is_some();
         if existed {
             self.change.remove(key);
@@ -349,7 +368,8 @@ impl Session {
         matches!(self.shared.presented, Presented::Malformed)
     }
 
-    async fn load(&self) -> Result<Loaded> {
+    /// Loads the presented session, with at least `keys` of its data ([`partial`]).
+    async fn load(&self, keys: &[&str]) -> Result<Loaded> {
         let manager = &self.shared.manager;
         let Presented::Id(id) = &self.shared.presented else {
             return Ok(Loaded::fresh(false));
@@ -357,7 +377,7 @@ impl Session {
         let adopt = !manager.config.strict;
         manager.maybe_cleanup();
         let key = id.key();
-        let Some(record) = manager.store.load(&key).await? else {
+        let Some((record, partial)) = self.load_record(&key, keys).await? else {
             return Ok(Loaded::fresh(adopt));
         };
         let now = manager.now();
@@ -372,10 +392,10 @@ impl Session {
                 expires_at: record.expires_at,
                 via: None,
             };
-            return Ok(Loaded::existing(current, record));
+            return Ok(Loaded::existing(current, record, partial.as_deref()));
         };
-        match manager.store.load(&target).await? {
-            Some(moved) if moved.moved_to.is_none() && manager.is_live(&moved, now) => {
+        match self.load_record(&target, keys).await? {
+            Some((moved, partial)) if moved.moved_to.is_none() && manager.is_live(&moved, now) => {
                 let current = Current {
                     key: target,
                     id: None,
@@ -383,26 +403,50 @@ impl Session {
                     expires_at: moved.expires_at,
                     via: Some(key),
                 };
-                Ok(Loaded::existing(current, moved))
+                Ok(Loaded::existing(current, moved, partial.as_deref()))
             }
             _ => Ok(Loaded::fresh(false)),
         }
     }
 
-    /// The loaded session, loaded first if this is the first access, locked for this request.
-    async fn lock_loaded(&self) -> Result<tokio::sync::MappedMutexGuard<'_, Loaded>> {
+    /// The loaded session, with at least `keys` of its data (`None`: all of it), loaded
+    /// first if this is the first access, locked for this request.
+    async fn lock_loaded(
+        &self,
+        keys: Option<&[&str]>,
+    ) -> Result<tokio::sync::MappedMutexGuard<'_, Loaded>> {
         let mut guard = self.shared.state.lock().await;
         if guard.is_none() {
-            *guard = Some(self.load().await?);
+            *guard = Some(self.load(keys.unwrap_or_default()).await?);
         }
-        Ok(tokio::sync::MutexGuard::map(guard, |state| {
+        let mut loaded = tokio::sync::MutexGuard::map(guard, |state| {
             state.get_or_insert_with(|| Loaded::fresh(false))
-        }))
+        });
+        match keys {
+            Some(keys) => self.load_missing(&mut loaded, keys).await?,
+            None => self.load_rest(&mut loaded).await?,
+        }
+        Ok(loaded)
     }
 
-    /// Runs `f` on the loaded session, loading it first if this is the first access.
+    /// Runs `f` on the loaded session (its metadata and the library's keys), loading it
+    /// first if this is the first access.
     async fn with<R>(&self, f: impl FnOnce(&mut Loaded) -> Result<R> + Send) -> Result<R> {
-        f(&mut *self.lock_loaded().await?)
+        self.with_keys(&[], f).await
+    }
+
+    /// [`Session::with`], with the data of `keys` loaded too.
+    async fn with_keys<R>(
+        &self,
+        keys: &[&str],
+        f: impl FnOnce(&mut Loaded) -> Result<R> + Send,
+    ) -> Result<R> {
+        f(&mut *self.lock_loaded(Some(keys)).await?)
+    }
+
+    /// [`Session::with`], with all of the session's data loaded.
+    async fn with_all<R>(&self, f: impl FnOnce(&mut Loaded) -> Result<R> + Send) -> Result<R> {
+        f(&mut *self.lock_loaded(None).await?)
     }
 
     /// The value under `key`, decoded as `T`; `Ok(None)` if the session has no such key.
@@ -411,7 +455,7 @@ impl Session {
     /// A store error while loading, or [`ErrorKind::Codec`] if the stored value is not a `T`
     /// (the session and its other keys are unaffected).
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        self.with(|loaded| {
+        self.with_keys(&[key], |loaded| {
             loaded
                 .data
                 .get(key)
@@ -477,7 +521,7 @@ impl Session {
     {
         let limit = self.shared.manager.config.max_value_bytes;
         let mut f = f;
-        self.with(|loaded| {
+        self.with_keys(&[key], |loaded| {
             let mut value: T = decode_or_default(key, loaded.data.get(key).map(Vec::as_slice))?;
             let out = f(&mut value);
             let bytes = encode_value(key, &value)?;
@@ -494,7 +538,7 @@ impl Session {
     /// A store error while loading.
     pub async fn remove(&self, key: &str) -> Result<bool> {
         check_key(key)?;
-        self.with(|loaded| {
+        self.with_keys(&[key], |loaded| {
             loaded.blind(key);
             let existed = loaded.delete(key);
             loaded.settle(key);
@@ -512,7 +556,7 @@ impl Session {
     /// As [`Session::get`]; on a decode error the key is left in place.
     pub async fn take<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
         check_key(key)?;
-        self.with(|loaded| {
+        self.with_keys(&[key], |loaded| {
             let value = loaded
                 .data
                 .get(key)
@@ -541,6 +585,8 @@ impl Session {
                 .collect();
             loaded.data.clear();
             loaded.change.clear();
+            // Every stored key is removed: what `data` holds from here on is all there is.
+            loaded.complete = true;
             loaded.updates = None;
             for (key, value) in reserved {
                 loaded.data.insert(key.clone(), value.clone());
@@ -556,7 +602,8 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn contains(&self, key: &str) -> Result<bool> {
-        self.with(|loaded| Ok(loaded.data.contains_key(key))).await
+        self.with_keys(&[key], |loaded| Ok(loaded.data.contains_key(key)))
+            .await
     }
 
     /// The application's keys, sorted.
@@ -564,7 +611,7 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn keys(&self) -> Result<Vec<String>> {
-        self.with(|loaded| Ok(loaded.user_keys().cloned().collect()))
+        self.with_all(|loaded| Ok(loaded.user_keys().cloned().collect()))
             .await
     }
 
@@ -573,7 +620,7 @@ impl Session {
     /// # Errors
     /// A store error while loading.
     pub async fn is_empty(&self) -> Result<bool> {
-        self.with(|loaded| Ok(loaded.user_keys().next().is_none()))
+        self.with_all(|loaded| Ok(loaded.user_keys().next().is_none()))
             .await
     }
 

@@ -25,6 +25,8 @@ struct Probe {
     rivals: AtomicUsize,
     /// The next apply is written, and then answered with an error (a reply lost on the way).
     lose_reply: AtomicBool,
+    /// `load_bounded` answers with only the keys asked for, as for a large session.
+    partial: AtomicBool,
 }
 
 impl Probe {
@@ -80,6 +82,18 @@ impl Store for Probe {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.check(false)?;
         self.inner.load(key).await
+    }
+    async fn load_bounded(
+        &self,
+        key: &SessionKey,
+        keys: &[&str],
+        max_bytes: usize,
+    ) -> Result<Option<(Record, bool)>> {
+        if self.partial.load(Ordering::SeqCst) {
+            return Ok(self.load_keys(key, keys).await?.map(|r| (r, false)));
+        }
+        self.check(false)?;
+        self.inner.load_bounded(key, keys, max_bytes).await
     }
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         self.check(true)?;
@@ -180,6 +194,7 @@ impl Fixture {
             down: AtomicBool::new(false),
             rivals: AtomicUsize::new(0),
             lose_reply: AtomicBool::new(false),
+            partial: AtomicBool::new(false),
         });
         Self {
             clock,
@@ -1416,4 +1431,101 @@ async fn csrf_tokens_verify_only_in_their_session_and_not_through_an_old_id() {
     let _ = fresh.commit().await.expect("commit");
     let later = manager.session(Some(&new));
     assert!(later.verify_csrf(&token).await.expect("verify"));
+}
+
+/// A session the store loads partially (as a large one): each access loads only what it
+/// needs, writes load nothing more, and what the request sees and stores is what a whole load
+/// would give.
+#[tokio::test]
+async fn a_partially_loaded_session_loads_each_key_once_and_writes_without_the_rest() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let session = manager.session(None);
+    for (key, value) in [("a", 1u32), ("b", 2), ("c", 3), ("d", 4)] {
+        session.insert(key, &value).await.expect("insert");
+    }
+    session
+        .set_expiry(Expiry::OnInactivity(2 * HOUR))
+        .await
+        .expect("expiry");
+    let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
+    fx.probe.partial.store(true, Ordering::SeqCst);
+
+    let session = manager.session(Some(&cookie));
+    let before = fx.calls();
+    assert_eq!(session.get::<u32>("a").await.expect("get"), Some(1));
+    assert_eq!(fx.calls(), before + 1, "one round trip for the first key");
+    assert_eq!(session.get::<u32>("a").await.expect("get"), Some(1));
+    assert_eq!(
+        session.expiry().await.expect("expiry"),
+        Expiry::OnInactivity(2 * HOUR)
+    );
+    assert_eq!(
+        fx.calls(),
+        before + 1,
+        "loaded keys and the library's own cost nothing more"
+    );
+    assert_eq!(session.get::<u32>("b").await.expect("get"), Some(2));
+    assert_eq!(session.get::<u32>("zz").await.expect("get"), None);
+    assert_eq!(fx.calls(), before + 3, "one round trip per further key");
+    session.insert("e", &5u32).await.expect("insert");
+    assert!(session.remove("c").await.expect("remove"), "c was there");
+    session
+        .update("d", |d: &mut u32| *d += 10)
+        .await
+        .expect("update");
+    let loads = fx.calls();
+    assert_eq!(session.keys().await.expect("keys"), ["a", "b", "d", "e"]);
+    assert_eq!(fx.calls(), loads + 1, "keys() loads the rest once");
+    assert_eq!(
+        session.get::<u32>("d").await.expect("get"),
+        Some(14),
+        "the request's own write wins over the rest"
+    );
+    let _ = session.commit().await.expect("commit");
+
+    // Writes only: one load (metadata and library keys) and one apply.
+    let session = manager.session(Some(&cookie));
+    let before = fx.calls();
+    session.insert("f", &6u32).await.expect("insert");
+    let _ = session.commit().await.expect("commit");
+    assert_eq!(fx.calls(), before + 2);
+
+    fx.probe.partial.store(false, Ordering::SeqCst);
+    let whole = manager.session(Some(&cookie));
+    assert_eq!(whole.keys().await.expect("keys"), ["a", "b", "d", "e", "f"]);
+    assert_eq!(whole.get::<u32>("d").await.expect("get"), Some(14));
+}
+
+/// `clear()` after a partial load removes the keys it never loaded too, and keeps the
+/// library's own (the expiry).
+#[tokio::test]
+async fn clear_after_a_partial_load_removes_what_was_not_loaded() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let session = manager.session(None);
+    session.insert("a", &1u32).await.expect("insert");
+    session
+        .insert("big", &vec![7u8; 1000])
+        .await
+        .expect("insert");
+    session
+        .set_expiry(Expiry::OnInactivity(3 * HOUR))
+        .await
+        .expect("expiry");
+    let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
+    fx.probe.partial.store(true, Ordering::SeqCst);
+    let session = manager.session(Some(&cookie));
+    assert_eq!(session.get::<u32>("a").await.expect("get"), Some(1));
+    session.clear().await.expect("clear");
+    assert!(session.keys().await.expect("keys").is_empty());
+    assert_eq!(session.get::<Vec<u8>>("big").await.expect("get"), None);
+    let _ = session.commit().await.expect("commit");
+    fx.probe.partial.store(false, Ordering::SeqCst);
+    let whole = manager.session(Some(&cookie));
+    assert!(whole.keys().await.expect("keys").is_empty());
+    assert_eq!(
+        whole.expiry().await.expect("expiry"),
+        Expiry::OnInactivity(3 * HOUR)
+    );
 }

@@ -112,7 +112,7 @@ impl Session {
     /// [`ErrorKind::Codec`](crate::ErrorKind::Codec) error and stays in place. Nothing is
     /// taken on error.
     pub async fn take_flashes(&self) -> Result<Vec<Flash>> {
-        let mut loaded = self.lock_loaded().await?;
+        let mut loaded = self.lock_loaded(Some(&[])).await?;
         let queued = queued(loaded.data.get(FLASH_KEY))?;
         if queued.is_empty() {
             return Ok(queued);
