@@ -24,8 +24,10 @@ pub mod http;
 #[cfg(feature = "http")]
 pub mod logs;
 pub mod multiprocess;
+mod purge_reports;
 
 pub use conditions::*;
+pub use purge_reports::*;
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
@@ -73,6 +75,9 @@ macro_rules! conformance_suite {
             delete_expired_counts_and_spares_live_sessions,
             delete_expired_in_batches_reaches_zero,
             count_expired_counts_what_delete_expired_deletes,
+            delete_expired_reporting_lists_exactly_the_expired_sessions,
+            delete_expired_reporting_in_small_batches_lists_each_session_once,
+            delete_expired_reporting_racing_touches_lists_or_extends_each_session,
             extended_sessions_outlive_their_old_deadline,
             owner_index_lists_and_revokes,
             owner_index_follows_owner_changes,

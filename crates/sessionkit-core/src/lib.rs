@@ -230,7 +230,10 @@ pub mod web;
 pub use change::{ApplyOutcome, Change};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use id::{ID_BYTES, ID_LEN, InvalidSessionId, KEY_BYTES, SessionId, SessionKey};
-pub use lifecycle::{CleanupPolicy, Config, Expiry, NoHooks, SessionHooks};
+pub use lifecycle::{
+    CleanupPolicy, Config, Expiry, NoHooks, PURGE_REPORT_BATCH, PURGE_REPORT_MAX_BATCHES,
+    SessionHooks,
+};
 pub use manager::{SessionManager, SessionManagerBuilder};
 pub use record::{Data, Record, StoredSession};
 pub use registry::{OpenMode, Registry};
@@ -239,7 +242,8 @@ pub use session::{
     MAX_OWNER_LEN, PARTIAL_LOAD_ABOVE, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
 };
 pub use store::{
-    Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, Store, UnsupportedPolicy,
+    Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, PurgeReport,
+    PurgedSession, Store, UnsupportedPolicy,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 

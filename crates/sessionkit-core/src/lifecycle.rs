@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionKey;
 use crate::record::{Record, StoredSession};
-use crate::store::{Store, UnsupportedPolicy};
+use crate::store::{PurgedSession, Store, UnsupportedPolicy};
 use crate::time::{Clock, Timestamp};
 
 /// How a session's deadline moves.
@@ -58,8 +58,49 @@ impl CleanupPolicy {
     }
 }
 
+/// How many expired records one step of a reporting cleanup deletes (see
+/// [`SessionHooks::purged_sessions`]): one store transaction, so one batch of the hook.
+pub const PURGE_REPORT_BATCH: usize = 500;
+
+/// The most steps one reporting cleanup runs; what is still expired after
+/// `PURGE_REPORT_BATCH * PURGE_REPORT_MAX_BATCHES` records (a million) is left for the next
+/// cleanup, so one cleanup always ends, even while sessions expire as fast as it deletes them.
+pub const PURGE_REPORT_MAX_BATCHES: usize = 2_000;
+
 /// Lifecycle hooks for audit logs and metrics. They see [`SessionKey`]s (hashes), never ids.
 /// Every method has an empty default. Hooks run inline, so keep them quick (queue the work).
+///
+/// ## Expiry events
+///
+/// A cleanup (by the [`CleanupPolicy`], or
+/// [`SessionManager::purge_expired`](crate::SessionManager::purge_expired)) always calls
+/// [`purged`](Self::purged) with the number of records it deleted. To learn *which* sessions
+/// expired (an audit log of "session of alice expired"), return `true` from
+/// [`wants_purged_sessions`](Self::wants_purged_sessions): on a store with
+/// [`Capabilities::reports_purged`](crate::Capabilities::reports_purged), the cleanup then
+/// deletes in steps of [`PURGE_REPORT_BATCH`] records through
+/// [`Store::delete_expired_batch_reporting`](crate::Store::delete_expired_batch_reporting)
+/// (at most [`PURGE_REPORT_MAX_BATCHES`] steps, stopping at the first short step) and calls
+/// [`purged_sessions`](Self::purged_sessions) once per step that deleted sessions, before the
+/// one `purged` call with the total. Each [`PurgedSession`] carries the key hash, the owner
+/// and the deadline; grace-period pointers left by `cycle_id()` are counted in `purged` but
+/// never reported as sessions.
+///
+/// Which stores report: memory, SQLite, file, redb, PostgreSQL and MySQL/MariaDB. On the
+/// others, and when no hook asks, the cleanup runs as before
+/// ([`Store::delete_expired`](crate::Store::delete_expired), one count), which on PostgreSQL
+/// and MySQL lets one server's cleaner work at a time. The reporting path takes no such lock:
+/// cleaners on several servers may run at once, and each reports only what it deleted (every
+/// session once between them).
+///
+/// Redis and Memcached expire sessions themselves, silently, so these hooks never hear which
+/// sessions expired there (a cleanup finds little or nothing left to delete). On Redis,
+/// keyspace notifications (`CONFIG SET notify-keyspace-events Ex`, then `SUBSCRIBE
+/// __keyevent@<db>__:expired`) announce each expired Redis key; a session's (or a grace
+/// pointer's) is `<namespace>:s:{<key hex>}`, which gives the key hash but not the owner
+/// (keep your own key-to-owner record from [`created`](Self::created) if the log needs it).
+/// Redis sends them at most once, to the subscribers connected at that moment. Memcached
+/// announces nothing.
 pub trait SessionHooks: Send + Sync + 'static {
     /// A session was created (stored for the first time).
     fn created(&self, key: &SessionKey, owner: Option<&str>) {
@@ -73,9 +114,26 @@ pub trait SessionHooks: Send + Sync + 'static {
     fn destroyed(&self, key: &SessionKey) {
         let _ = key;
     }
-    /// A cleanup deleted `count` expired records.
+    /// A cleanup deleted `count` expired records (sessions and grace-period pointers). Called
+    /// once per cleanup that deleted anything, after any
+    /// [`purged_sessions`](Self::purged_sessions) calls of that cleanup.
     fn purged(&self, count: u64) {
         let _ = count;
+    }
+    /// Whether cleanups should say which sessions they deleted
+    /// ([`purged_sessions`](Self::purged_sessions)); default `false`, which keeps the
+    /// cheaper one-count cleanup. Asked once per cleanup.
+    fn wants_purged_sessions(&self) -> bool {
+        false
+    }
+    /// One step of a cleanup deleted these expired sessions (never an empty slice; at most
+    /// [`PURGE_REPORT_BATCH`]). Called only when
+    /// [`wants_purged_sessions`](Self::wants_purged_sessions) says so and the store has
+    /// [`Capabilities::reports_purged`](crate::Capabilities::reports_purged); see *Expiry
+    /// events* above. Every session listed is deleted; a session deleted by a step whose
+    /// store call failed goes unreported (the cleanup returns that error).
+    fn purged_sessions(&self, batch: &[PurgedSession]) {
+        let _ = batch;
     }
 }
 
@@ -255,11 +313,56 @@ impl ManagerInner {
     }
 
     pub(crate) async fn purge_expired(&self) -> Result<u64> {
-        let count = self.store.delete_expired().await?;
+        let count =
+            if self.hooks.wants_purged_sessions() && self.store.capabilities().reports_purged {
+                self.purge_reporting().await?
+            } else {
+                self.store.delete_expired().await?
+            };
         if count > 0 {
             self.hooks.purged(count);
         }
         Ok(count)
+    }
+
+    /// The cleanup that says which sessions it deleted: steps of [`PURGE_REPORT_BATCH`]
+    /// records, one `purged_sessions` call per step that deleted sessions, until a short step
+    /// or [`PURGE_REPORT_MAX_BATCHES`] steps. Returns how many records it deleted. On a
+    /// failed step, `purged` hears of what the earlier steps deleted before the error returns.
+    async fn purge_reporting(&self) -> Result<u64> {
+        let mut total = 0u64;
+        for _ in 0..PURGE_REPORT_MAX_BATCHES {
+            let report = match self
+                .store
+                .delete_expired_batch_reporting(PURGE_REPORT_BATCH)
+                .await
+            {
+                Ok(report) => report,
+                Err(err) if err.kind() == ErrorKind::Unsupported => {
+                    // A store (or a wrapper that forwards `capabilities` but not this method)
+                    // that claims the capability without the operation: the counting cleanup.
+                    tracing::warn!(
+                        store = self.store.name(),
+                        "the session store claims to report purged sessions but does not; cleaning up without reporting"
+                    );
+                    return Ok(total + self.store.delete_expired().await?);
+                }
+                Err(err) => {
+                    if total > 0 {
+                        self.hooks.purged(total);
+                    }
+                    return Err(err);
+                }
+            };
+            if !report.sessions.is_empty() {
+                self.hooks.purged_sessions(&report.sessions);
+            }
+            total += report.deleted;
+            if report.deleted < PURGE_REPORT_BATCH as u64 {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     /// Ends the owner's oldest sessions until at most the configured limit are live, never

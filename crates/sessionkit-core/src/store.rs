@@ -35,10 +35,24 @@ pub struct Capabilities {
     pub per_key_reads: bool,
     /// The backend expires sessions itself; [`Store::delete_expired`] has little or nothing to do.
     pub native_ttl: bool,
+    /// [`Store::delete_expired_batch_reporting`] works: cleanup can say which sessions it
+    /// deleted (key hash, owner, deadline), for audit logs
+    /// ([`SessionHooks::purged_sessions`](crate::SessionHooks::purged_sessions)).
+    ///
+    /// | store | reports purged sessions |
+    /// | --- | --- |
+    /// | memory, SQLite, file, redb, PostgreSQL, MySQL/MariaDB | yes |
+    /// | Redis, Memcached | no: the server expires sessions itself, silently (see their crate docs) |
+    ///
+    /// Off in [`Capabilities::all`], so a store that does not implement the method never claims
+    /// it; a store that does turns it on with [`Capabilities::with_reports_purged`].
+    pub reports_purged: bool,
 }
 
 impl Capabilities {
-    /// Everything supported, single process: a starting point for stores to adjust.
+    /// Everything supported, multi-process, no native expiry: a starting point for stores to
+    /// adjust. `reports_purged` is off (a store turns it on when it implements
+    /// [`Store::delete_expired_batch_reporting`]).
     pub const fn all() -> Self {
         Self {
             multiprocess_safe: true,
@@ -46,6 +60,7 @@ impl Capabilities {
             owner_index: true,
             per_key_reads: true,
             native_ttl: false,
+            reports_purged: false,
         }
     }
 
@@ -81,6 +96,13 @@ impl Capabilities {
     #[must_use]
     pub const fn with_native_ttl(mut self, yes: bool) -> Self {
         self.native_ttl = yes;
+        self
+    }
+
+    /// Returns `self` with `reports_purged` set.
+    #[must_use]
+    pub const fn with_reports_purged(mut self, yes: bool) -> Self {
+        self.reports_purged = yes;
         self
     }
 }
@@ -185,6 +207,51 @@ impl Page {
             }
         }
         page
+    }
+}
+
+/// One expired session that a cleanup deleted, as
+/// [`Store::delete_expired_batch_reporting`] reports it, for audit logs. It names the session
+/// by its [`SessionKey`] (the hash of the id), never by the id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgedSession {
+    /// The session's key (the SHA-256 of its id).
+    pub key: SessionKey,
+    /// Who the session belonged to, if anyone.
+    pub owner: Option<String>,
+    /// The deadline it expired at.
+    pub expires_at: Timestamp,
+}
+
+impl PurgedSession {
+    /// A purged session (stores build these; more fields may come, with defaults).
+    pub fn new(key: SessionKey, owner: Option<String>, expires_at: Timestamp) -> Self {
+        Self {
+            key,
+            owner,
+            expires_at,
+        }
+    }
+}
+
+/// What one step of [`Store::delete_expired_batch_reporting`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PurgeReport {
+    /// How many records the step deleted, counted as [`Store::delete_expired_batch`] counts
+    /// them: expired sessions, expired grace-period pointers, and (in stores that delete them)
+    /// expired records that do not decode. `0` means nothing expired was left.
+    pub deleted: u64,
+    /// The sessions among them, in no particular order: every deleted record that is a session
+    /// (not a grace-period pointer) and decodes. Each deleted session appears once.
+    pub sessions: Vec<PurgedSession>,
+}
+
+impl PurgeReport {
+    /// A report of `deleted` records, of which `sessions` were sessions.
+    pub fn new(deleted: u64, sessions: Vec<PurgedSession>) -> Self {
+        Self { deleted, sessions }
     }
 }
 
@@ -337,6 +404,46 @@ pub trait Store: Send + Sync + 'static {
         self.delete_expired().await
     }
 
+    /// Deletes expired records in one short step of about `limit`, as
+    /// [`Store::delete_expired_batch`] does, and says what it deleted: how many records, and
+    /// which of them were sessions, with their owners (for audit logs; see
+    /// [`SessionHooks::purged_sessions`](crate::SessionHooks::purged_sessions)).
+    ///
+    /// - **What is deleted**: exactly what `delete_expired_batch(limit)` would delete: expired
+    ///   sessions and expired grace-period pointers (records with `moved_to`), at most `limit`
+    ///   records (at least one for a `limit` of 0), oldest deadline first where the store keeps
+    ///   deadlines in order. Pointers count in [`PurgeReport::deleted`] but are **not** listed
+    ///   in [`PurgeReport::sessions`]: the session they pointed at lives on under its new key.
+    ///   A record that does not decode is deleted or left alone as `delete_expired` does with
+    ///   it, and never listed (its owner cannot be read).
+    /// - **Atomic per session**: a session listed in the report is deleted, and was expired
+    ///   when it was deleted (the owner and deadline are the ones it was deleted with). A
+    ///   session that a concurrent `apply` or `touch` extends is either extended first and
+    ///   then neither deleted nor listed, or deleted and listed first and then the `apply`
+    ///   finds it gone; never listed without being deleted, and never deleted without being
+    ///   listed (but see *Failures*). Concurrent calls (several processes cleaning at once)
+    ///   list each session at most once between them.
+    /// - **Done**: a report with `deleted == 0` means nothing expired was left. A step may
+    ///   delete fewer than `limit` records while more are left (records extended meanwhile
+    ///   shorten it); callers that loop stop at a short step and let the next cleanup go on.
+    /// - **Failures**: an `Err` means the step deleted nothing (stores that delete in one
+    ///   transaction roll it back; a store that deletes record by record, like the file store,
+    ///   ends the step early at a failure after it deleted something, and reports what it
+    ///   deleted). The one exception is a reply lost after the database committed (a
+    ///   connection broken at that moment): the step's error is returned and those sessions go
+    ///   unreported. A session is never reported that was not deleted.
+    ///
+    /// Takes no cross-server cleaner lock. Stores that cannot say what they deleted (native
+    /// expiry: Redis, Memcached) keep this default, which returns [`ErrorKind::Unsupported`];
+    /// `capabilities().reports_purged` says which.
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let _ = limit;
+        Err(crate::backend::unsupported(
+            self.name(),
+            "reporting the sessions a cleanup deletes",
+        ))
+    }
+
     /// One page of sessions matching `filter`, in ascending key order. Grace-period pointers are
     /// never listed. A stored record that does not decode fails the listing with
     /// [`ErrorKind::Codec`], or, in stores that decode each record on their own, is left out of
@@ -406,6 +513,9 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
         (**self).delete_expired_batch(limit).await
+    }
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        (**self).delete_expired_batch_reporting(limit).await
     }
     async fn count_expired(&self) -> Result<u64> {
         (**self).count_expired().await
@@ -492,6 +602,7 @@ impl fmt::Display for Capabilities {
             ("owner_index", self.owner_index),
             ("per_key_reads", self.per_key_reads),
             ("native_ttl", self.native_ttl),
+            ("reports_purged", self.reports_purged),
         ];
         let mut first = true;
         for (name, on) in flags {

@@ -37,6 +37,17 @@
 //! one; readers verify each marker against the session file and remove stale ones under the
 //! shard lock, so the index repairs itself.
 //!
+//! ## Cleanup and purge reports
+//! `delete_expired` walks the shards one at a time, re-checking each expired file under the
+//! shard lock before it deletes it (a concurrent apply may have extended it). The store
+//! **reports purged sessions** (`capabilities().reports_purged`):
+//! [`Store::delete_expired_batch_reporting`] deletes up to `limit` expired files the same way
+//! and lists each session it deleted (key, owner, deadline, read under the lock from the file
+//! it removed); grace pointers are counted but not listed, and files that do not decode are
+//! left alone, as `delete_expired` leaves them. Deletion is file by file: if a delete fails
+//! after others in the same step succeeded, the step ends there and reports what it deleted
+//! (the next step meets the failure again), so a deleted session is never left unreported.
+//!
 //! ## Costs
 //! `load` is one file read; `apply`/`create`/`delete` take the shard lock and do one atomic
 //! write. `list`, `delete_expired` and `stats` walk the tree and decode every file: linear in the
@@ -55,8 +66,8 @@ use sessionkit_core::backend::blocking;
 use sessionkit_core::backend::path_only;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, OpenMode, Page,
-    PageRequest, Record, Registry, Result, SessionId, SessionKey, Store, StoredSession, Timestamp,
-    async_trait,
+    PageRequest, PurgeReport, PurgedSession, Record, Registry, Result, SessionId, SessionKey,
+    Store, StoredSession, Timestamp, async_trait,
 };
 use sha2::{Digest, Sha256};
 
@@ -332,6 +343,74 @@ impl FileStore {
         }
     }
 
+    /// The keys in `shard` whose records are expired now (unreadable files are skipped with a
+    /// warning, as cleanup leaves them alone).
+    fn expired_in(&self, shard: &str) -> Result<Vec<SessionKey>> {
+        let now = Timestamp::now();
+        Ok(self
+            .keys_in(shard)?
+            .into_iter()
+            .filter(|key| match self.read(key) {
+                Ok(Some(record)) => record.is_expired(now),
+                Ok(None) => false,
+                Err(err) => {
+                    tracing::warn!(key = %key.short(), error = %err, "skipping an unreadable session file");
+                    false
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes up to `limit` expired records, shard by shard, each re-checked under its
+    /// shard's lock; lists the sessions among them. A failure after something was deleted
+    /// ends the step with what it deleted (logged); before, it is the step's error.
+    fn delete_expired_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let mut report = PurgeReport::default();
+        let outcome = (|| {
+            for shard in self.shards()? {
+                if report.deleted >= limit as u64 {
+                    break;
+                }
+                let expired = self.expired_in(&shard)?;
+                if !expired.is_empty() {
+                    let _lock = self.lock_shard(&self.sessions_dir().join(&shard))?;
+                    for key in expired {
+                        if report.deleted >= limit as u64 {
+                            break;
+                        }
+                        // Re-check under the lock: an apply may have extended it meanwhile.
+                        if !self
+                            .read(&key)?
+                            .is_some_and(|r| r.is_expired(Timestamp::now()))
+                        {
+                            continue;
+                        }
+                        if let Some(record) = self.delete_locked(&key)? {
+                            report.deleted += 1;
+                            if record.moved_to.is_none() {
+                                report.sessions.push(PurgedSession::new(
+                                    key,
+                                    record.owner,
+                                    record.expires_at,
+                                ));
+                            }
+                        }
+                    }
+                }
+                self.sweep_temp_files(&shard);
+            }
+            Ok(())
+        })();
+        match outcome {
+            Err(err) if report.deleted == 0 => Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, deleted = report.deleted, "session cleanup step ended early");
+                Ok(report)
+            }
+            Ok(()) => Ok(report),
+        }
+    }
+
     fn live(record: Option<Record>, now: Timestamp) -> Option<Record> {
         record.filter(|r| !r.is_expired(now) && r.moved_to.is_none())
     }
@@ -366,7 +445,9 @@ impl Store for FileStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all().with_per_key_reads(false)
+        Capabilities::all()
+            .with_per_key_reads(false)
+            .with_reports_purged(true)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
@@ -480,26 +561,17 @@ impl Store for FileStore {
             let store = self.clone();
             // One shard per blocking task and lock hold: cleanup never stalls writers for long.
             total += blocking("file", move || {
-                let now = Timestamp::now();
-                let expired: Vec<SessionKey> = store
-                    .keys_in(&shard)?
-                    .into_iter()
-                    .filter(|key| match store.read(key) {
-                        Ok(Some(record)) => record.is_expired(now),
-                        Ok(None) => false,
-                        Err(err) => {
-                            tracing::warn!(key = %key.short(), error = %err, "skipping an unreadable session file");
-                            false
-                        }
-                    })
-                    .collect();
+                let expired = store.expired_in(&shard)?;
                 let mut deleted = 0u64;
                 if !expired.is_empty() {
                     let _lock = store.lock_shard(&store.sessions_dir().join(&shard))?;
                     for key in expired {
                         // Re-check under the lock: a concurrent cycle may have reused nothing,
                         // but a concurrent create may have replaced an expired record.
-                        if store.read(&key)?.is_some_and(|r| r.is_expired(Timestamp::now())) {
+                        if store
+                            .read(&key)?
+                            .is_some_and(|r| r.is_expired(Timestamp::now()))
+                        {
                             store.delete_locked(&key)?;
                             deleted += 1;
                         }
@@ -511,6 +583,11 @@ impl Store for FileStore {
             .await?;
         }
         Ok(total)
+    }
+
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let (store, limit) = (self.clone(), limit.max(1));
+        blocking("file", move || store.delete_expired_reporting(limit)).await
     }
 
     async fn count_expired(&self) -> Result<u64> {

@@ -19,6 +19,12 @@
 //!   [`ErrorKind::Unsupported`](sessionkit_core::ErrorKind::Unsupported), which the caller's
 //!   [`UnsupportedPolicy`](sessionkit_core::UnsupportedPolicy) turns into an error, a warning or
 //!   nothing.
+//! - **No purge reports**: Memcached expires items silently and says nothing about them, so
+//!   this store does not have `capabilities().reports_purged`:
+//!   [`Store::delete_expired_batch_reporting`] returns `Unsupported`, and
+//!   [`SessionHooks::purged_sessions`](sessionkit_core::SessionHooks::purged_sessions) never
+//!   hears of an expired session. An audit log that must record expiries needs a store that
+//!   reports them (SQLite, PostgreSQL, MySQL/MariaDB, file, redb).
 //! - **TLS**: `memcached+tls://h1:11214,h2:11214` connects with TLS (memcached 1.6 started
 //!   with `-Z`), verifying each server's certificate chain and host name against the system's
 //!   roots or the CA certificates of `tls_ca=/path/ca.pem`; `tls_cert=`/`tls_key=` send a

@@ -19,6 +19,11 @@
 //!
 //! All state sits behind one mutex that is never held across an `.await`; every operation is a
 //! few map updates, and cleanup releases the lock between batches of [`CLEANUP_BATCH`] records.
+//!
+//! **Reports purged sessions** (`capabilities().reports_purged`):
+//! [`Store::delete_expired_batch_reporting`] deletes a batch under one hold of the lock and
+//! returns each expired session's key, owner and deadline, for
+//! [`SessionHooks::purged_sessions`](sessionkit_core::SessionHooks::purged_sessions).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -28,8 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, Clock, CycleOutcome, Error, ListFilter, Page, PageRequest,
-    Record, Registry, Result, SessionKey, Store, StoredSession, SystemClock, Timestamp,
-    async_trait,
+    PurgeReport, PurgedSession, Record, Registry, Result, SessionKey, Store, StoredSession,
+    SystemClock, Timestamp, async_trait,
 };
 
 /// How many expired records one cleanup step removes before letting other tasks in.
@@ -120,8 +125,9 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    /// Removes up to `limit` expired records under one short hold of the lock.
-    fn remove_expired(&self, limit: usize) -> usize {
+    /// Removes up to `limit` expired records under one short hold of the lock; calls `removed`
+    /// with each removed record, under the lock.
+    fn remove_expired(&self, limit: usize, mut removed: impl FnMut(SessionKey, Record)) -> usize {
         let now = self.clock.now();
         let mut state = self.lock();
         let batch: Vec<SessionKey> = state
@@ -132,7 +138,9 @@ impl MemoryStore {
             .map(|(_, key)| *key)
             .collect();
         for key in &batch {
-            state.remove(key);
+            if let Some(record) = state.remove(key) {
+                removed(*key, record);
+            }
         }
         batch.len()
     }
@@ -162,7 +170,9 @@ impl Store for MemoryStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all().with_multiprocess_safe(false)
+        Capabilities::all()
+            .with_multiprocess_safe(false)
+            .with_reports_purged(true)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
@@ -278,7 +288,7 @@ impl Store for MemoryStore {
     async fn delete_expired(&self) -> Result<u64> {
         let mut total = 0u64;
         loop {
-            let removed = self.remove_expired(CLEANUP_BATCH);
+            let removed = self.remove_expired(CLEANUP_BATCH, |_, _| {});
             total += removed as u64;
             if removed < CLEANUP_BATCH {
                 return Ok(total);
@@ -288,7 +298,17 @@ impl Store for MemoryStore {
     }
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
-        Ok(self.remove_expired(limit.max(1)) as u64)
+        Ok(self.remove_expired(limit.max(1), |_, _| {}) as u64)
+    }
+
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let mut sessions = Vec::new();
+        let deleted = self.remove_expired(limit.max(1), |key, record| {
+            if record.moved_to.is_none() {
+                sessions.push(PurgedSession::new(key, record.owner, record.expires_at));
+            }
+        });
+        Ok(PurgeReport::new(deleted as u64, sessions))
     }
 
     async fn count_expired(&self) -> Result<u64> {

@@ -82,6 +82,14 @@
 //!   one cleans at a time and the others return at once; it deletes in batches of
 //!   [`CLEANUP_BATCH`](sessionkit_core::backend::sql::CLEANUP_BATCH) by primary key, at
 //!   `READ COMMITTED` so no gap locks block inserts.
+//! - **Reports purged sessions** (`capabilities().reports_purged`), on MySQL and MariaDB alike:
+//!   [`Store::delete_expired_batch_reporting`](sessionkit_core::Store::delete_expired_batch_reporting)
+//!   picks a batch with a plain read, then in one transaction locks those rows by primary key
+//!   with the deadline re-checked (`SELECT … FOR UPDATE`), deletes exactly the rows it locked
+//!   and commits, so the sessions it lists (key, owner, deadline; grace pointers counted but
+//!   not listed) are exactly the rows it deleted, and a session a request extends meanwhile is
+//!   neither. (MySQL has no `DELETE … RETURNING`, and older servers no `SKIP LOCKED`.) It
+//!   takes no `GET_LOCK`: cleaners on several servers each list what they deleted.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, OpenMode, Page,
-    PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
+    PageRequest, PurgeReport, PurgedSession, Record, Result, SessionKey, Store, StoredSession,
+    Timestamp, async_trait,
 };
 use sqlx::mysql::{MySql, MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{AssertSqlSafe, Connection, Executor, Row};
@@ -297,6 +298,74 @@ async fn delete_expired_on(
     Ok(query.execute(conn).await?.rows_affected())
 }
 
+/// A row `delete_expired_reporting_on` deleted: key, owner, deadline, grace pointer or not.
+type PurgedRow = (Vec<u8>, Option<String>, i64, bool);
+
+/// Deletes up to `limit` expired records and hands back what it deleted. A plain read picks
+/// the batch (as `delete_expired_on`); then one transaction locks those rows by primary key,
+/// re-checking the deadline on their newest committed version (`FOR UPDATE` is a current
+/// read), deletes exactly the rows it locked, and commits. No `DELETE … RETURNING` (MySQL has
+/// none) and no `SKIP LOCKED` (MySQL < 8 and MariaDB < 10.6 have none): a row a live request
+/// holds is waited for, as `delete_expired_on`'s delete waits for it, and a session that
+/// request extended is then neither deleted nor returned.
+async fn delete_expired_reporting_on(
+    sql: &Statements,
+    conn: &mut MySqlConnection,
+    limit: i64,
+) -> std::result::Result<Vec<PurgedRow>, sqlx::Error> {
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar(checked(&sql.expired_keys))
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = conn.begin().await?;
+    let lock = format!(
+        "SELECT `key`, owner, expires_at, moved_to FROM {} WHERE expires_at <= ? AND `key` IN {} \
+         FOR UPDATE",
+        sql.table,
+        Statements::placeholders(keys.len())
+    );
+    let mut query = sqlx::query(AssertSqlSafe(lock)).bind(now_ms());
+    for key in &keys {
+        query = query.bind(key.as_slice());
+    }
+    let mut purged = Vec::with_capacity(keys.len());
+    for row in query.fetch_all(&mut *tx).await? {
+        let moved_to: Option<Vec<u8>> = row.try_get(3)?;
+        purged.push((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            moved_to.is_some(),
+        ));
+    }
+    if purged.is_empty() {
+        return Ok(purged); // every one extended meanwhile; the dropped transaction rolls back
+    }
+    let delete = format!(
+        "DELETE FROM {} WHERE `key` IN {}",
+        sql.table,
+        Statements::placeholders(purged.len())
+    );
+    let mut query = sqlx::query(AssertSqlSafe(delete));
+    for (key, ..) in &purged {
+        query = query.bind(key.as_slice());
+    }
+    let deleted = query.execute(&mut *tx).await?.rows_affected();
+    if deleted != purged.len() as u64 {
+        // Cannot happen while the rows are locked; never report what was not deleted.
+        return Err(sqlx::Error::Protocol(format!(
+            "locked {} expired sessions but deleted {deleted}",
+            purged.len()
+        )));
+    }
+    tx.commit().await?;
+    Ok(purged)
+}
+
 impl MySqlStore {
     /// Connects to the database a `mysql://` (or `mariadb://`) URL names.
     ///
@@ -505,7 +574,7 @@ impl Store for MySqlStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        Capabilities::all().with_reports_purged(true)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
@@ -872,6 +941,27 @@ impl Store for MySqlStore {
             with_conn!(self.pool, |c| delete_expired_on(&self.sql, c, limit))
         })
         .await
+    }
+
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
+        let rows = retry("deleting expired sessions", || {
+            with_conn!(self.pool, |c| delete_expired_reporting_on(
+                &self.sql, c, limit
+            ))
+        })
+        .await?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for (key, owner, expires_at, pointer) in &rows {
+            if !pointer {
+                sessions.push(PurgedSession::new(
+                    SessionKey::from_slice(key)?,
+                    owner.clone(),
+                    Timestamp::from_millis(*expires_at),
+                ));
+            }
+        }
+        Ok(PurgeReport::new(rows.len() as u64, sessions))
     }
 
     async fn count_expired(&self) -> Result<u64> {

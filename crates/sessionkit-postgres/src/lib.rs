@@ -96,6 +96,13 @@
 //!   servers one cleans at a time and the others return at once; it deletes in batches of
 //!   [`CLEANUP_BATCH`](sessionkit_core::backend::sql::CLEANUP_BATCH) by primary key, skipping
 //!   rows live requests hold (`SKIP LOCKED`).
+//! - **Reports purged sessions** (`capabilities().reports_purged`):
+//!   [`Store::delete_expired_batch_reporting`](sessionkit_core::Store::delete_expired_batch_reporting)
+//!   is one `DELETE … RETURNING` over the same `SKIP LOCKED` batch, re-checking each row's
+//!   deadline as it deletes it, so the sessions it lists (key, owner, deadline; grace pointers
+//!   counted but not listed) are exactly the rows it deleted, and a session a request extends
+//!   meanwhile is neither. It takes no advisory lock: cleaners on several servers each list
+//!   what they deleted.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

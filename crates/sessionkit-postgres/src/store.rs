@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Error, ListFilter, ListState, OpenMode, Page,
-    PageRequest, Record, Result, SessionKey, Store, StoredSession, Timestamp, async_trait,
+    PageRequest, PurgeReport, PurgedSession, Record, Result, SessionKey, Store, StoredSession,
+    Timestamp, async_trait,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -46,6 +47,7 @@ struct Statements {
     move_values: Sql,
     make_pointer: Sql,
     delete_expired: Sql,
+    delete_expired_reporting: Sql,
     meta_columns: String,
     values_of: Sql,
     by_owner: Sql,
@@ -240,6 +242,15 @@ impl Statements {
             delete_expired: format!(
                 "DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at <= $1 \
                  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            )
+            .into(),
+            // The same batch, handing back what it deleted. The outer deadline check is
+            // re-evaluated on the newest version of a row a concurrent commit changed, so a
+            // session extended meanwhile is neither deleted nor returned.
+            delete_expired_reporting: format!(
+                "DELETE FROM {t} WHERE expires_at <= $1 AND key IN (SELECT key FROM {t} \
+                 WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING key, owner, expires_at, moved_to IS NOT NULL"
             )
             .into(),
             meta_columns: format!("SELECT key, {columns}, spilled FROM {t} WHERE moved_to IS NULL"),
@@ -857,7 +868,7 @@ impl Store for PostgresStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        Capabilities::all().with_reports_purged(true)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
@@ -1095,6 +1106,28 @@ impl Store for PostgresStore {
                 .await
         })
         .await
+    }
+
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
+        // One statement, its own transaction: the rows come back only if it committed.
+        let rows = retry("deleting expired sessions", || async {
+            self.query(&self.sql.delete_expired_reporting, &[&now_ms(), &limit])
+                .await
+        })
+        .await?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if !row.value_at::<bool>(3)? {
+                let key: &[u8] = row.value_at(0)?;
+                sessions.push(PurgedSession::new(
+                    SessionKey::from_slice(key)?,
+                    row.value_at(1)?,
+                    Timestamp::from_millis(row.value_at(2)?),
+                ));
+            }
+        }
+        Ok(PurgeReport::new(rows.len() as u64, sessions))
     }
 
     async fn count_expired(&self) -> Result<u64> {

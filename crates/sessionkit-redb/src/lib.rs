@@ -24,6 +24,15 @@
 //! the calling task, since it takes about a microsecond against 20 µs or more for a hop to a
 //! blocking thread, while writes and scans (listing, cleanup) run on Tokio's blocking pool.
 //!
+//! ## Cleanup and purge reports
+//! Cleanup walks `session_expiry` in deadline order and deletes up to [`CLEANUP_BATCH`]
+//! records per write transaction. The store **reports purged sessions**
+//! (`capabilities().reports_purged`): [`Store::delete_expired_batch_reporting`] does the same
+//! in one write transaction and lists the sessions it deleted (key, owner, deadline, from the
+//! metadata it deleted); the list is handed back only after the commit. Grace pointers are
+//! counted but not listed, and so is an expired record that does not decode (it is deleted,
+//! as cleanup deletes it, with a warning; its owner cannot be read).
+//!
 //! ## One process only
 //! redb (in its default mode) locks the file to one process, so
 //! `capabilities().multiprocess_safe` is **false**: run one app server per file, and stop it
@@ -41,8 +50,8 @@ use sessionkit_core::backend::blocking;
 use sessionkit_core::backend::path_only;
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ErrorKind, ListFilter, OpenMode,
-    Page, PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
-    async_trait,
+    Page, PageRequest, PurgeReport, PurgedSession, Record, Registry, Result, SessionKey, Store,
+    StoredSession, Timestamp, async_trait,
 };
 
 type KeyBytes = [u8; 32];
@@ -198,6 +207,43 @@ impl<'txn> Tables<'txn> {
         }
         self.clear_values(key)?;
         Ok(Some(old))
+    }
+
+    /// Deletes up to `limit` expired records in deadline order (what cleanup does in one
+    /// transaction) and returns how many; calls `deleted` with each one's key and metadata
+    /// (`None` for a record that did not decode, or an index entry whose record was missing).
+    fn delete_expired(
+        &mut self,
+        limit: usize,
+        mut deleted: impl FnMut(&SessionKey, Option<Record>),
+    ) -> Result<u64> {
+        let now = Timestamp::now().as_millis();
+        let e = |e| db_error("finding expired sessions", e);
+        let mut doomed = Vec::new();
+        for entry in self.expiry.range(..=(now, &[0xff; 32])).map_err(e)? {
+            let (k, _) = entry.map_err(e)?;
+            let (at, key) = k.value();
+            doomed.push((at, SessionKey::from_bytes(*key)));
+            if doomed.len() == limit {
+                break;
+            }
+        }
+        for (at, key) in &doomed {
+            let record = match self.delete(key) {
+                Err(err) if err.kind() == ErrorKind::Codec => {
+                    self.delete_even_undecodable(key)?;
+                    None
+                }
+                other => other?,
+            };
+            deleted(key, record);
+            // Gone with the record, unless the index named a record that is not there:
+            // then this entry alone would keep every round finding it.
+            self.expiry
+                .remove((*at, key.as_bytes()))
+                .map_err(|e| db_error("deleting expired sessions", e))?;
+        }
+        Ok(doomed.len() as u64)
     }
 
     /// Removes a session whatever its metadata holds: as [`Self::delete`], and a record that
@@ -426,7 +472,9 @@ impl Store for RedbStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all().with_multiprocess_safe(false)
+        Capabilities::all()
+            .with_multiprocess_safe(false)
+            .with_reports_purged(true)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
@@ -593,27 +641,22 @@ impl Store for RedbStore {
 
     async fn delete_expired_batch(&self, limit: usize) -> Result<u64> {
         let limit = limit.max(1);
+        self.write(move |t| t.delete_expired(limit, |_, _| {}))
+            .await
+    }
+
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let limit = limit.max(1);
         self.write(move |t| {
-            let now = Timestamp::now().as_millis();
-            let e = |e| db_error("finding expired sessions", e);
-            let mut doomed = Vec::new();
-            for entry in t.expiry.range(..=(now, &[0xff; 32])).map_err(e)? {
-                let (k, _) = entry.map_err(e)?;
-                let (at, key) = k.value();
-                doomed.push((at, SessionKey::from_bytes(*key)));
-                if doomed.len() == limit {
-                    break;
+            let mut sessions = Vec::new();
+            let deleted = t.delete_expired(limit, |key, record| {
+                if let Some(record) = record
+                    && record.moved_to.is_none()
+                {
+                    sessions.push(PurgedSession::new(*key, record.owner, record.expires_at));
                 }
-            }
-            for (at, key) in &doomed {
-                t.delete_even_undecodable(key)?;
-                // Gone with the record, unless the index named a record that is not there:
-                // then this entry alone would keep every round finding it.
-                t.expiry
-                    .remove((*at, key.as_bytes()))
-                    .map_err(|e| db_error("deleting expired sessions", e))?;
-            }
-            Ok(doomed.len() as u64)
+            })?;
+            Ok(PurgeReport::new(deleted, sessions))
         })
         .await
     }

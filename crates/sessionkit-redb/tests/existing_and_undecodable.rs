@@ -1,9 +1,13 @@
 //! Opening without creating (`OpenMode::Existing`), and listing a file with a record that does
 //! not decode.
 
+use std::time::Duration;
+
 use redb::{Database, TableDefinition};
 use sessionkit_conformance::{fresh_key, record_with};
-use sessionkit_core::{ErrorKind, ListFilter, ListState, OpenMode, PageRequest, Store};
+use sessionkit_core::{
+    ErrorKind, ListFilter, ListState, OpenMode, PageRequest, Record, Store, Timestamp,
+};
 use sessionkit_redb::RedbStore;
 
 const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
@@ -70,6 +74,48 @@ async fn a_record_that_does_not_decode_can_be_deleted_and_purged() {
     );
     assert!(store.by_owner("mallory").await.expect("owner").is_empty());
     assert!(store.delete(&live).await.expect("delete the live one"));
+}
+
+#[tokio::test]
+async fn a_record_that_does_not_decode_is_purged_and_counted_but_not_reported() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("s.redb");
+    let store = RedbStore::open(&path).await.expect("open");
+    let expired = fresh_key();
+    let record = Record {
+        owner: Some("alice".into()),
+        expires_at: Timestamp::now().saturating_sub(Duration::from_secs(60)),
+        ..record_with(&[("k", b"v")])
+    };
+    store.create(&expired, &record).await.expect("create");
+    drop(store);
+    let damaged = fresh_key();
+    plant_undecodable(&path, &damaged);
+    let store = RedbStore::open(&path).await.expect("open again");
+    let report = store
+        .delete_expired_batch_reporting(10)
+        .await
+        .expect("a record that does not decode does not stop the cleanup");
+    assert_eq!(report.deleted, 2, "both records deleted");
+    assert_eq!(
+        report
+            .sessions
+            .iter()
+            .map(|s| (s.key, s.owner.as_deref()))
+            .collect::<Vec<_>>(),
+        vec![(expired, Some("alice"))],
+        "only the session that decodes is listed"
+    );
+    assert!(store.by_owner("mallory").await.expect("owner").is_empty());
+    assert_eq!(store.count_expired().await.expect("count"), 0);
+    assert_eq!(
+        store
+            .delete_expired_batch_reporting(10)
+            .await
+            .expect("again")
+            .deleted,
+        0
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,16 @@
 //!   are a cluster hash tag, so each session lives on one slot.
 //! - Native expiry: every write sets `PEXPIREAT` to the session's deadline, so Redis deletes
 //!   sessions itself (`capabilities().native_ttl`); the stored `__e` is checked on every read too.
+//!   Redis does that silently, so this store does not have `capabilities().reports_purged`:
+//!   [`Store::delete_expired_batch_reporting`] returns `Unsupported` and
+//!   [`SessionHooks::purged_sessions`](sessionkit_core::SessionHooks::purged_sessions) never
+//!   hears of an expired session. To log expiries, turn on keyspace notifications
+//!   (`CONFIG SET notify-keyspace-events Ex`) and `SUBSCRIBE __keyevent@<db>__:expired`: each
+//!   expired session (or grace pointer) arrives as its Redis key, `<ns>:s:{<key hex>}`, which
+//!   names the session's key hash but not its owner (the hash is gone; keep your own
+//!   key-to-owner record, e.g. from `SessionHooks::created`, if the log needs it). Redis sends
+//!   each event once, to the subscribers connected at that moment (pub/sub keeps nothing), and
+//!   on a cluster each node announces its own keys.
 //! - Owner index: a set per owner, `<ns>:o:<owner hex>`, of session keys. Added before the session
 //!   names the owner, removed after; readers drop members whose session is gone or changed hands,
 //!   and `delete_expired` prunes members of expired sessions.

@@ -39,6 +39,11 @@
 //!   `synchronous=full` makes each commit durable against power loss too, at one fsync per batch.
 //! - `delete_expired` deletes in batches of [`CLEANUP_BATCH`], each its own short write, so
 //!   cleanup interleaves with live traffic instead of holding the lock.
+//! - **Reports purged sessions** (`capabilities().reports_purged`):
+//!   [`Store::delete_expired_batch_reporting`] is one `DELETE … RETURNING` in the writer's
+//!   transaction, so the sessions it lists (key, owner, deadline; grace pointers counted but
+//!   not listed) are exactly the rows it deleted, and the list is handed back only after the
+//!   commit.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -54,8 +59,8 @@ use sessionkit_core::backend::split_options;
 use sessionkit_core::backend::{blocking, validate_table_name};
 use sessionkit_core::{
     ApplyOutcome, Capabilities, Change, CycleOutcome, Data, Error, ListFilter, ListState, OpenMode,
-    Page, PageRequest, Record, Registry, Result, SessionKey, Store, StoredSession, Timestamp,
-    async_trait,
+    Page, PageRequest, PurgeReport, PurgedSession, Record, Registry, Result, SessionKey, Store,
+    StoredSession, Timestamp, async_trait,
 };
 
 use crate::schema::{SCHEMA_VERSION, Sql};
@@ -647,7 +652,7 @@ impl Store for SqliteStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        Capabilities::all().with_reports_purged(true)
     }
 
     async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
@@ -914,6 +919,31 @@ impl Store for SqliteStore {
             })
             .await?;
         Ok(deleted as u64)
+    }
+
+    async fn delete_expired_batch_reporting(&self, limit: usize) -> Result<PurgeReport> {
+        let limit = i64::try_from(limit.max(1)).unwrap_or(CLEANUP_BATCH);
+        self.write(move |conn, sql| {
+            let failed = |e| sql_error("deleting expired sessions", e);
+            let mut stmt = conn
+                .prepare_cached(&sql.delete_expired_reporting)
+                .map_err(failed)?;
+            let mut rows = stmt.query(params![now_ms(), limit]).map_err(failed)?;
+            let (mut deleted, mut sessions) = (0u64, Vec::new());
+            while let Some(row) = rows.next().map_err(failed)? {
+                deleted += 1;
+                let pointer: bool = row.get(3).map_err(failed)?;
+                if !pointer {
+                    sessions.push(PurgedSession::new(
+                        key_of(row, 0)?,
+                        row.get(1).map_err(failed)?,
+                        Timestamp::from_millis(row.get(2).map_err(failed)?),
+                    ));
+                }
+            }
+            Ok(PurgeReport::new(deleted, sessions))
+        })
+        .await
     }
 
     async fn count_expired(&self) -> Result<u64> {

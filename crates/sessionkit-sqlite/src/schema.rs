@@ -38,6 +38,8 @@ pub(crate) struct Sql {
     pub move_values: String,
     pub make_pointer: String,
     pub delete_expired_batch: String,
+    /// As `delete_expired_batch`, handing back what it deleted (`delete_expired_batch_reporting`).
+    pub delete_expired_reporting: String,
     pub list_prefix: String,
     pub by_owner: String,
     pub count_owner_live: String,
@@ -122,6 +124,13 @@ impl Sql {
                 "DELETE FROM {t} WHERE key IN \
                  (SELECT key FROM {t} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
             ),
+            // The same batch; the outer condition re-checks each row as it is deleted, in the
+            // same statement (and the one writer's transaction), so what comes back is what went.
+            delete_expired_reporting: format!(
+                "DELETE FROM {t} WHERE expires_at <= ?1 AND key IN \
+                 (SELECT key FROM {t} WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2) \
+                 RETURNING key, owner, expires_at, moved_to IS NOT NULL"
+            ),
             list_prefix: format!("SELECT key, {meta} FROM {t} WHERE moved_to IS NULL"),
             by_owner: format!(
                 "SELECT key, {meta} FROM {t} WHERE owner = ?1 AND expires_at > ?2 AND moved_to IS NULL"
@@ -163,6 +172,12 @@ mod tests {
         assert!(
             !cleanup.contains("SCAN"),
             "cleanup never scans the table: {cleanup}"
+        );
+        let reporting = plan(&conn, &sql.delete_expired_reporting, &[&0i64, &500i64]);
+        assert!(
+            reporting.contains("INDEX sessions_expires (expires_at<?)")
+                && !reporting.contains("SCAN"),
+            "the reporting cleanup never scans the table: {reporting}"
         );
         let owner = plan(&conn, &sql.by_owner, &[&"alice", &0i64]);
         assert!(owner.contains("INDEX sessions_owner (owner=?)"), "{owner}");

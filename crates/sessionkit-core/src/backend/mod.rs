@@ -27,7 +27,9 @@
 //!   in a message.
 //! - **[`Capabilities`](crate::Capabilities) tell the truth.** An operation the store cannot
 //!   do returns [`unsupported`] and its capability is off; `multiprocess_safe` only if
-//!   several processes may share the store.
+//!   several processes may share the store; `reports_purged` only with an implementation of
+//!   [`Store::delete_expired_batch_reporting`](crate::Store::delete_expired_batch_reporting)
+//!   (the default says `unsupported`, as the guide's store below does).
 //!
 //! A complete store (the one the conformance suite runs in `sessionkit-conformance`'s
 //! `tests/guide_store.rs`), one process, sessions in a map, no listing or owner index:
