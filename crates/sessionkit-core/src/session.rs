@@ -164,8 +164,10 @@ impl Loaded {
             ..Self::fresh(false)
         };
         if let Some(asked) = partial {
+            // The asked keys (present or not), and whatever else the store sent with them.
             loaded.complete = false;
             loaded.known = asked.iter().map(|&k| k.to_owned()).collect();
+            loaded.known.extend(loaded.data.keys().cloned());
         }
         loaded
     }

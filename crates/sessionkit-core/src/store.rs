@@ -302,13 +302,19 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Loads a session whole if its data (the values' bytes) takes at most `max_bytes`, and
-    /// otherwise its metadata and only `keys`, as [`Store::load_keys`] does; the flag says
-    /// which (`true`: whole). Same `Ok(None)` rules as [`Store::load`]; a grace-period pointer
-    /// is returned as it is. This is the first read of every request on stores with
+    /// otherwise its metadata, `keys` (those it has), and whatever other values the store
+    /// reads with them at no extra cost (values kept inline in the session's row), never the
+    /// large ones not asked for; the flag says which (`true`: whole). Every key in the
+    /// returned data holds its stored value. Same `Ok(None)` rules as [`Store::load`]; a
+    /// grace-period pointer is returned as it is.
+    ///
+    /// This is the first read of every request on stores with
     /// [`per_key_reads`](Capabilities::per_key_reads): a store overrides it with one round
-    /// trip (one snapshot) for both cases, so that a small session still costs a single
-    /// read and a large one never sends its other values. The default loads the whole
-    /// session, whatever its size.
+    /// trip (one snapshot) for both cases, so that a small session still costs a single read
+    /// and a large one never sends its other values. A store may judge "large" by a cheaper
+    /// test than the exact size when that costs a read of the values (MySQL: any value kept
+    /// outside the session row); its docs say so. The default loads the whole session,
+    /// whatever its size.
     async fn load_bounded(
         &self,
         key: &SessionKey,

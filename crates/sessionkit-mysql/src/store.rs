@@ -652,6 +652,46 @@ impl Store for MySqlStore {
         Ok(Some(record))
     }
 
+    /// A session without rows in the values table (`spilled` false: every value is inline,
+    /// up to 1 KiB each) comes whole; one with rows there comes with its inline values and
+    /// the asked ones from the values table: one statement either way. (The values table's
+    /// sizes are not summed: `LENGTH()` of an off-page BLOB reads the BLOB.)
+    async fn load_bounded(
+        &self,
+        key: &SessionKey,
+        keys: &[&str],
+        max_bytes: usize,
+    ) -> Result<Option<(Record, bool)>> {
+        let _ = max_bytes;
+        // Session keys are 1 to 255 bytes: "" names none, and keeps the list non-empty.
+        let names: &[&str] = if keys.is_empty() { &[""] } else { keys };
+        let statement = format!(
+            "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, s.data, v.name, v.value, s.spilled \
+             FROM {} s LEFT JOIN {} v ON v.session = s.`key` AND s.spilled AND v.name IN {} \
+             WHERE s.`key` = ? AND s.expires_at > ?",
+            self.sql.table,
+            self.sql.values_table,
+            Statements::placeholders(names.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(statement));
+        for name in names {
+            query = query.bind(*name);
+        }
+        let query = query.bind(key.as_bytes().as_slice()).bind(now_ms());
+        let rows = with_conn!(self.pool, |c| query.fetch_all(c))
+            .await
+            .map_err(|e| sql_error("loading a session", e))?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let spilled: bool = first.value_at(8)?;
+        let joined = rows
+            .iter()
+            .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
+        let record = fold_joined(session_columns(first, 0)?, joined, None)?;
+        Ok(Some((record, !spilled)))
+    }
+
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         let expires = change.expires_at.map(Timestamp::as_millis);
         let owner_changes = change.owner.is_some();

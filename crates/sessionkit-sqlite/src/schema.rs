@@ -23,6 +23,9 @@ pub(crate) struct Sql {
     pub insert_session: String,
     pub upsert_value: String,
     pub load: String,
+    /// `load` with the session's total value size, the values only when it is at most ?3
+    /// (`load_bounded`).
+    pub load_bounded: String,
     pub load_meta: String,
     pub load_values: String,
     /// One value of a session, by name (`load_keys`).
@@ -87,6 +90,17 @@ impl Sql {
             load: format!(
                 "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
                  FROM {t} s LEFT JOIN {v} v ON v.session = s.key \
+                 WHERE s.key = CAST(?1 AS BLOB) AND s.expires_at > ?2"
+            ),
+            // The size comes from the values' record headers (`length()` of a BLOB column does
+            // not read its overflow pages), once (`b` is not correlated); a large session's
+            // values are never read here.
+            load_bounded: format!(
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, \
+                 CASE WHEN b.total <= ?3 THEN v.value END, b.total \
+                 FROM {t} s \
+                 JOIN (SELECT coalesce(sum(length(value)), 0) AS total FROM {v} WHERE session = CAST(?1 AS BLOB)) b \
+                 LEFT JOIN {v} v ON v.session = s.key \
                  WHERE s.key = CAST(?1 AS BLOB) AND s.expires_at > ?2"
             ),
             load_meta: format!("SELECT {meta} FROM {t} WHERE key = ?1 AND expires_at > ?2"),
@@ -187,6 +201,20 @@ mod tests {
             "{load}"
         );
         assert!(!load.contains("SCAN"), "a load never scans: {load}");
+        let bounded = plan(
+            &conn,
+            &sql.load_bounded,
+            &[&[0u8; 32].as_slice(), &0i64, &65536i64],
+        );
+        assert!(
+            !bounded.contains("SCAN s") && !bounded.contains("SCAN sessions"),
+            "a bounded load never scans the sessions: {bounded}"
+        );
+        assert!(
+            bounded.matches("USING PRIMARY KEY").count() + bounded.matches("USING INDEX").count()
+                >= 2,
+            "the size and the values come by index: {bounded}"
+        );
     }
 
     /// The SQLite that rusqlite 0.43 bundles (3.54) re-prepares (parses and plans again) a join
