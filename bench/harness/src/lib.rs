@@ -27,6 +27,16 @@ const SESSIONS: usize = 100;
 
 /// How many different items a pushed list holds (a lost push is missing; a push applied
 /// twice would count once).
+/// `/fill/{n}` stores `n` values of this many bytes (keys `blob0`, `blob1`, …): just under
+/// 1 MiB each, under sessionkit's default value limit once encoded.
+pub const FILL_VALUE_BYTES: usize = 1024 * 1024 - 64;
+
+/// The `n` values `/fill/{n}` stores, as (key, text): strings, which both libraries store
+/// compactly.
+pub fn fill_values(n: usize) -> impl Iterator<Item = (String, String)> {
+    (0..n).map(|i| (format!("blob{i}"), "x".repeat(FILL_VALUE_BYTES)))
+}
+
 pub fn distinct(mut list: Vec<String>) -> usize {
     list.sort_unstable();
     list.dedup();

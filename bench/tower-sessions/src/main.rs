@@ -1,5 +1,6 @@
 //! The benchmark's app on tower-sessions: the same routes as sessionkit's (`/read`, `/incr`,
-//! `/add/{k}`, `/count/{n}`, `/logout`, `/slow-add/{k}/{ms}`, `/push/{k}`, `/pushed`) on each
+//! `/add/{k}`, `/count/{n}`, `/logout`, `/slow-add/{k}/{ms}`, `/push/{k}`, `/pushed`,
+//! `/fill/{n}`) on each
 //! store tower-sessions has. Started by `sessionkit-bench` (`serve --lib tower-sessions`, and
 //! `layer-worker` under valgrind); see `docs/BENCHMARKS.md`.
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
-use bench_harness::{PROFILE, distinct};
+use bench_harness::{PROFILE, distinct, fill_values};
 use tower_sessions::{Session, SessionManagerLayer, SessionStore};
 use tower_sessions_sqlx_store::sqlx;
 
@@ -72,6 +73,14 @@ async fn slow_add(s: Session, Path((k, ms)): Path<(String, u64)>) -> Result<&'st
     Ok("ok")
 }
 
+/// Makes the session large: `n` values of about 1 MiB in other keys than `counter`.
+async fn fill(s: Session, Path(n): Path<usize>) -> Result<&'static str, Failure> {
+    for (key, value) in fill_values(n) {
+        s.insert(&key, value).await.map_err(fail)?;
+    }
+    Ok("ok")
+}
+
 fn routes<S: SessionStore + Clone>(store: S) -> Router {
     Router::new()
         .route("/read", get(read))
@@ -82,6 +91,7 @@ fn routes<S: SessionStore + Clone>(store: S) -> Router {
         .route("/slow-add/{k}/{ms}", get(slow_add))
         .route("/push/{k}", get(push))
         .route("/pushed", get(pushed))
+        .route("/fill/{n}", get(fill))
         .layer(SessionManagerLayer::new(store).with_secure(false))
 }
 

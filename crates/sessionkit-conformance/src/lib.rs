@@ -24,11 +24,9 @@ pub mod http;
 #[cfg(feature = "http")]
 pub mod logs;
 pub mod multiprocess;
-mod partial_loads;
 mod purge_reports;
 
 pub use conditions::*;
-pub use partial_loads::*;
 pub use purge_reports::*;
 
 use std::collections::BTreeSet;
@@ -84,7 +82,6 @@ macro_rules! conformance_suite {
             owner_index_lists_and_revokes,
             owner_index_follows_owner_changes,
             per_key_reads_return_only_the_asked_keys,
-            load_bounded_is_whole_when_small_and_per_key_when_large,
             listing_pages_cover_every_session_once,
             listing_filters_by_owner_and_state,
             values_of_any_bytes_and_size_round_trip,

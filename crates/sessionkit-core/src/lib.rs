@@ -37,7 +37,11 @@
 //!    alphabet) is never sent to the store.
 //! 2. **First access.** The first `get`/`insert`/… loads the record from the store under the
 //!    id's [`SessionKey`] (its SHA-256). A missing, expired or unknown session gives an empty,
-//!    fresh session: in strict mode (the default) the presented id is never adopted.
+//!    fresh session: in strict mode (the default) the presented id is never adopted. On
+//!    stores with per-key reads, a session this process has found larger than
+//!    [`PARTIAL_LOAD_ABOVE`] (64 KiB) is loaded key by key: the first access brings the
+//!    metadata and the keys it needs, later ones the keys they need, and writes need nothing
+//!    more; other sessions come whole, in one round trip.
 //! 3. **Handler works.** Reads come from the loaded copy; writes are recorded as a [`Change`]
 //!    (keys set, keys removed, cleared, owner, deadline).
 //! 4. **Commit.** [`Session::commit`] (the web layer calls it) writes only the change:
@@ -238,8 +242,9 @@ pub use manager::{SessionManager, SessionManagerBuilder};
 pub use record::{Data, Record, StoredSession};
 pub use registry::{OpenMode, Registry};
 pub use session::{
-    Committed, CookieUpdate, Flash, FlashLevel, Flashes, MAX_FLASH_BYTES, MAX_FLASHES, MAX_KEY_LEN,
-    MAX_OWNER_LEN, PARTIAL_LOAD_ABOVE, RESERVED_PREFIX, Session, UPDATE_ATTEMPTS,
+    Committed, CookieUpdate, Flash, FlashLevel, Flashes, LARGE_SESSION_SLOTS, MAX_FLASH_BYTES,
+    MAX_FLASHES, MAX_KEY_LEN, MAX_OWNER_LEN, PARTIAL_LOAD_ABOVE, RESERVED_PREFIX, Session,
+    UPDATE_ATTEMPTS,
 };
 pub use store::{
     Capabilities, CycleOutcome, ListFilter, ListState, Page, PageRequest, PurgeReport,

@@ -211,6 +211,8 @@ pub(crate) struct ManagerInner {
     /// conflict, re-runs its updates and lands, instead of racing every other request of the
     /// session round after round. Conflicts then come only from other processes.
     update_turns: Box<[tokio::sync::Mutex<()>]>,
+    /// Sessions this process found larger than [`crate::PARTIAL_LOAD_ABOVE`]: loaded key by key.
+    pub(crate) large_sessions: crate::session::LargeSessions,
 }
 
 /// Stripes of [`ManagerInner::update_turns`]: enough that the commits of different sessions
@@ -268,6 +270,7 @@ impl ManagerInner {
             update_turns: (0..UPDATE_TURN_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
+            large_sessions: crate::session::LargeSessions::new(),
         });
         if let Some(every) = background {
             let runtime = tokio::runtime::Handle::try_current()

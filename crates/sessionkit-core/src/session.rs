@@ -24,7 +24,8 @@ mod updates;
 use updates::Updates;
 
 pub use flash::{Flash, FlashLevel, Flashes, MAX_FLASH_BYTES, MAX_FLASHES};
-pub use partial::PARTIAL_LOAD_ABOVE;
+pub(crate) use partial::LargeSessions;
+pub use partial::{LARGE_SESSION_SLOTS, PARTIAL_LOAD_ABOVE};
 
 /// Data keys starting with this are the library's own (the per-session expiry, flash messages
 /// and the CSRF secret live there).
@@ -164,10 +165,8 @@ impl Loaded {
             ..Self::fresh(false)
         };
         if let Some(asked) = partial {
-            // The asked keys (present or not), and whatever else the store sent with them.
             loaded.complete = false;
             loaded.known = asked.iter().map(|&k| k.to_owned()).collect();
-            loaded.known.extend(loaded.data.keys().cloned());
         }
         loaded
     }

@@ -301,30 +301,6 @@ pub trait Store: Send + Sync + 'static {
         }))
     }
 
-    /// Loads a session whole if its data (the values' bytes) takes at most `max_bytes`, and
-    /// otherwise its metadata, `keys` (those it has), and whatever other values the store
-    /// reads with them at no extra cost (values kept inline in the session's row), never the
-    /// large ones not asked for; the flag says which (`true`: whole). Every key in the
-    /// returned data holds its stored value. Same `Ok(None)` rules as [`Store::load`]; a
-    /// grace-period pointer is returned as it is.
-    ///
-    /// This is the first read of every request on stores with
-    /// [`per_key_reads`](Capabilities::per_key_reads): a store overrides it with one round
-    /// trip (one snapshot) for both cases, so that a small session still costs a single read
-    /// and a large one never sends its other values. A store may judge "large" by a cheaper
-    /// test than the exact size when that costs a read of the values (MySQL: any value kept
-    /// outside the session row); its docs say so. The default loads the whole session,
-    /// whatever its size.
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        let _ = (keys, max_bytes);
-        Ok(self.load(key).await?.map(|record| (record, true)))
-    }
-
     /// Applies `change` to a live session, **atomically**: all of it or none of it, and
     /// concurrent applies to the same session compose (two changes setting different keys both
     /// survive; for the same key, the later one wins unless the change is conditional). Updates
@@ -482,14 +458,6 @@ impl<S: Store + ?Sized> Store for Arc<S> {
     }
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
         (**self).load_keys(key, keys).await
-    }
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        (**self).load_bounded(key, keys, max_bytes).await
     }
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         (**self).apply(key, change).await

@@ -25,8 +25,6 @@ struct Probe {
     rivals: AtomicUsize,
     /// The next apply is written, and then answered with an error (a reply lost on the way).
     lose_reply: AtomicBool,
-    /// `load_bounded` answers with only the keys asked for, as for a large session.
-    partial: AtomicBool,
 }
 
 impl Probe {
@@ -82,18 +80,6 @@ impl Store for Probe {
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.check(false)?;
         self.inner.load(key).await
-    }
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        if self.partial.load(Ordering::SeqCst) {
-            return Ok(self.load_keys(key, keys).await?.map(|r| (r, false)));
-        }
-        self.check(false)?;
-        self.inner.load_bounded(key, keys, max_bytes).await
     }
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         self.check(true)?;
@@ -194,7 +180,6 @@ impl Fixture {
             down: AtomicBool::new(false),
             rivals: AtomicUsize::new(0),
             lose_reply: AtomicBool::new(false),
-            partial: AtomicBool::new(false),
         });
         Self {
             clock,
@@ -1433,23 +1418,46 @@ async fn csrf_tokens_verify_only_in_their_session_and_not_through_an_old_id() {
     assert!(later.verify_csrf(&token).await.expect("verify"));
 }
 
-/// A session the store loads partially (as a large one): each access loads only what it
+/// A value that makes its session large.
+fn big_value() -> Vec<u8> {
+    vec![7u8; sessionkit_core::PARTIAL_LOAD_ABOVE + 1]
+}
+
+/// A large session, once loaded whole, is loaded key by key: each access loads only what it
 /// needs, writes load nothing more, and what the request sees and stores is what a whole load
-/// would give.
+/// would give. A small one is always one whole load.
 #[tokio::test]
-async fn a_partially_loaded_session_loads_each_key_once_and_writes_without_the_rest() {
+async fn a_large_session_is_loaded_key_by_key_after_its_first_whole_load() {
     let fx = Fixture::new();
     let manager = fx.manager();
+    let small = start(&manager).await;
+    let session = manager.session(Some(&small));
+    let before = fx.calls();
+    assert_eq!(session.get::<u32>("counter").await.expect("get"), Some(1));
+    assert_eq!(session.get::<u32>("other").await.expect("get"), None);
+    assert_eq!(fx.calls(), before + 1, "a small session is one whole load");
+
     let session = manager.session(None);
     for (key, value) in [("a", 1u32), ("b", 2), ("c", 3), ("d", 4)] {
         session.insert(key, &value).await.expect("insert");
     }
+    session.insert("big", &big_value()).await.expect("insert");
     session
         .set_expiry(Expiry::OnInactivity(2 * HOUR))
         .await
         .expect("expiry");
     let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
-    fx.probe.partial.store(true, Ordering::SeqCst);
+    let first = manager.session(Some(&cookie));
+    assert_eq!(first.get::<u32>("a").await.expect("get"), Some(1));
+    assert_eq!(
+        first
+            .get::<Vec<u8>>("big")
+            .await
+            .expect("get")
+            .map(|v| v.len()),
+        Some(big_value().len()),
+        "the first load in this process is whole"
+    );
 
     let session = manager.session(Some(&cookie));
     let before = fx.calls();
@@ -1475,7 +1483,10 @@ async fn a_partially_loaded_session_loads_each_key_once_and_writes_without_the_r
         .await
         .expect("update");
     let loads = fx.calls();
-    assert_eq!(session.keys().await.expect("keys"), ["a", "b", "d", "e"]);
+    assert_eq!(
+        session.keys().await.expect("keys"),
+        ["a", "b", "big", "d", "e"]
+    );
     assert_eq!(fx.calls(), loads + 1, "keys() loads the rest once");
     assert_eq!(
         session.get::<u32>("d").await.expect("get"),
@@ -1491,41 +1502,49 @@ async fn a_partially_loaded_session_loads_each_key_once_and_writes_without_the_r
     let _ = session.commit().await.expect("commit");
     assert_eq!(fx.calls(), before + 2);
 
-    fx.probe.partial.store(false, Ordering::SeqCst);
     let whole = manager.session(Some(&cookie));
-    assert_eq!(whole.keys().await.expect("keys"), ["a", "b", "d", "e", "f"]);
+    assert_eq!(
+        whole.keys().await.expect("keys"),
+        ["a", "b", "big", "d", "e", "f"]
+    );
     assert_eq!(whole.get::<u32>("d").await.expect("get"), Some(14));
 }
 
 /// `clear()` after a partial load removes the keys it never loaded too, and keeps the
-/// library's own (the expiry).
+/// library's own (the expiry); the session, now small, is loaded whole again.
 #[tokio::test]
 async fn clear_after_a_partial_load_removes_what_was_not_loaded() {
     let fx = Fixture::new();
     let manager = fx.manager();
     let session = manager.session(None);
     session.insert("a", &1u32).await.expect("insert");
-    session
-        .insert("big", &vec![7u8; 1000])
-        .await
-        .expect("insert");
+    session.insert("big", &big_value()).await.expect("insert");
     session
         .set_expiry(Expiry::OnInactivity(3 * HOUR))
         .await
         .expect("expiry");
     let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
-    fx.probe.partial.store(true, Ordering::SeqCst);
+    let first = manager.session(Some(&cookie));
+    assert_eq!(first.get::<u32>("a").await.expect("get"), Some(1));
     let session = manager.session(Some(&cookie));
     assert_eq!(session.get::<u32>("a").await.expect("get"), Some(1));
     session.clear().await.expect("clear");
     assert!(session.keys().await.expect("keys").is_empty());
     assert_eq!(session.get::<Vec<u8>>("big").await.expect("get"), None);
     let _ = session.commit().await.expect("commit");
-    fx.probe.partial.store(false, Ordering::SeqCst);
     let whole = manager.session(Some(&cookie));
     assert!(whole.keys().await.expect("keys").is_empty());
     assert_eq!(
         whole.expiry().await.expect("expiry"),
         Expiry::OnInactivity(3 * HOUR)
     );
+    let again = manager.session(Some(&cookie));
+    let before = fx.calls();
+    assert_eq!(again.get::<u32>("a").await.expect("get"), None);
+    assert_eq!(
+        again.expiry().await.expect("expiry"),
+        Expiry::OnInactivity(3 * HOUR)
+    );
+    assert!(again.keys().await.expect("keys").is_empty());
+    assert_eq!(fx.calls(), before + 1, "shrunk: one whole load again");
 }

@@ -163,23 +163,6 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
-/// A copy of `record` with the values of `keys` only.
-fn with_keys(record: &Record, keys: &[&str]) -> Record {
-    let data = keys
-        .iter()
-        .filter_map(|k| record.data.get_key_value(*k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Record {
-        data,
-        created_at: record.created_at,
-        expires_at: record.expires_at,
-        owner: record.owner.clone(),
-        version: record.version,
-        moved_to: record.moved_to,
-    }
-}
-
 #[async_trait]
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
@@ -214,26 +197,21 @@ impl Store for MemoryStore {
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
         let now = self.clock.now();
         let state = self.lock();
-        let record = state.sessions.get(key).filter(|r| !r.is_expired(now));
-        Ok(record.map(|record| with_keys(record, keys)))
-    }
-
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        let now = self.clock.now();
-        let state = self.lock();
         let Some(record) = state.sessions.get(key).filter(|r| !r.is_expired(now)) else {
             return Ok(None);
         };
-        let size: usize = record.data.values().map(Vec::len).sum();
-        Ok(Some(if size <= max_bytes {
-            (record.clone(), true)
-        } else {
-            (with_keys(record, keys), false)
+        let data = keys
+            .iter()
+            .filter_map(|k| record.data.get_key_value(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Some(Record {
+            data,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+            owner: record.owner.clone(),
+            version: record.version,
+            moved_to: record.moved_to,
         }))
     }
 

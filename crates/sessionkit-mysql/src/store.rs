@@ -29,7 +29,6 @@ struct Statements {
     add_inline_columns: Sql,
     insert_session: Sql,
     load: Sql,
-    load_meta: Sql,
     patch_small: Sql,
     patch_small_if: Sql,
     patch: Sql,
@@ -108,10 +107,6 @@ impl Statements {
                 "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, s.data, v.name, v.value \
                  FROM {t} s LEFT JOIN {v} v ON v.session = s.`key` AND s.spilled \
                  WHERE s.`key` = ? AND s.expires_at > ?"
-            )
-            .into(),
-            load_meta: format!(
-                "SELECT {meta}, data, spilled FROM {t} WHERE `key` = ? AND expires_at > ?"
             )
             .into(),
             // The common apply, one statement and no transaction: a session with nothing in
@@ -624,49 +619,12 @@ impl Store for MySqlStore {
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
-        let row = with_conn!(self.pool, |c| sqlx::query(checked(&self.sql.load_meta))
-            .bind(key.as_bytes().as_slice())
-            .bind(now_ms())
-            .fetch_optional(c))
-        .await
-        .map_err(|e| sql_error("loading a session", e))?;
-        let Some(row) = row else { return Ok(None) };
-        let mut record = session_columns(&row, 0)?.into_record()?;
-        record.data.retain(|name, _| keys.contains(&name.as_str()));
-        if row.value_at::<bool>(6)? && !keys.is_empty() {
-            let statement = format!(
-                "SELECT name, value FROM {} WHERE session = ? AND name IN {}",
-                self.sql.values_table,
-                Statements::placeholders(keys.len())
-            );
-            let mut query =
-                sqlx::query_as(AssertSqlSafe(statement)).bind(key.as_bytes().as_slice());
-            for name in keys {
-                query = query.bind(*name);
-            }
-            let values: Vec<(String, Vec<u8>)> = with_conn!(self.pool, |c| query.fetch_all(c))
-                .await
-                .map_err(|e| sql_error("loading values", e))?;
-            record.data.extend(values);
-        }
-        Ok(Some(record))
-    }
-
-    /// A session without rows in the values table (`spilled` false: every value is inline,
-    /// up to 1 KiB each) comes whole; one with rows there comes with its inline values and
-    /// the asked ones from the values table: one statement either way. (The values table's
-    /// sizes are not summed: `LENGTH()` of an off-page BLOB reads the BLOB.)
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        let _ = max_bytes;
-        // Session keys are 1 to 255 bytes: "" names none, and keeps the list non-empty.
+        // One statement: the session row (inline values), and the asked values of the values
+        // table when the session has rows there. Session keys are 1 to 255 bytes, so "" names
+        // none and keeps the list non-empty.
         let names: &[&str] = if keys.is_empty() { &[""] } else { keys };
         let statement = format!(
-            "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, s.data, v.name, v.value, s.spilled \
+            "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, s.data, v.name, v.value \
              FROM {} s LEFT JOIN {} v ON v.session = s.`key` AND s.spilled AND v.name IN {} \
              WHERE s.`key` = ? AND s.expires_at > ?",
             self.sql.table,
@@ -684,12 +642,10 @@ impl Store for MySqlStore {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let spilled: bool = first.value_at(8)?;
         let joined = rows
             .iter()
             .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
-        let record = fold_joined(session_columns(first, 0)?, joined, None)?;
-        Ok(Some((record, !spilled)))
+        fold_joined(session_columns(first, 0)?, joined, Some(keys)).map(Some)
     }
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {

@@ -30,7 +30,6 @@ struct Statements {
     create: Sql,
     load: Sql,
     load_keys: Sql,
-    load_bounded: Sql,
     apply: Sql,
     apply_if: Sql,
     patch_small: Sql,
@@ -139,18 +138,6 @@ impl Statements {
                 "SELECT {columns}, v.name, v.value FROM {t} s {} \
                  WHERE s.key = $1 AND s.expires_at > $2",
                 spilled_of(" AND name = ANY($3)")
-            )
-            .into(),
-            // `load`, and whether the values table holds more than $4 bytes of the session
-            // (`octet_length` reads a TOASTed value's size, not the value): then only the
-            // values named $3 come. A session without rows there (`spilled` false) runs
-            // neither subquery.
-            load_bounded: format!(
-                "SELECT {columns}, v.name, v.value, b.large FROM {t} s \
-                 LEFT JOIN LATERAL (SELECT coalesce(sum(octet_length(value)), 0) > $4 AS large \
-                 FROM {v} WHERE session = s.key AND s.spilled OFFSET 0) b ON TRUE {} \
-                 WHERE s.key = $1 AND s.expires_at > $2",
-                spilled_of(" AND (NOT b.large OR name = ANY($3))")
             )
             .into(),
             // One statement: bump the live session (or nothing) and patch its inline document;
@@ -927,27 +914,6 @@ impl Store for PostgresStore {
             .await
             .map_err(failed("loading a session"))?;
         fold(&rows, Some(keys))
-    }
-
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-        let rows = self
-            .query(
-                &self.sql.load_bounded,
-                &[&key.as_bytes().as_slice(), &now_ms(), &keys, &max],
-            )
-            .await
-            .map_err(failed("loading a session"))?;
-        let large = match rows.first() {
-            Some(row) => row.value_at::<Option<bool>>(8)?.unwrap_or(false),
-            None => false,
-        };
-        Ok(fold(&rows, None)?.map(|record| (record, !large)))
     }
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {

@@ -328,31 +328,6 @@ fn read_values(
     Ok(data)
 }
 
-/// Every value of the session under `key` if together they take at most `max` bytes, else
-/// `None` (having read no further than the value that went over).
-fn read_values_up_to(
-    table: &impl ReadableTable<(&'static KeyBytes, &'static str), &'static [u8]>,
-    key: &SessionKey,
-    max: usize,
-) -> Result<Option<Data>> {
-    let e = |e| db_error("reading values", e);
-    let mut data = Data::new();
-    let mut total = 0usize;
-    for entry in table.range((key.as_bytes(), "")..).map_err(e)? {
-        let (k, v) = entry.map_err(e)?;
-        let (session, name) = k.value();
-        if session != key.as_bytes() {
-            break;
-        }
-        total = total.saturating_add(v.value().len());
-        if total > max {
-            return Ok(None);
-        }
-        data.insert(name.to_owned(), v.value().to_vec());
-    }
-    Ok(Some(data))
-}
-
 fn live(record: Option<Record>, now: Timestamp) -> Option<Record> {
     record.filter(|r| !r.is_expired(now) && r.moved_to.is_none())
 }
@@ -535,32 +510,6 @@ impl Store for RedbStore {
             };
             record.data = read_values(values, key, None)?;
             Ok(Some(record))
-        })
-    }
-
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        read_snapshot(&self.db, |sessions, values, _| {
-            let Some(mut record) =
-                read_meta(sessions, key)?.filter(|r| !r.is_expired(Timestamp::now()))
-            else {
-                return Ok(None);
-            };
-            let whole = match read_values_up_to(values, key, max_bytes)? {
-                Some(data) => {
-                    record.data = data;
-                    true
-                }
-                None => {
-                    record.data = read_values(values, key, Some(keys))?;
-                    false
-                }
-            };
-            Ok(Some((record, whole)))
         })
     }
 

@@ -124,7 +124,6 @@ pub use crate::connection::Multiplexed;
 use crate::options::StoreOptions;
 use crate::scripts::{
     ABORT_MOVE, APPLY, BEGIN_MOVE, CREATE, DATA_PREFIX, DELETE, DELETE_IF_OWNER, FINISH_MOVE,
-    LOAD_BOUNDED,
 };
 /// The driver, for [`Multiplexed`]'s `ConnectionInfo`, the Sentinel client and the cluster
 /// client [`RedisStore::with_cluster`] takes.
@@ -328,23 +327,6 @@ fn record_from_fields(
             .map(|h| SessionKey::from_hex(&h))
             .transpose()?,
     }))
-}
-
-/// The record in the reply of `HMGET session __c __e __o __v __p d:<key>…` for `keys`.
-fn record_from_hmget(reply: Value, keys: &[&str]) -> Result<Option<Record>> {
-    let values: Vec<Option<Vec<u8>>> = FromRedisValue::from_redis_value(reply)
-        .map_err(|e| redis_error("loading a session", RedisError::from(e)))?;
-    if values.get(1).is_none_or(Option::is_none) {
-        return Ok(None); // no `__e`: no session
-    }
-    let names = ["__c", "__e", "__o", "__v", "__p"]
-        .into_iter()
-        .map(|name| name.as_bytes().to_vec())
-        .chain(keys.iter().map(|k| data_field(k)));
-    let fields = names
-        .zip(values)
-        .filter_map(|(name, value)| Some(Ok((name, value?))));
-    record_from_fields(fields)
 }
 
 /// The (name, value) pairs of an HGETALL reply (a flat array, or a map under RESP3), taken
@@ -671,43 +653,22 @@ impl Store for RedisStore {
         let mut args = Vec::with_capacity(7 + keys.len());
         args.extend(["HMGET", &name, "__c", "__e", "__o", "__v", "__p"].map(Arg::from));
         args.extend(keys.iter().map(|k| Arg::DataField(k)));
-        let reply = self
-            .conn
-            .query(&args)
-            .await
+        let reply = self.conn.query(&args).await;
+        let values: Vec<Option<Vec<u8>>> = reply
+            .and_then(|v| Ok(FromRedisValue::from_redis_value(v)?))
             .map_err(|e| redis_error("loading a session", e))?;
-        let record = record_from_hmget(reply, keys)?;
+        if values.get(1).is_none_or(Option::is_none) {
+            return Ok(None); // no `__e`: no session
+        }
+        let names = ["__c", "__e", "__o", "__v", "__p"]
+            .into_iter()
+            .map(|name| name.as_bytes().to_vec())
+            .chain(keys.iter().map(|k| data_field(k)));
+        let fields = names
+            .zip(values)
+            .filter_map(|(name, value)| Some(Ok((name, value?))));
+        let record = record_from_fields(fields)?;
         Ok(record.filter(|r| !r.is_expired(Timestamp::now())))
-    }
-
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        let mut args = Vec::with_capacity(1 + keys.len());
-        args.push(Arg::Unsigned(u64::try_from(max_bytes).unwrap_or(u64::MAX)));
-        args.extend(keys.iter().map(|k| Arg::DataField(k)));
-        let reply: Value = self
-            .run_script(&LOAD_BOUNDED, key, &args)
-            .await
-            .map_err(|e| redis_error("loading a session", e))?;
-        let Value::Array(mut parts) = reply else {
-            return Err(Error::corrupt("the bounded load's reply is not an array"));
-        };
-        let (Some(fields), Some(whole), None) = (parts.pop(), parts.pop(), parts.pop()) else {
-            return Ok(None); // {}: no session
-        };
-        let whole = matches!(whole, Value::Int(1));
-        let record = if whole {
-            record_from_fields(hash_pairs(fields)?)?
-        } else {
-            record_from_hmget(fields, keys)?
-        };
-        Ok(record
-            .filter(|r| !r.is_expired(Timestamp::now()))
-            .map(|r| (r, whole)))
     }
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {

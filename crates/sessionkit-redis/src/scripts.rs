@@ -152,22 +152,6 @@ return 1
     )
 });
 
-/// The first read of a request: the whole hash if it takes at most ARGV[1] bytes of memory
-/// (`MEMORY USAGE … SAMPLES 0`: exact, and O(1) for the small, listpack-encoded hashes most
-/// sessions are), else the metadata fields and the data fields ARGV[2…]. Returns {} (no
-/// session), {1, HGETALL reply} or {0, HMGET reply for `__c __e __o __v __p` and ARGV[2…]}.
-/// `KEYS[1]` session.
-pub(crate) static LOAD_BOUNDED: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
-if not used then return {} end
-if used <= tonumber(ARGV[1]) then return {1, redis.call('HGETALL', KEYS[1])} end
-return {0, redis.call('HMGET', KEYS[1], '__c', '__e', '__o', '__v', '__p', unpack(ARGV, 2))}
-",
-    )
-});
-
 /// Deletes a session; returns {deleted (0/1), owner ('' none)}. `KEYS[1]` session.
 pub(crate) static DELETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -300,58 +300,12 @@ fn in_snapshot<T>(
     Ok(out)
 }
 
-/// The session under `key` with the values of `names` (those it has).
-fn read_keys(
-    conn: &Connection,
-    sql: &Sql,
-    key: &SessionKey,
-    names: Vec<String>,
-) -> Result<Option<Record>> {
-    let Some(mut record) = conn
-        .prepare_cached(&sql.load_meta)
-        .and_then(|mut stmt| {
-            stmt.query_row(params![key.as_bytes(), now_ms()], |row| Ok(meta_of(row, 0)))
-                .optional()
-        })
-        .map_err(|e| sql_error("loading a session", e))?
-        .transpose()?
-    else {
-        return Ok(None);
-    };
-    let mut stmt = conn
-        .prepare_cached(&sql.load_value)
-        .map_err(|e| sql_error("loading values", e))?;
-    for name in names {
-        let value: Option<Vec<u8>> = stmt
-            .query_row(params![key.as_bytes(), name], |row| row.get(0))
-            .optional()
-            .map_err(|e| sql_error("loading values", e))?;
-        if let Some(value) = value {
-            record.data.insert(name, value);
-        }
-    }
-    Ok(Some(record))
-}
-
-/// The whole session under `key` if its values take at most `max` bytes; `Ok(None)` when it
-/// is larger, and when there is no live session (the caller's partial read tells them apart).
-fn read_bounded(
-    conn: &Connection,
-    sql: &Sql,
-    key: &SessionKey,
-    max: i64,
-) -> Result<Option<Record>> {
+/// The session in the rows of `load` or `load_named` (its columns, then a value's name and
+/// bytes, or NULLs), if there is one.
+fn read_joined(mut rows: rusqlite::Rows<'_>) -> Result<Option<Record>> {
     let failed = |e| sql_error("loading a session", e);
-    let mut stmt = conn.prepare_cached(&sql.load_bounded).map_err(failed)?;
-    let mut rows = stmt
-        .query(params![key.as_bytes(), now_ms(), max])
-        .map_err(failed)?;
     let mut record: Option<Record> = None;
     while let Some(row) = rows.next().map_err(failed)? {
-        let total: i64 = row.get(7).map_err(failed)?;
-        if total > max {
-            return Ok(None);
-        }
         let record = match &mut record {
             Some(record) => record,
             None => record.insert(meta_of(row, 0)?),
@@ -753,58 +707,25 @@ impl Store for SqliteStore {
             let mut stmt = conn
                 .prepare_cached(&sql.load)
                 .map_err(|e| sql_error("loading a session", e))?;
-            let mut rows = stmt
+            let rows = stmt
                 .query(params![key.as_bytes(), now_ms()])
                 .map_err(|e| sql_error("loading a session", e))?;
-            let mut record: Option<Record> = None;
-            while let Some(row) = rows.next().map_err(|e| sql_error("loading a session", e))? {
-                let record = match &mut record {
-                    Some(record) => record,
-                    None => record.insert(meta_of(row, 0)?),
-                };
-                let name: Option<String> =
-                    row.get(5).map_err(|e| sql_error("loading a session", e))?;
-                if let Some(name) = name {
-                    let value: Vec<u8> =
-                        row.get(6).map_err(|e| sql_error("loading a session", e))?;
-                    record.data.insert(name, value);
-                }
-            }
-            Ok(record)
+            read_joined(rows)
         })
         .await
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
         let key = *key;
-        let names: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        // A few indexed lookups in one snapshot: a point read, like `load`.
+        let names = serde_json::to_string(keys)
+            .map_err(|e| Error::codec(None, "the asked keys do not encode", e))?;
         self.point_read(move |conn, sql| {
-            in_snapshot(conn, sql, move |conn, sql| {
-                read_keys(conn, sql, &key, names)
-            })
-        })
-        .await
-    }
-
-    async fn load_bounded(
-        &self,
-        key: &SessionKey,
-        keys: &[&str],
-        max_bytes: usize,
-    ) -> Result<Option<(Record, bool)>> {
-        let key = *key;
-        let names: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-        self.point_read(move |conn, sql| {
-            // One statement for a small session, values included; a large one reads its
-            // metadata and the asked values again, in a snapshot of their own.
-            match read_bounded(conn, sql, &key, max)? {
-                Some(record) => Ok(Some((record, true))),
-                None => in_snapshot(conn, sql, move |conn, sql| {
-                    Ok(read_keys(conn, sql, &key, names)?.map(|record| (record, false)))
-                }),
-            }
+            let failed = |e| sql_error("loading a session", e);
+            let mut stmt = conn.prepare_cached(&sql.load_named).map_err(failed)?;
+            let rows = stmt
+                .query(params![key.as_bytes(), now_ms(), names])
+                .map_err(failed)?;
+            read_joined(rows)
         })
         .await
     }

@@ -23,10 +23,8 @@ pub(crate) struct Sql {
     pub insert_session: String,
     pub upsert_value: String,
     pub load: String,
-    /// `load` with the session's total value size, the values only when it is at most ?3
-    /// (`load_bounded`).
-    pub load_bounded: String,
-    pub load_meta: String,
+    /// `load` with only the values named in the JSON array ?3 (`load_keys`).
+    pub load_named: String,
     pub load_values: String,
     /// One value of a session, by name (`load_keys`).
     pub load_value: String,
@@ -92,18 +90,13 @@ impl Sql {
                  FROM {t} s LEFT JOIN {v} v ON v.session = s.key \
                  WHERE s.key = CAST(?1 AS BLOB) AND s.expires_at > ?2"
             ),
-            // The size comes from the values' record headers (`length()` of a BLOB column does
-            // not read its overflow pages), once (`b` is not correlated); a large session's
-            // values are never read here.
-            load_bounded: format!(
-                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, \
-                 CASE WHEN b.total <= ?3 THEN v.value END, b.total \
-                 FROM {t} s \
-                 JOIN (SELECT coalesce(sum(length(value)), 0) AS total FROM {v} WHERE session = CAST(?1 AS BLOB)) b \
-                 LEFT JOIN {v} v ON v.session = s.key \
+            // One statement (no transaction around several): the named values by their
+            // primary key, the others never read.
+            load_named: format!(
+                "SELECT s.created_at, s.expires_at, s.owner, s.version, s.moved_to, v.name, v.value \
+                 FROM {t} s LEFT JOIN {v} v ON v.session = s.key AND v.name IN (SELECT value FROM json_each(?3)) \
                  WHERE s.key = CAST(?1 AS BLOB) AND s.expires_at > ?2"
             ),
-            load_meta: format!("SELECT {meta} FROM {t} WHERE key = ?1 AND expires_at > ?2"),
             load_values: format!("SELECT name, value FROM {v} WHERE session = ?1"),
             load_value: format!("SELECT value FROM {v} WHERE session = ?1 AND name = ?2"),
             bump: format!(
@@ -201,19 +194,18 @@ mod tests {
             "{load}"
         );
         assert!(!load.contains("SCAN"), "a load never scans: {load}");
-        let bounded = plan(
+        let named = plan(
             &conn,
-            &sql.load_bounded,
-            &[&[0u8; 32].as_slice(), &0i64, &65536i64],
+            &sql.load_named,
+            &[&[0u8; 32].as_slice(), &0i64, &"[\"a\"]"],
         );
         assert!(
-            !bounded.contains("SCAN s") && !bounded.contains("SCAN sessions"),
-            "a bounded load never scans the sessions: {bounded}"
+            !named.contains("SCAN s") && named.contains("USING PRIMARY KEY"),
+            "a per-key load never scans the sessions: {named}"
         );
         assert!(
-            bounded.matches("USING PRIMARY KEY").count() + bounded.matches("USING INDEX").count()
-                >= 2,
-            "the size and the values come by index: {bounded}"
+            named.contains("(session=? AND name=?)"),
+            "and reads the named values by key: {named}"
         );
     }
 

@@ -28,7 +28,7 @@ const COOKIES: usize = 1000;
 
 /// wrk's Lua: each request carries the next of the pre-created cookies (also used by
 /// `cpu-per-request.sh`).
-const ROTATE_LUA: &str = include_str!("../../../rotate.lua");
+pub(crate) const ROTATE_LUA: &str = include_str!("../../../rotate.lua");
 
 /// A `serve` process of this binary, killed when dropped.
 pub(crate) struct Server {
@@ -172,11 +172,11 @@ async fn get(client: &reqwest::Client, base: &str, path: &str, cookie: &str) -> 
 }
 
 #[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
-struct Sample {
-    requests_per_second: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
+pub(crate) struct Sample {
+    pub(crate) requests_per_second: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) errors: u64,
 }
 
 fn duration_ms(text: &str) -> f64 {
@@ -196,7 +196,13 @@ fn duration_ms(text: &str) -> f64 {
     }
 }
 
-fn wrk(server: &Server, route: &str, seconds: u32, lua: &Path, cookies: &Path) -> Sample {
+pub(crate) fn wrk(
+    server: &Server,
+    route: &str,
+    seconds: u32,
+    lua: &Path,
+    cookies: &Path,
+) -> Sample {
     let output = Command::new("wrk")
         .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
         .arg(lua)
@@ -232,7 +238,7 @@ fn wrk(server: &Server, route: &str, seconds: u32, lua: &Path, cookies: &Path) -
     sample
 }
 
-fn median(mut samples: Vec<Sample>) -> Sample {
+pub(crate) fn median(mut samples: Vec<Sample>) -> Sample {
     samples.sort_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second));
     samples[samples.len() / 2]
 }

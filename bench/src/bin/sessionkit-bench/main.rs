@@ -21,6 +21,9 @@
 //! - `sessionkit-bench contended [--stores …] [--seconds 10] [--connections 64] [--baseline PATH]`:
 //!   every connection increments one session's counter; req/s, p50/p99, conflicts per request,
 //!   and whether the final counter equals the 200 responses.
+//! - `sessionkit-bench partial [--stores …] [--seconds 10] [--runs 3]`: `/read` on sessions
+//!   that also hold ~10 MiB in other keys (`/fill/10`), next to `/read` on small sessions, for
+//!   both libraries on each store; prints the medians and the large / small ratios.
 //! - `sessionkit-bench chart`: redraws the chart from the saved results.
 //! - `sessionkit-bench layer [--libs raw,sessionkit,tower-sessions] [--store memory|redis]
 //!   [--routes none,read,incr]`: instructions (callgrind) and time per request of each session
@@ -44,6 +47,7 @@ mod contended;
 mod driver;
 mod drivers;
 mod layer;
+mod partial;
 mod raw;
 
 #[derive(Parser)]
@@ -95,6 +99,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         trials: usize,
     },
+    /// `/read` of one small key on sessions that also hold ~10 MiB in other keys, next to the
+    /// same request on small sessions, per store and library.
+    Partial {
+        #[arg(long, default_value = "sqlite,postgres,mysql,redis,redb")]
+        stores: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Redraws docs/bench-chart.svg from docs/bench-results.json.
     Chart,
     /// Point reads per second and client CPU per read for each way of holding SQL connections.
@@ -116,7 +130,7 @@ enum Command {
 
 mod sk {
     use super::*;
-    use bench_harness::{PROFILE, distinct};
+    use bench_harness::{PROFILE, distinct, fill_values};
     use sessionkit::tower::{CookieConfig, SessionError, SessionLayer, WebConfig};
     use sessionkit::{Session, SessionManager};
 
@@ -154,6 +168,13 @@ mod sk {
             .count()
             .to_string())
     }
+    /// Makes the session large: `n` values of about 1 MiB in other keys than `counter`.
+    async fn fill(s: Session, Path(n): Path<usize>) -> Result<&'static str, SessionError> {
+        for (key, value) in fill_values(n) {
+            s.insert(&key, &value).await?;
+        }
+        Ok("ok")
+    }
     async fn logout(s: Session) -> Result<&'static str, SessionError> {
         s.destroy().await?;
         Ok("ok")
@@ -177,6 +198,11 @@ mod sk {
             "sqlite" => {
                 let _ = std::fs::remove_file("bench-sessionkit.db");
                 "sqlite://bench-sessionkit.db".to_owned()
+            }
+            // Embedded, sessionkit only (tower-sessions has no redb store): `partial` runs it.
+            "redb" => {
+                let _ = std::fs::remove_file("bench-sessionkit.redb");
+                "redb://bench-sessionkit.redb".to_owned()
             }
             "postgres" => {
                 "postgres://root@127.0.0.1:5432/test?table=bench_sessionkit&setup=true&sslmode=disable"
@@ -222,6 +248,7 @@ mod sk {
             .route("/slow-add/{k}/{ms}", get(slow_add))
             .route("/push/{k}", get(push))
             .route("/pushed", get(pushed))
+            .route("/fill/{n}", get(fill))
             .layer(layer)
             .route(
                 "/conflicts",
@@ -280,6 +307,11 @@ async fn drive(command: Command) {
             baseline,
         } => contended::run(&stores, seconds, connections, baseline.as_deref()).await,
         Command::Correctness { stores, trials } => driver::correctness(&stores, trials).await,
+        Command::Partial {
+            stores,
+            seconds,
+            runs,
+        } => partial::run(&stores, seconds, runs).await,
         Command::Chart => driver::redraw(),
         Command::Drivers => drivers::run().await,
         Command::App(_) | Command::Layer { .. } => unreachable!("run without this runtime"),

@@ -10,7 +10,9 @@
 //! - what a client can make it store is bounded (user names, cart items, flash messages, form
 //!   size, sessions per user), with a message to the user rather than an error;
 //! - signed-in pages are `Cache-Control: no-store`; logout removes the cookie; a device whose
-//!   session was revoked or expired is told why it is signed out.
+//!   session was revoked or expired is told why it is signed out;
+//! - every expired session a cleanup deletes gets an audit line on the console (key hash and
+//!   owner, through `SessionHooks::purged_sessions`).
 
 mod device;
 
@@ -29,8 +31,8 @@ use sessionkit::tower::{
 };
 use sessionkit::web::{ErrorPage, default_error_page};
 use sessionkit::{
-    CleanupPolicy, ErrorKind, FlashLevel, ListFilter, ListState, PageRequest, Session, SessionKey,
-    SessionManager, Store, Timestamp, codec,
+    CleanupPolicy, ErrorKind, FlashLevel, ListFilter, ListState, PageRequest, PurgedSession,
+    Session, SessionHooks, SessionKey, SessionManager, Store, Timestamp, codec,
 };
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
@@ -141,6 +143,7 @@ pub fn app(store: Arc<dyn Store>, secure_cookies: bool) -> Result<Router, CliErr
 /// A manager or cookie configuration error.
 pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliError> {
     let manager = SessionManager::builder(store)
+        .hooks(AuditLog)
         .cleanup(CleanupPolicy::Probabilistic { one_in: 200 })
         .max_sessions_per_owner(Some(MAX_SESSIONS_PER_USER))
         .max_value_bytes(MAX_VALUE_BYTES)
@@ -182,6 +185,27 @@ pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliEr
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(layer)
         .with_state(demo))
+}
+
+/// Prints an audit line for every expired session a cleanup deletes (its key's short hash and
+/// owner, never the id), on the stores that report them (`Capabilities::reports_purged`).
+struct AuditLog;
+
+impl SessionHooks for AuditLog {
+    fn wants_purged_sessions(&self) -> bool {
+        true
+    }
+
+    fn purged_sessions(&self, batch: &[PurgedSession]) {
+        for session in batch {
+            println!(
+                "cleanup: expired session {} of {} (deadline {}) deleted",
+                session.key.short(),
+                session.owner.as_deref().unwrap_or("no one"),
+                utc(session.expires_at)
+            );
+        }
+    }
 }
 
 type Page = Result<Response, SessionError>;

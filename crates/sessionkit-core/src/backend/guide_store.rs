@@ -51,11 +51,8 @@ impl Store for MapStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        // One process only; no listing or owner index (those operations say `unsupported`);
-        // reads always load the whole record (`load_keys` and `load_bounded` keep their
-        // defaults).
+        // One process only; no listing or owner index (those operations say `unsupported`).
         Capabilities::all()
-            .with_per_key_reads(false)
             .with_multiprocess_safe(false)
             .with_iterable(false)
             .with_owner_index(false)
