@@ -562,6 +562,18 @@ impl MySqlStore {
     }
 }
 
+/// The session in the rows of `load` or `load_keys` (its columns, the inline document, then a
+/// values-table row's name and value, or NULLs), keeping only the values of `only` if given.
+fn fold(rows: &[MySqlRow], only: Option<&[&str]>) -> Result<Option<Record>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let joined = rows
+        .iter()
+        .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
+    fold_joined(session_columns(first, 0)?, joined, only).map(Some)
+}
+
 #[async_trait]
 impl Store for MySqlStore {
     fn name(&self) -> &'static str {
@@ -609,13 +621,7 @@ impl Store for MySqlStore {
             .fetch_all(c))
         .await
         .map_err(|e| sql_error("loading a session", e))?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let joined = rows
-            .iter()
-            .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
-        fold_joined(session_columns(first, 0)?, joined, None).map(Some)
+        fold(&rows, None)
     }
 
     async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
@@ -639,13 +645,7 @@ impl Store for MySqlStore {
         let rows = with_conn!(self.pool, |c| query.fetch_all(c))
             .await
             .map_err(|e| sql_error("loading a session", e))?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let joined = rows
-            .iter()
-            .map(|row| Ok((row.value_at(6)?, row.value_at(7)?)));
-        fold_joined(session_columns(first, 0)?, joined, Some(keys)).map(Some)
+        fold(&rows, Some(keys))
     }
 
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
