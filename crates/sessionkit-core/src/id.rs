@@ -173,13 +173,27 @@ impl SessionKey {
 
     /// The first 12 hex digits: enough to tell sessions apart in a listing.
     pub fn short(&self) -> String {
-        let mut hex = self.to_hex();
-        hex.truncate(12);
-        hex
+        let mut short = String::with_capacity(SHORT_BYTES * 2);
+        // Writing into a String cannot fail.
+        let _ = self.write_short(&mut short);
+        short
+    }
+
+    /// Writes the [`short`](Self::short) form to `out`, for spans and log lines that format
+    /// it only when something records them.
+    pub(crate) fn write_short(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        for b in &self.0[..SHORT_BYTES] {
+            out.write_char(char::from(HEX[usize::from(b >> 4)]))?;
+            out.write_char(char::from(HEX[usize::from(b & 0x0f)]))?;
+        }
+        Ok(())
     }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The bytes of a key its [`short`](SessionKey::short) form shows.
+const SHORT_BYTES: usize = 6;
 
 fn hex_value(digit: u8) -> Option<u8> {
     match digit {
@@ -269,6 +283,16 @@ mod tests {
         assert!(SessionKey::from_hex(&"g".repeat(64)).is_err());
         assert!(SessionKey::from_slice(&[0u8; 31]).is_err());
         assert_eq!(SessionKey::from_slice(key.as_bytes()).expect("slice"), key);
+    }
+
+    #[test]
+    fn short_form_is_the_first_twelve_hex_digits() {
+        let key = SessionId::generate().expect("os rng").key();
+        assert_eq!(key.short(), key.to_hex()[..12]);
+        assert_eq!(
+            format!("{key:?}"),
+            format!("SessionKey({})", &key.to_hex()[..12])
+        );
     }
 
     #[test]

@@ -182,6 +182,18 @@
 //! # }
 //! ```
 //!
+//! ## Observability: metrics and spans
+//!
+//! The manager measures its store calls (a latency histogram by store and operation, errors
+//! by kind) and counts the life-cycle events (sessions created, destroyed, cycled and purged,
+//! update conflicts and retries, cleanup runs and batches) through the
+//! [`metrics`](https://docs.rs/metrics) facade, and runs every store call in a `DEBUG`
+//! tracing span (store, operation, the short key hash, outcome), so a slow request shows
+//! which store call was slow. The library installs no recorder: an application that wants
+//! the numbers installs one (a Prometheus exporter, say) and calls [`metrics::describe`].
+//! No label ever holds a session id, a key hash or an owner. The names, labels and span
+//! fields are in one table in the [`metrics`] module.
+//!
 //! ## The grace window
 //!
 //! After [`Session::cycle_id`], the old id keeps reaching the session for the grace period
@@ -224,6 +236,7 @@ mod error;
 mod id;
 mod lifecycle;
 mod manager;
+pub mod metrics;
 mod record;
 pub mod registry;
 mod session;

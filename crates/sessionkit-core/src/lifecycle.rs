@@ -6,12 +6,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::SessionKey;
+use crate::metrics::{Destroyed, InstrumentedStore, Meters, Trigger};
 use crate::record::{Record, StoredSession};
 use crate::store::{PurgedSession, Store, UnsupportedPolicy};
 use crate::time::{Clock, Timestamp};
@@ -193,14 +194,19 @@ async fn background_cleanup(manager: Weak<ManagerInner>, every: Duration) {
         let Some(manager) = manager.upgrade() else {
             return;
         };
-        if let Err(err) = manager.purge_expired().await {
+        if let Err(err) = manager.purge_expired(Trigger::Background).await {
             tracing::warn!(error = %err, store = manager.store.name(), "session cleanup failed");
         }
     }
 }
 
 pub(crate) struct ManagerInner {
+    /// The store, measured and traced (`crate::metrics`): every call the manager makes goes
+    /// through it.
     pub(crate) store: Arc<dyn Store>,
+    /// The store as the builder was given it, for [`SessionManager::store`](crate::SessionManager::store).
+    pub(crate) given: Arc<dyn Store>,
+    pub(crate) meters: Meters,
     pub(crate) config: Config,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hooks: Arc<dyn SessionHooks>,
@@ -261,7 +267,9 @@ impl ManagerInner {
             _ => None,
         };
         let inner = Arc::new(ManagerInner {
-            store,
+            meters: Meters::new(store.name()),
+            store: Arc::new(InstrumentedStore::new(Arc::clone(&store))),
+            given: store,
             config,
             clock,
             hooks,
@@ -308,24 +316,59 @@ impl ManagerInner {
         };
         let manager = Arc::clone(self);
         runtime.spawn(async move {
-            if let Err(err) = manager.purge_expired().await {
+            if let Err(err) = manager.purge_expired(Trigger::Probabilistic).await {
                 tracing::warn!(error = %err, store = manager.store.name(), "session cleanup failed");
             }
             manager.cleanup_running.store(false, Ordering::Release);
         });
     }
 
-    pub(crate) async fn purge_expired(&self) -> Result<u64> {
+    /// Runs one cleanup, started by `trigger`; returns how many records it deleted.
+    pub(crate) async fn purge_expired(&self, trigger: Trigger) -> Result<u64> {
+        let started = Instant::now();
+        let result = self.purge().await;
+        self.meters
+            .cleanup_run(trigger, result.is_ok(), started.elapsed());
+        result
+    }
+
+    async fn purge(&self) -> Result<u64> {
         let count =
             if self.hooks.wants_purged_sessions() && self.store.capabilities().reports_purged {
                 self.purge_reporting().await?
             } else {
+                self.meters.cleanup_batch();
                 self.store.delete_expired().await?
             };
+        self.purged(count);
+        Ok(count)
+    }
+
+    /// A cleanup deleted `count` expired records: the hook hears of it (if any) and the
+    /// metrics count it.
+    fn purged(&self, count: u64) {
         if count > 0 {
             self.hooks.purged(count);
+            self.meters.purged(count);
         }
-        Ok(count)
+    }
+
+    /// A session was stored for the first time.
+    pub(crate) fn session_created(&self, key: &SessionKey, owner: Option<&str>) {
+        self.hooks.created(key, owner);
+        self.meters.created();
+    }
+
+    /// A session moved from `old` to `new`.
+    pub(crate) fn session_cycled(&self, old: &SessionKey, new: &SessionKey) {
+        self.hooks.cycled(old, new);
+        self.meters.cycled();
+    }
+
+    /// The session under `key` was ended, for `why`.
+    pub(crate) fn session_destroyed(&self, key: &SessionKey, why: Destroyed) {
+        self.hooks.destroyed(key);
+        self.meters.destroyed(why, 1);
     }
 
     /// The cleanup that says which sessions it deleted: steps of [`PURGE_REPORT_BATCH`]
@@ -335,6 +378,7 @@ impl ManagerInner {
     async fn purge_reporting(&self) -> Result<u64> {
         let mut total = 0u64;
         for _ in 0..PURGE_REPORT_MAX_BATCHES {
+            self.meters.cleanup_batch();
             let report = match self
                 .store
                 .delete_expired_batch_reporting(PURGE_REPORT_BATCH)
@@ -348,12 +392,11 @@ impl ManagerInner {
                         store = self.store.name(),
                         "the session store claims to report purged sessions but does not; cleaning up without reporting"
                     );
+                    self.meters.cleanup_batch();
                     return Ok(total + self.store.delete_expired().await?);
                 }
                 Err(err) => {
-                    if total > 0 {
-                        self.hooks.purged(total);
-                    }
+                    self.purged(total);
                     return Err(err);
                 }
             };
@@ -386,7 +429,7 @@ impl ManagerInner {
         let excess = sessions.len() - limit;
         for session in others.into_iter().take(excess) {
             if self.store.delete(&session.key).await? {
-                self.hooks.destroyed(&session.key);
+                self.session_destroyed(&session.key, Destroyed::OwnerLimit);
             }
         }
         Ok(())

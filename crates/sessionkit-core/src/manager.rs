@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::id::SessionKey;
 use crate::lifecycle::{CleanupPolicy, Config, ManagerInner, NoHooks, SessionHooks};
+use crate::metrics::{Destroyed, Trigger};
 use crate::record::StoredSession;
 use crate::session::Session;
 use crate::store::{Store, UnsupportedPolicy};
@@ -158,9 +159,15 @@ impl SessionManager {
         Session::new(Arc::clone(&self.inner), cookie_value)
     }
 
-    /// The store.
+    /// The store, as it was given to the builder: calls made on it directly are not in the
+    /// manager's metrics and spans ([`metrics`](crate::metrics)), which cover the calls the
+    /// manager and its sessions make.
+    #[expect(
+        clippy::misnamed_getters,
+        reason = "`inner.store` is the instrumented wrapper; callers get their own store back"
+    )]
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+        &self.inner.given
     }
 
     /// The settings.
@@ -194,10 +201,13 @@ impl SessionManager {
     /// # Errors
     /// A store error, or `Unsupported` (subject to the manager's [`UnsupportedPolicy`]).
     pub async fn revoke_owner(&self, owner: &str) -> Result<u64> {
-        self.inner
+        let ended = self
+            .inner
             .config
             .unsupported
-            .resolve(self.inner.store.delete_by_owner(owner).await, || 0)
+            .resolve(self.inner.store.delete_by_owner(owner).await, || 0)?;
+        self.inner.meters.destroyed(Destroyed::Revoke, ended);
+        Ok(ended)
     }
 
     /// Ends every session of `owner` except `keep` ("end all other sessions"). Returns how many.
@@ -222,7 +232,7 @@ impl SessionManager {
     pub async fn revoke(&self, key: &SessionKey) -> Result<bool> {
         let existed = self.inner.store.delete(key).await?;
         if existed {
-            self.inner.hooks.destroyed(key);
+            self.inner.session_destroyed(key, Destroyed::Revoke);
         }
         Ok(existed)
     }
@@ -232,6 +242,6 @@ impl SessionManager {
     /// # Errors
     /// A store error.
     pub async fn purge_expired(&self) -> Result<u64> {
-        self.inner.purge_expired().await
+        self.inner.purge_expired(Trigger::Manual).await
     }
 }

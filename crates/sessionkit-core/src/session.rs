@@ -13,6 +13,7 @@ use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{SessionId, SessionKey};
 use crate::lifecycle::{Expiry, ManagerInner};
+use crate::metrics::{Destroyed, UpdateFailure};
 use crate::record::{Data, Record};
 use crate::store::CycleOutcome;
 use crate::time::Timestamp;
@@ -828,7 +829,7 @@ impl Session {
         })
         .await?;
         let key = id.key();
-        manager.hooks.created(&key, record.owner.as_deref());
+        manager.session_created(&key, record.owner.as_deref());
         loaded.current = Some(Current {
             key,
             id: Some(id.clone()),
@@ -892,7 +893,7 @@ async fn destroy_pending(manager: &ManagerInner, loaded: &mut Loaded) -> Result<
     let mut removed = false;
     while let Some(key) = loaded.destroy.last().copied() {
         if manager.store.delete(&key).await? {
-            manager.hooks.destroyed(&key);
+            manager.session_destroyed(&key, Destroyed::Destroy);
         }
         loaded.destroy.pop();
         removed = true;
@@ -941,7 +942,7 @@ async fn rotate(
     if outcome == CycleOutcome::Gone {
         return Ok(None);
     }
-    manager.hooks.cycled(&old, &cycled.key());
+    manager.session_cycled(&old, &cycled.key());
     if let Some(pointer) = current.via.take() {
         // The old-old id must not reach the session any more either.
         manager.store.delete(&pointer).await?;
@@ -1009,7 +1010,9 @@ async fn apply_change(
         if outcome != ApplyOutcome::Conflict {
             return Ok(outcome);
         }
+        manager.meters.conflict();
         if loaded.unsure() {
+            manager.meters.update_failed(UpdateFailure::Unsure);
             return Err(Error::conflict(
                 "an earlier attempt to save these updates failed in a way that may have written them; \
                  they are not run again, so that none is applied twice",
@@ -1017,6 +1020,7 @@ async fn apply_change(
         }
         conflicts += 1;
         if conflicts >= UPDATE_ATTEMPTS {
+            manager.meters.update_failed(UpdateFailure::Attempts);
             let keys: Vec<&str> = loaded.change.expected.keys().map(String::as_str).collect();
             return Err(Error::conflict(format!(
                 "the update of {keys:?} conflicted with other requests {conflicts} times in a row; nothing was written"
@@ -1025,6 +1029,7 @@ async fn apply_change(
         if conflicts > 1 {
             tokio::time::sleep(conflict_pause(conflicts)).await;
         }
+        manager.meters.retry();
         if !loaded.rerun_updates(manager).await? {
             return Ok(ApplyOutcome::Gone);
         }

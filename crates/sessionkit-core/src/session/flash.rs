@@ -14,6 +14,7 @@ use crate::change::{ApplyOutcome, Change};
 use crate::codec::{decode_value, encode_value};
 use crate::error::{Error, Result};
 use crate::lifecycle::ManagerInner;
+use crate::metrics::UpdateFailure;
 
 /// The session key holding the queued messages.
 pub(super) const FLASH_KEY: &str = "__sessionkit.flash";
@@ -172,6 +173,8 @@ async fn take_stored(
             ApplyOutcome::Applied { .. } => return Ok(queued),
             ApplyOutcome::Gone => return Ok(Vec::new()),
             ApplyOutcome::Conflict => {
+                manager.meters.conflict();
+                manager.meters.retry();
                 let Some(record) = manager.store.load_keys(key, &[FLASH_KEY]).await? else {
                     return Ok(Vec::new());
                 };
@@ -179,6 +182,7 @@ async fn take_stored(
             }
         }
     }
+    manager.meters.update_failed(UpdateFailure::Attempts);
     Err(Error::conflict(format!(
         "taking the flash messages conflicted with other requests {UPDATE_ATTEMPTS} times in a row"
     )))
