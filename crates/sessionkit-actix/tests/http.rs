@@ -23,6 +23,15 @@ async fn write(
     Ok("ok")
 }
 
+async fn fill(
+    session: Session,
+    path: web::Path<(String, usize)>,
+) -> Result<&'static str, SessionError> {
+    let (key, bytes) = path.into_inner();
+    session.insert(&key, &"x".repeat(bytes)).await?;
+    Ok("ok")
+}
+
 async fn slow_write(
     session: Session,
     path: web::Path<(String, String, u64)>,
@@ -111,6 +120,7 @@ async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
             .route("/flashes", web::get().to(flashes))
             .route("/csrf-token", web::get().to(csrf_token))
             .route("/post/{key}/{value}", web::post().to(write))
+            .route("/fill/{key}/{bytes}", web::get().to(fill))
     })
     .workers(2)
     .disable_signals()

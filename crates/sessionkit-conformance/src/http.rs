@@ -22,6 +22,7 @@
 //! | `/flashes` | the `Flashes` extractor: the queued messages as `level:message`, comma-separated |
 //! | `/csrf-token` | a fresh CSRF token of the session |
 //! | `POST /post/{key}/{value}` | sets `key` to `value`; answers `ok` |
+//! | `/fill/{key}/{bytes}` | sets `key` to a string of `bytes` letters; answers `ok` |
 //!
 //! The app runs the integration's CSRF layer inside its session layer, with the default
 //! [`CsrfConfig`](sessionkit_core::csrf::CsrfConfig). Handlers return session errors through
@@ -83,6 +84,7 @@ macro_rules! http_suite {
             concurrent_flashes_are_each_shown_exactly_once,
             csrf_refuses_cross_site_missing_and_forged_tokens,
             csrf_tokens_change_at_login,
+            a_large_session_read_key_by_key_loses_nothing,
             a_slow_request_racing_a_logout_does_not_bring_the_session_back
         );
     };
@@ -931,4 +933,109 @@ pub async fn csrf_tokens_change_at_login(server: &TestServer) {
         "{fresh:?}"
     );
     assert_eq!(get(server, "/get/hit", Some(&new)).await.body, "2");
+}
+
+/// A session over [`PARTIAL_LOAD_ABOVE`](sessionkit_core::PARTIAL_LOAD_ABOVE), which the
+/// manager loads key by key once it has seen it whole, behaves exactly like a small one:
+/// reads of loaded and not-yet-loaded keys, the key list, concurrent writes and `update`s,
+/// flash messages, CSRF tokens, shrinking below the threshold and growing again, and a login
+/// that moves it to a new id.
+pub async fn a_large_session_read_key_by_key_loses_nothing(server: &TestServer) {
+    let big = 2 * sessionkit_core::PARTIAL_LOAD_ABOVE;
+    let cookie = start_session(server).await;
+    assert_eq!(
+        get(server, &format!("/fill/big/{big}"), Some(&cookie))
+            .await
+            .body,
+        "ok"
+    );
+    // The first read loads it whole and finds it large; the later ones go key by key.
+    for _ in 0..2 {
+        assert_eq!(get(server, "/get/a", Some(&cookie)).await.body, "1");
+    }
+    assert_eq!(get(server, "/get/big", Some(&cookie)).await.body.len(), big);
+    assert_eq!(get(server, "/get/absent", Some(&cookie)).await.status, 404);
+
+    let requests: Vec<_> = (0..20)
+        .map(|i| {
+            let path = if i % 2 == 0 {
+                format!("/push/cart/i{i:02}")
+            } else {
+                format!("/set/k{i:02}/v{i}")
+            };
+            let (server, cookie) = (server.clone(), cookie.clone());
+            tokio::spawn(async move { get(&server, &path, Some(&cookie)).await })
+        })
+        .collect();
+    for request in requests {
+        let reply = request.await.expect("task");
+        assert_eq!(reply.status, 200, "{reply:?}");
+    }
+    let cart: Vec<String> = (0..20).step_by(2).map(|i| format!("i{i:02}")).collect();
+    let mut listed: Vec<String> = get(server, "/list/cart", Some(&cookie))
+        .await
+        .body
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    listed.sort_unstable();
+    assert_eq!(listed, cart, "every push to the large session survived");
+    let written: Vec<String> = (1..20).step_by(2).map(|i| format!("k{i:02}")).collect();
+    let mut keys = vec!["a".to_owned(), "big".to_owned(), "cart".to_owned()];
+    keys.extend(written.iter().cloned());
+    assert_eq!(
+        get(server, "/keys", Some(&cookie)).await.body,
+        keys.join(",")
+    );
+
+    assert_eq!(
+        get(server, "/flash/info/hi", Some(&cookie)).await.status,
+        200
+    );
+    assert_eq!(get(server, "/flashes", Some(&cookie)).await.body, "info:hi");
+    let token = csrf_token(server, &cookie).await;
+    let posted = post(
+        server,
+        "/post/posted/yes",
+        Some(&cookie),
+        &[FORM],
+        format!("csrf_token={token}"),
+    )
+    .await;
+    assert_eq!(
+        (posted.status, posted.body.as_str()),
+        (200, "ok"),
+        "{posted:?}"
+    );
+
+    // Shrunk below the threshold, then grown again: still whole and correct.
+    assert_eq!(
+        get(server, "/set/big/small", Some(&cookie)).await.body,
+        "ok"
+    );
+    assert_eq!(get(server, "/get/big", Some(&cookie)).await.body, "small");
+    keys.push("posted".to_owned());
+    keys.sort_unstable();
+    assert_eq!(
+        get(server, "/keys", Some(&cookie)).await.body,
+        keys.join(",")
+    );
+    assert_eq!(
+        get(server, &format!("/fill/big/{big}"), Some(&cookie))
+            .await
+            .body,
+        "ok"
+    );
+    assert_eq!(get(server, "/get/a", Some(&cookie)).await.body, "1");
+
+    let login = get(server, "/login/alice", Some(&cookie)).await;
+    let moved = login.new_cookie().expect("login sets the new id");
+    assert_eq!(get(server, "/get/big", Some(&moved)).await.body.len(), big);
+    assert_eq!(get(server, "/get/posted", Some(&moved)).await.body, "yes");
+    keys.push("user".to_owned());
+    keys.sort_unstable();
+    assert_eq!(
+        get(server, "/keys", Some(&moved)).await.body,
+        keys.join(",")
+    );
 }

@@ -28,6 +28,14 @@ async fn write(
     Ok("ok")
 }
 
+async fn fill(
+    session: Session,
+    Path((key, bytes)): Path<(String, usize)>,
+) -> Result<&'static str, SessionError> {
+    session.insert(&key, &"x".repeat(bytes)).await?;
+    Ok("ok")
+}
+
 async fn slow_write(
     session: Session,
     Path((key, value, ms)): Path<(String, String, u64)>,
@@ -108,6 +116,7 @@ async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
         .route("/flashes", get(flashes))
         .route("/csrf-token", get(csrf_token))
         .route("/post/{key}/{value}", post(write))
+        .route("/fill/{key}/{bytes}", get(fill))
         .layer(CsrfLayer::new(CsrfConfig::default()).expect("valid config"))
         .layer(SessionLayer::with_config(manager.clone(), web).expect("valid config"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
