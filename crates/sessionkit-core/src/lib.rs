@@ -41,7 +41,7 @@
 //!    stores with per-key reads, a session this process has found larger than
 //!    [`PARTIAL_LOAD_ABOVE`] (64 KiB) is loaded key by key: the first access brings the
 //!    metadata and the keys it needs, later ones the keys they need, and writes need nothing
-//!    more; other sessions come whole, in one round trip.
+//!    more (a login's new id stays remembered); other sessions come whole, in one round trip.
 //! 3. **Handler works.** Reads come from the loaded copy; writes are recorded as a [`Change`]
 //!    (keys set, keys removed, cleared, owner, deadline).
 //! 4. **Commit.** [`Session::commit`] (the web layer calls it) writes only the change:

@@ -943,6 +943,7 @@ async fn rotate(
         return Ok(None);
     }
     manager.session_cycled(&old, &cycled.key());
+    manager.large_sessions.moved(&old, &cycled.key());
     if let Some(pointer) = current.via.take() {
         // The old-old id must not reach the session any more either.
         manager.store.delete(&pointer).await?;

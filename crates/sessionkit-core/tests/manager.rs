@@ -19,6 +19,8 @@ struct Probe {
     inner: MemoryStore,
     calls: AtomicUsize,
     writes: AtomicUsize,
+    /// Of the calls, the whole loads (`load`, not `load_keys`).
+    whole_loads: AtomicUsize,
     down: AtomicBool,
     /// How many more conditional applies a rival request beats: before each, it pushes
     /// `rival<n>` to every key the apply expects (a `Vec<String>`), so the condition fails.
@@ -79,7 +81,12 @@ impl Store for Probe {
     }
     async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
         self.check(false)?;
+        self.whole_loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load(key).await
+    }
+    async fn load_keys(&self, key: &SessionKey, keys: &[&str]) -> Result<Option<Record>> {
+        self.check(false)?;
+        self.inner.load_keys(key, keys).await
     }
     async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
         self.check(true)?;
@@ -177,6 +184,7 @@ impl Fixture {
             inner: MemoryStore::with_clock(clock.clone()),
             calls: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
+            whole_loads: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             rivals: AtomicUsize::new(0),
             lose_reply: AtomicBool::new(false),
@@ -1508,6 +1516,44 @@ async fn a_large_session_is_loaded_key_by_key_after_its_first_whole_load() {
         ["a", "b", "big", "d", "e", "f"]
     );
     assert_eq!(whole.get::<u32>("d").await.expect("get"), Some(14));
+}
+
+/// A login (`cycle_id()`) on a session this process found large keeps it remembered: the
+/// next request on the new id loads key by key, not the whole session again.
+#[tokio::test]
+async fn a_large_session_stays_partial_across_a_login() {
+    let fx = Fixture::new();
+    let manager = fx.manager();
+    let session = manager.session(None);
+    session.insert("a", &1u32).await.expect("insert");
+    session.insert("big", &big_value()).await.expect("insert");
+    let cookie = cookie_id(&session.commit().await.expect("commit").cookie);
+    let first = manager.session(Some(&cookie));
+    assert_eq!(first.get::<u32>("a").await.expect("get"), Some(1));
+    let _ = first.commit().await.expect("commit");
+
+    let login = manager.session(Some(&cookie));
+    assert_eq!(login.get::<u32>("a").await.expect("get"), Some(1));
+    login.cycle_id().await.expect("cycle");
+    let moved = cookie_id(&login.commit().await.expect("commit").cookie);
+    assert_ne!(moved, cookie);
+
+    let whole = fx.probe.whole_loads.load(Ordering::SeqCst);
+    let after = manager.session(Some(&moved));
+    assert_eq!(after.get::<u32>("a").await.expect("get"), Some(1));
+    assert_eq!(
+        fx.probe.whole_loads.load(Ordering::SeqCst),
+        whole,
+        "the new id is read key by key"
+    );
+    assert_eq!(
+        after
+            .get::<Vec<u8>>("big")
+            .await
+            .expect("get")
+            .map(|v| v.len()),
+        Some(big_value().len())
+    );
 }
 
 /// `clear()` after a partial load removes the keys it never loaded too, and keeps the

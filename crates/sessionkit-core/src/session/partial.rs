@@ -5,7 +5,8 @@
 //! is loaded whole, in one round trip, unless this process found it larger than
 //! [`PARTIAL_LOAD_ABOVE`] before. A whole load that finds it larger remembers it (its key's
 //! fingerprint, in a table of [`LARGE_SESSION_SLOTS`] slots per manager: a session whose slot
-//! another large session takes is forgotten and simply loaded whole once more). A remembered
+//! another large session takes is forgotten and simply loaded whole once more; `cycle_id()`
+//! carries the memory over to the new id). A remembered
 //! session's first access loads its metadata, the library's own keys and the keys the access
 //! needs ([`Store::load_keys`](crate::Store::load_keys)); a later access of another key loads
 //! that key (one more round trip), [`Session::keys`] and [`Session::is_empty`] load the rest
@@ -77,6 +78,15 @@ impl LargeSessions {
     fn forget(&self, key: &SessionKey) {
         let (slot, fingerprint) = self.slot(key);
         let _ = slot.compare_exchange(fingerprint, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The session under `old` moved to `new` (`cycle_id()`): a large one stays remembered,
+    /// so a login does not cost a whole load.
+    pub(crate) fn moved(&self, old: &SessionKey, new: &SessionKey) {
+        if self.contains(old) {
+            self.forget(old);
+            self.remember(new);
+        }
     }
 }
 
