@@ -31,7 +31,9 @@ pub struct Capabilities {
     pub iterable: bool,
     /// [`Store::by_owner`] and [`Store::delete_by_owner`] work.
     pub owner_index: bool,
-    /// [`Store::load_keys`] reads only the keys asked for, not the whole session.
+    /// [`Store::load_keys`] does not read the values it was not asked for: every value on
+    /// memory, SQLite, redb and Redis; the values over 1 KiB on PostgreSQL and MySQL/MariaDB,
+    /// which keep smaller ones in the session row (one document, read whole).
     pub per_key_reads: bool,
     /// The backend expires sessions itself; [`Store::delete_expired`] has little or nothing to do.
     pub native_ttl: bool,
