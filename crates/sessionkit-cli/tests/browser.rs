@@ -269,6 +269,7 @@ async fn two_browsers_one_user_revoke_the_other_session() {
         sessionkit_cli::demo::Options {
             secure_cookies: true,
             admin_password: Some("demo-admin-password".into()),
+            metrics: None,
         },
     )
     .expect("app");

@@ -1,8 +1,9 @@
 //! The demo's security behaviour through the real app over HTTP: CSRF tokens and the origin
 //! check, the admin page behind a flag and a password, logout removing the cookie, signed-in
-//! pages not cached, bounded input, a revoked device told why, a sign-in form sent twice.
+//! pages not cached, bounded input, a revoked device told why, a sign-in form sent twice, and
+//! `/metrics`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
@@ -13,18 +14,21 @@ const ENDED: &str = "You were signed out (this device&#39;s session was ended or
 
 /// The demo on SQLite on a free loopback port.
 async fn start(admin_password: Option<&str>) -> (String, tempfile::TempDir) {
+    serve(Options {
+        secure_cookies: false,
+        admin_password: admin_password.map(str::to_owned),
+        metrics: None,
+    })
+    .await
+}
+
+/// The demo with `options`, on SQLite on a free loopback port.
+async fn serve(options: Options) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
     let store = sessionkit::SqliteStore::open(dir.path().join("demo.db"))
         .await
         .expect("sqlite");
-    let app = demo::app_with(
-        Arc::new(store),
-        Options {
-            secure_cookies: false,
-            admin_password: admin_password.map(str::to_owned),
-        },
-    )
-    .expect("app");
+    let app = demo::app_with(Arc::new(store), options).expect("app");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -477,4 +481,46 @@ async fn a_sign_in_form_sent_twice_is_not_an_error() {
         .await;
     assert_eq!(reply.location(), "/?notice=already-signed-in");
     assert!(first.get("/").await.body.contains("id=\"user\">alice<"));
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_prometheus_text_format() {
+    // One recorder per process: the tests of this file share it.
+    static METRICS: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    let handle = METRICS.get_or_init(|| demo::install_metrics().expect("recorder"));
+    let (base, _dir) = serve(Options {
+        metrics: Some(handle.clone()),
+        ..Options::default()
+    })
+    .await;
+    let mut browser = Client::new(&base, FIREFOX);
+    browser.sign_in("metrics-user").await;
+    let cookie = browser.cookie.clone().expect("signed in");
+
+    let mut scraper = Client::new(&base, "prometheus");
+    let reply = scraper.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.headers[header::CONTENT_TYPE]
+            .to_str()
+            .is_ok_and(|v| v.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        reply.headers
+    );
+    assert!(
+        reply.session_cookies().is_empty(),
+        "a scrape starts no session"
+    );
+    for line in [
+        "# TYPE sessionkit_sessions_created_total counter",
+        "# HELP sessionkit_sessions_created_total",
+        "sessionkit_sessions_created_total{store=\"sqlite\"} ",
+        "sessionkit_sessions_cycled_total{store=\"sqlite\"} ",
+        "sessionkit_store_operation_duration_seconds_bucket{store=\"sqlite\",operation=\"create\",le=\"0.001\"} ",
+        "sessionkit_store_operation_duration_seconds_count{store=\"sqlite\",operation=\"load\"} ",
+    ] {
+        assert!(reply.body.contains(line), "no {line:?} in\n{}", reply.body);
+    }
+    assert!(!reply.body.contains("metrics-user"), "an owner in a label");
+    assert!(!reply.body.contains(&cookie), "a session id in a label");
 }

@@ -12,7 +12,11 @@
 //! - signed-in pages are `Cache-Control: no-store`; logout removes the cookie; a device whose
 //!   session was revoked or expired is told why it is signed out;
 //! - every expired session a cleanup deletes gets an audit line on the console (key hash and
-//!   owner, through `SessionHooks::purged_sessions`).
+//!   owner, through `SessionHooks::purged_sessions`);
+//! - `GET /metrics` answers the library's metrics (store call latency, errors, sessions
+//!   created, destroyed, cycled and purged, conflicts, cleanups) in Prometheus text format,
+//!   from the recorder [`install_metrics`] installs; no label holds a session's id, key hash
+//!   or owner.
 
 mod device;
 
@@ -24,6 +28,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use sessionkit::csrf::Refusal;
 use sessionkit::tower::{
@@ -71,6 +76,37 @@ pub struct Options {
     /// Enables the admin page (list every session, purge expired ones) behind this password;
     /// `None`: the admin page is off.
     pub admin_password: Option<String>,
+    /// Serves `GET /metrics` from this recorder (see [`install_metrics`]); `None`: no
+    /// `/metrics` route.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// The upper bounds of the latency histograms' buckets, in seconds: 50 µs (a memory store
+/// call) to 5 s (a store that hangs).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    5.0,
+];
+
+/// How often the metrics recorder folds the histograms' samples into their buckets when
+/// nobody scrapes `/metrics` (without it they would pile up).
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Installs a Prometheus recorder as the process's `metrics` recorder, with buckets for the
+/// latency histograms and the library's metrics described ([`sessionkit::metrics::describe`]),
+/// and returns the handle `GET /metrics` renders. Once per process; the caller runs
+/// [`PrometheusHandle::run_upkeep`] now and then (`sessionkit demo` does every 5 s).
+///
+/// # Errors
+/// A recorder is already installed.
+pub fn install_metrics() -> Result<PrometheusHandle, CliError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| CliError(format!("installing the metrics recorder: {e}")))?;
+    sessionkit::metrics::describe();
+    handle.run_upkeep();
+    Ok(handle)
 }
 
 #[derive(Clone)]
@@ -106,11 +142,22 @@ pub async fn run(store_url: &str, addr: &str, admin: bool) -> Result<(), CliErro
     if let Some(password) = &admin_password {
         println!("admin page: http://{local}/admin  (password: {password})");
     }
+    let metrics = install_metrics()?;
+    println!("metrics: http://{local}/metrics  (Prometheus text format)");
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            ticks.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let app = app_with(
         store,
         Options {
             secure_cookies: secure,
             admin_password,
+            metrics: Some(metrics),
         },
     )?;
     axum::serve(listener, app)
@@ -133,6 +180,7 @@ pub fn app(store: Arc<dyn Store>, secure_cookies: bool) -> Result<Router, CliErr
         Options {
             secure_cookies,
             admin_password: None,
+            metrics: None,
         },
     )
 }
@@ -168,7 +216,7 @@ pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliEr
         cookie,
         admin_password: options.admin_password.map(Arc::from),
     };
-    Ok(Router::new()
+    let app = Router::new()
         .route("/", get(home))
         .route("/login", post(login))
         .route("/logout", post(logout))
@@ -184,7 +232,24 @@ pub fn app_with(store: Arc<dyn Store>, options: Options) -> Result<Router, CliEr
         .layer(middleware::from_fn_with_state(demo.clone(), refusal_pages))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(layer)
-        .with_state(demo))
+        .with_state(demo);
+    // Outside the session layer: a scrape neither reads nor starts a session.
+    Ok(match options.metrics {
+        Some(handle) => app.route("/metrics", get(metrics).with_state(handle)),
+        None => app,
+    })
+}
+
+/// `GET /metrics`: the recorder's metrics in Prometheus text format.
+async fn metrics(State(handle): State<PrometheusHandle>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 /// Prints an audit line for every expired session a cleanup deletes (its key's short hash and
