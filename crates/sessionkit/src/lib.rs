@@ -44,6 +44,11 @@ pub use sessionkit_core::*;
 
 #[cfg(feature = "actix")]
 pub use sessionkit_actix as actix;
+
+// The migration guide's Rust examples compile against this crate (`cargo test --doc`).
+#[cfg(all(doctest, feature = "tower", feature = "actix", feature = "sqlite"))]
+#[doc = include_str!("../../../docs/MIGRATING.md")]
+struct MigratingGuide;
 #[cfg(feature = "file")]
 pub use sessionkit_file::FileStore;
 #[cfg(feature = "memcached")]
