@@ -203,7 +203,7 @@ async fn background_cleanup(manager: Weak<ManagerInner>, every: Duration) {
 pub(crate) struct ManagerInner {
     /// The store, measured and traced (`crate::metrics`): every call the manager makes goes
     /// through it.
-    pub(crate) store: Arc<dyn Store>,
+    pub(crate) store: InstrumentedStore,
     /// The store as the builder was given it, for [`SessionManager::store`](crate::SessionManager::store).
     pub(crate) given: Arc<dyn Store>,
     pub(crate) meters: Meters,
@@ -268,7 +268,7 @@ impl ManagerInner {
         };
         let inner = Arc::new(ManagerInner {
             meters: Meters::new(store.name()),
-            store: Arc::new(InstrumentedStore::new(Arc::clone(&store))),
+            store: InstrumentedStore::new(Arc::clone(&store)),
             given: store,
             config,
             clock,

@@ -162,10 +162,6 @@ impl SessionManager {
     /// The store, as it was given to the builder: calls made on it directly are not in the
     /// manager's metrics and spans ([`metrics`](crate::metrics)), which cover the calls the
     /// manager and its sessions make.
-    #[expect(
-        clippy::misnamed_getters,
-        reason = "`inner.store` is the instrumented wrapper; callers get their own store back"
-    )]
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.given
     }

@@ -36,12 +36,8 @@ const LABEL_VALUES: &[&str] = &[
     "touch",
     "delete",
     "cycle",
-    "setup",
     "delete_expired",
-    "delete_expired_batch",
     "delete_expired_batch_reporting",
-    "count_expired",
-    "list",
     "by_owner",
     "delete_by_owner",
     // kind
@@ -67,19 +63,22 @@ const LABEL_VALUES: &[&str] = &[
     "error",
 ];
 
-/// What a recorder saw: counters by name and labels, and the samples of each histogram.
+/// What a recorder saw: each metric's name, labels, and value (a counter's count, or the
+/// number of a histogram's samples).
 struct Recorded {
-    counters: Vec<(String, BTreeMap<String, String>, u64)>,
-    histograms: Vec<(String, BTreeMap<String, String>, usize)>,
+    rows: Vec<(Kind, String, BTreeMap<String, String>, u64)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Histogram,
 }
 
 impl Recorded {
     fn take(snapshotter: &Snapshotter) -> Self {
-        let mut recorded = Self {
-            counters: Vec::new(),
-            histograms: Vec::new(),
-        };
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let rows = snapshotter.snapshot().into_vec().into_iter();
+        let rows = rows.map(|(key, _, _, value)| {
             let key = key.key();
             let labels = key
                 .labels()
@@ -87,39 +86,40 @@ impl Recorded {
                 .collect();
             let name = key.name().to_owned();
             match value {
-                DebugValue::Counter(n) => recorded.counters.push((name, labels, n)),
+                DebugValue::Counter(n) => (Kind::Counter, name, labels, n),
                 DebugValue::Histogram(samples) => {
-                    recorded.histograms.push((name, labels, samples.len()));
+                    (Kind::Histogram, name, labels, samples.len() as u64)
                 }
                 DebugValue::Gauge(_) => panic!("sessionkit records no gauges: {name}"),
             }
+        });
+        Self {
+            rows: rows.collect(),
         }
-        recorded
+    }
+
+    /// The sum of the values of the `kind` metrics named `name` whose labels include `labels`.
+    fn total(&self, kind: Kind, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.rows
+            .iter()
+            .filter(|(k, n, l, _)| *k == kind && n == name && matches(l, labels))
+            .map(|(_, _, _, value)| value)
+            .sum()
     }
 
     /// The sum of the counters named `name` whose labels include `labels`.
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.counters
-            .iter()
-            .filter(|(n, l, _)| n == name && matches(l, labels))
-            .map(|(_, _, value)| value)
-            .sum()
+        self.total(Kind::Counter, name, labels)
     }
 
     /// The number of samples of the histograms named `name` whose labels include `labels`.
-    fn samples(&self, name: &str, labels: &[(&str, &str)]) -> usize {
-        self.histograms
-            .iter()
-            .filter(|(n, l, _)| n == name && matches(l, labels))
-            .map(|(_, _, count)| count)
-            .sum()
+    fn samples(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.total(Kind::Histogram, name, labels)
     }
 
     /// Every label of every metric, with the metric's name.
     fn labels(&self) -> impl Iterator<Item = (&str, &str, &str)> {
-        let counters = self.counters.iter().map(|(n, l, _)| (n, l));
-        let histograms = self.histograms.iter().map(|(n, l, _)| (n, l));
-        counters.chain(histograms).flat_map(|(name, labels)| {
+        self.rows.iter().flat_map(|(_, name, labels, _)| {
             labels
                 .iter()
                 .map(move |(k, v)| (name.as_str(), k.as_str(), v.as_str()))
