@@ -146,49 +146,69 @@ pub const SPAN_TARGET: &str = "sessionkit::store";
 /// prints them as `# HELP` and `# TYPE` lines). Call it once, after installing the recorder;
 /// the metrics work without it.
 pub fn describe() {
-    use ::metrics::{describe_counter, describe_histogram};
-    describe_histogram!(
-        STORE_OPERATION_DURATION,
-        Unit::Seconds,
-        "Duration of session store calls, by store and operation."
-    );
-    describe_counter!(
-        STORE_ERRORS,
-        "Session store calls that returned an error, by store, operation and error kind."
-    );
-    describe_counter!(SESSIONS_CREATED, "Sessions stored for the first time.");
-    describe_counter!(
-        SESSIONS_DESTROYED,
-        "Sessions ended, by reason (destroy, revoke, owner_limit)."
-    );
-    describe_counter!(SESSIONS_CYCLED, "Sessions moved to a new id.");
-    describe_counter!(
-        SESSIONS_PURGED,
-        "Expired records (sessions and grace-period pointers) deleted by cleanups."
-    );
-    describe_counter!(
-        UPDATE_CONFLICTS,
-        "Conditional session writes refused because a key changed since it was read."
-    );
-    describe_counter!(
-        UPDATE_RETRIES,
-        "Re-reads of conflicting keys before another try."
-    );
-    describe_counter!(
-        UPDATE_FAILURES,
-        "Commits given up with a conflict error, by reason (attempts, unsure)."
-    );
-    describe_counter!(
-        CLEANUP_RUNS,
-        "Cleanups of expired sessions, by trigger and outcome."
-    );
-    describe_counter!(CLEANUP_BATCHES, "Store calls made by cleanups.");
-    describe_histogram!(
-        CLEANUP_DURATION,
-        Unit::Seconds,
-        "Duration of cleanups of expired sessions."
-    );
+    for (name, unit, help) in DESCRIPTIONS {
+        match unit {
+            Some(unit) => ::metrics::describe_histogram!(name, unit, help),
+            None => ::metrics::describe_counter!(name, help),
+        }
+    }
 }
+
+/// Each metric's name, unit (histograms: seconds; counters: none) and help text.
+const DESCRIPTIONS: [(&str, Option<Unit>, &str); 12] = [
+    (
+        STORE_OPERATION_DURATION,
+        Some(Unit::Seconds),
+        "Duration of session store calls, by store and operation.",
+    ),
+    (
+        STORE_ERRORS,
+        None,
+        "Session store calls that returned an error, by store, operation and error kind.",
+    ),
+    (
+        SESSIONS_CREATED,
+        None,
+        "Sessions stored for the first time.",
+    ),
+    (
+        SESSIONS_DESTROYED,
+        None,
+        "Sessions ended, by reason (destroy, revoke, owner_limit).",
+    ),
+    (SESSIONS_CYCLED, None, "Sessions moved to a new id."),
+    (
+        SESSIONS_PURGED,
+        None,
+        "Expired records (sessions and grace-period pointers) deleted by cleanups.",
+    ),
+    (
+        UPDATE_CONFLICTS,
+        None,
+        "Conditional session writes refused because a key changed since it was read.",
+    ),
+    (
+        UPDATE_RETRIES,
+        None,
+        "Re-reads of conflicting keys before another try.",
+    ),
+    (
+        UPDATE_FAILURES,
+        None,
+        "Commits given up with a conflict error, by reason (attempts, unsure).",
+    ),
+    (
+        CLEANUP_RUNS,
+        None,
+        "Cleanups of expired sessions, by trigger and outcome.",
+    ),
+    (CLEANUP_BATCHES, None, "Store calls made by cleanups."),
+    (
+        CLEANUP_DURATION,
+        Some(Unit::Seconds),
+        "Duration of cleanups of expired sessions.",
+    ),
+];
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
