@@ -96,7 +96,7 @@ fn undecodable_report(keys: &[SessionKey]) -> String {
 
 /// An argument as an error message repeats it: quoted, and cut after [`SHOWN_ARGUMENT`]
 /// characters (it may be most of a session id, or megabytes long).
-fn shown_argument(text: &str) -> String {
+pub(crate) fn shown_argument(text: &str) -> String {
     let length = text.chars().count();
     if length <= SHOWN_ARGUMENT {
         format!("{text:?}")
@@ -133,7 +133,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn spinner(what: &str) -> ProgressBar {
+pub(crate) fn spinner(what: &str) -> ProgressBar {
     let spinner = ProgressBar::new_spinner();
     spinner.set_message(what.to_owned());
     spinner.enable_steady_tick(Duration::from_millis(120));
@@ -467,6 +467,16 @@ pub(crate) async fn stats(url: &str) -> Result<(), CliError> {
 }
 
 pub(crate) async fn migrate(from: &str, to: &str) -> Result<(), CliError> {
+    #[cfg(feature = "import")]
+    if let Some(source) = crate::import::Source::parse(from)? {
+        return crate::import::run(&source, to).await;
+    }
+    #[cfg(not(feature = "import"))]
+    if from.starts_with("tower-sessions+") || from.starts_with("actix-session+") {
+        return Err(CliError(
+            "importing tower-sessions or actix-session sessions needs sessionkit-cli built with the `import` feature".into(),
+        ));
+    }
     let source = open_existing(from).await?;
     require(
         &*source,

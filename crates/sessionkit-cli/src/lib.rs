@@ -10,7 +10,11 @@
 //! sessionkit show <cookie value | key | key prefix>
 //! sessionkit purge                              # delete expired sessions, with progress
 //! sessionkit migrate --from sqlite://sessionkit-demo.db --to redis://127.0.0.1
+//! sessionkit migrate --from tower-sessions+postgres://root@127.0.0.1/test --to sqlite://s.db
 //! ```
+//!
+//! The last one, with the `import` feature, imports the live sessions of tower-sessions' or
+//! actix-session's stores (the `import` module).
 //!
 //! Every command takes `--store URL` (or `SESSIONKIT_STORE`); the default is the SQLite file the
 //! demo uses. Errors print one line and exit non-zero.
@@ -34,6 +38,9 @@ mod admin;
 mod bench;
 pub mod demo;
 mod format;
+#[cfg(feature = "import")]
+#[cfg_attr(docsrs, doc(cfg(feature = "import")))]
+pub mod import;
 mod output;
 
 use std::process::ExitCode;
@@ -109,9 +116,13 @@ pub enum Command {
     /// Counts, sizes and a size histogram. "expired (unpurged)" is what `purge` would delete
     /// (grace-period pointers included); records that do not decode are counted and named.
     Stats,
-    /// Copy every live session (data, owner, deadlines) to another store.
+    /// Copy every live session (data, owner, deadlines) to another store, or import the live
+    /// sessions of tower-sessions' or actix-session's stores (feature `import`).
     Migrate {
-        /// The source store.
+        /// The source: a sessionkit store URL, or (feature `import`) one of
+        /// tower-sessions+postgres://…[?table=SCHEMA.TABLE], tower-sessions+mysql://…[?table=…],
+        /// tower-sessions+sqlite://FILE[?table=TABLE], tower-sessions+redis://…,
+        /// actix-session+redis://…[?prefix=PREFIX] (rediss:// for TLS).
         #[arg(long)]
         from: String,
         /// The destination store.

@@ -123,6 +123,16 @@
 //!
 //! An app that would rather not carry sessions over can also switch and let every user sign
 //! in again; the old records expire and cleanup deletes them.
+//!
+//! ## Sessions still in tower-sessions' own stores
+//!
+//! `sessionkit migrate --from tower-sessions+postgres://…` (also `+mysql`, `+sqlite`,
+//! `+redis`; sessionkit-cli's `import` feature) copies the live sessions of
+//! tower-sessions-sqlx-store and tower-sessions-redis-store into a sessionkit store through
+//! [`TowerSessionsStore::import`]: the same key and encoding as this store's, so they load
+//! through it and [`carry_over`](TowerSessionsStore::carry_over) moves them. Sessions of other
+//! origins go through [`TowerSessionsStore::import_data`] under a key of the importer's
+//! choosing, and move with [`TowerSessionsStore::carry_over_key`].
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -134,4 +144,4 @@ mod store;
 #[cfg(feature = "axum")]
 pub use cut_over::{CarryOver, TOWER_SESSIONS_COOKIE, carry_over};
 pub use key::{KEY_DOMAIN, session_key, session_key_for_cookie};
-pub use store::{CarriedOver, TowerSessionsStore};
+pub use store::{CarriedOver, Imported, TowerSessionsStore};

@@ -77,6 +77,19 @@ impl CarriedOver {
     }
 }
 
+/// What [`TowerSessionsStore::import`] did with a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Imported {
+    /// Stored.
+    Created,
+    /// A session was already stored under its key (such as from an earlier, interrupted
+    /// import); it was left as it is.
+    AlreadyThere,
+    /// Its deadline has passed: not stored.
+    Expired,
+}
+
 impl<S: Store> TowerSessionsStore<S> {
     /// Wraps a sessionkit store: no owner index, and a save that finds its session gone
     /// re-creates it, as tower-sessions' own stores do.
@@ -154,8 +167,21 @@ impl<S: Store> TowerSessionsStore<S> {
         let Some(old) = session_key_for_cookie(tower_cookie) else {
             return Ok(None);
         };
+        self.carry_over_key(&old).await
+    }
+
+    /// [`carry_over`](Self::carry_over) for the session stored under `old`, such as one that
+    /// [`import_data`](Self::import_data) wrote under a key derived from another crate's
+    /// session id.
+    ///
+    /// # Errors
+    /// As [`carry_over`](Self::carry_over).
+    pub async fn carry_over_key(
+        &self,
+        old: &SessionKey,
+    ) -> sessionkit_core::Result<Option<CarriedOver>> {
         let store = &*self.store;
-        let Some(record) = store.load(&old).await? else {
+        let Some(record) = store.load(old).await? else {
             return Ok(None);
         };
         if record.moved_to.is_some() {
@@ -163,7 +189,7 @@ impl<S: Store> TowerSessionsStore<S> {
         }
         for _ in 0..ID_ATTEMPTS {
             let id = SessionId::generate()?;
-            match store.cycle(&old, &id.key(), None).await {
+            match store.cycle(old, &id.key(), None).await {
                 Ok(CycleOutcome::Cycled) => {
                     return Ok(Some(CarriedOver {
                         id,
@@ -180,12 +206,68 @@ impl<S: Store> TowerSessionsStore<S> {
         })
     }
 
+    /// Imports a session read from one of tower-sessions' own stores (its SQL tables or its
+    /// Redis store, decoded as the [`TowerRecord`] they hold): stored under [`session_key`] of
+    /// its id with its data and deadline, exactly as this store would have created it, so it
+    /// loads through this store and [`carry_over`](Self::carry_over) moves it. Insert-only: a
+    /// session already there is left as it is ([`Imported::AlreadyThere`], as after an
+    /// interrupted earlier import), and an expired one is not written ([`Imported::Expired`]).
+    ///
+    /// # Errors
+    /// [`session_store::Error::Encode`] if the data cannot be stored (a key sessionkit reserves
+    /// or cannot hold, a value over the size limit, an owner too long), with the rule broken
+    /// and never a value; [`session_store::Error::Backend`] for the store's own failures.
+    pub async fn import(&self, tower: &TowerRecord) -> session_store::Result<Imported> {
+        self.import_data(
+            &session_key(&tower.id),
+            &tower.data,
+            timestamp(tower.expiry_date),
+        )
+        .await
+    }
+
+    /// [`import`](Self::import) for a session of another origin whose values are also JSON
+    /// (such as actix-session's): `data` is stored under `key` until `expires_at`, each value
+    /// in sessionkit's codec, with the owner if one is configured. The caller chooses the key;
+    /// derive it one-way and domain-separated from the old cookie's session id, as
+    /// [`session_key`] does, so it can be found again at the cut-over
+    /// ([`carry_over_key`](Self::carry_over_key)).
+    ///
+    /// # Errors
+    /// As [`import`](Self::import).
+    pub async fn import_data(
+        &self,
+        key: &SessionKey,
+        data: &HashMap<String, Value>,
+        expires_at: Timestamp,
+    ) -> session_store::Result<Imported> {
+        let now = Timestamp::now();
+        if expires_at <= now {
+            return Ok(Imported::Expired);
+        }
+        let record = self.record(data, expires_at, now)?;
+        Ok(if self.insert(key, &record).await? {
+            Imported::Created
+        } else {
+            Imported::AlreadyThere
+        })
+    }
+
     /// The sessionkit record for a tower-sessions record: each value in sessionkit's own codec,
     /// the owner if one is configured.
     fn to_record(&self, tower: &TowerRecord, now: Timestamp) -> session_store::Result<Record> {
-        let mut record = Record::new(now, timestamp(tower.expiry_date));
-        record.data = encode_data(&tower.data)?;
-        record.owner = self.owner(&tower.data)?;
+        self.record(&tower.data, timestamp(tower.expiry_date), now)
+    }
+
+    fn record(
+        &self,
+        data: &HashMap<String, Value>,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> session_store::Result<Record> {
+        let mut record = Record::new(now, expires_at);
+        record.data = encode_data(data)?;
+        record.owner = self.owner(data)?;
         Ok(record)
     }
 
