@@ -128,10 +128,10 @@ pub async fn run(store_url: &str, addr: &str, admin: bool) -> Result<(), CliErro
         .await
         .map_err(|e| CliError(format!("listening on {addr}: {e}")))?;
     let local = listener.local_addr()?;
-    println!(
+    say(format_args!(
         "sessionkit demo: http://{local}/  (store: {}, Ctrl-C to stop)",
         sessionkit::backend::redacted_url(store_url)
-    );
+    ));
     let secure = local.ip().is_loopback();
     if !secure {
         eprintln!(
@@ -140,10 +140,14 @@ pub async fn run(store_url: &str, addr: &str, admin: bool) -> Result<(), CliErro
     }
     let admin_password = admin.then(|| random_text(16));
     if let Some(password) = &admin_password {
-        println!("admin page: http://{local}/admin  (password: {password})");
+        say(format_args!(
+            "admin page: http://{local}/admin  (password: {password})"
+        ));
     }
     let metrics = install_metrics()?;
-    println!("metrics: http://{local}/metrics  (Prometheus text format)");
+    say(format_args!(
+        "metrics: http://{local}/metrics  (Prometheus text format)"
+    ));
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(METRICS_UPKEEP);
@@ -252,6 +256,13 @@ async fn metrics(State(handle): State<PrometheusHandle>) -> Response {
         .into_response()
 }
 
+/// Prints a line on stdout. A closed stdout (the demo piped into `head`, a test that read only
+/// the banner) must not stop the server, so a failed write is ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// Prints an audit line for every expired session a cleanup deletes (its key's short hash and
 /// owner, never the id), on the stores that report them (`Capabilities::reports_purged`).
 struct AuditLog;
@@ -263,12 +274,12 @@ impl SessionHooks for AuditLog {
 
     fn purged_sessions(&self, batch: &[PurgedSession]) {
         for session in batch {
-            println!(
+            say(format_args!(
                 "cleanup: expired session {} of {} (deadline {}) deleted",
                 session.key.short(),
                 session.owner.as_deref().unwrap_or("no one"),
                 utc(session.expires_at)
-            );
+            ));
         }
     }
 }
