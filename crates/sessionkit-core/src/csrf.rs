@@ -1,6 +1,6 @@
 //! Cross-site request forgery protection: what the web integrations' CSRF layer
-//! (`sessionkit_tower::CsrfLayer`, `sessionkit_actix::CsrfMiddleware`) checks before the
-//! handler runs.
+//! (`sessionkit_tower::CsrfLayer`, `sessionkit_actix::CsrfMiddleware`,
+//! `sessionkit_rocket::CsrfFairing`) checks before the handler runs.
 //!
 //! Every request with an unsafe method (anything but `GET`, `HEAD`, `OPTIONS` and `TRACE`):
 //! 1. **Origin.** If it carries `Origin` (or, without it, `Referer`), that origin must be one
@@ -11,7 +11,9 @@
 //!    of its own session, in the [`header`](CsrfConfig::header) (scripts) or in the
 //!    [`field`](CsrfConfig::field) of an `application/x-www-form-urlencoded` body (forms; the
 //!    layer reads at most [`max_form_bytes`](CsrfConfig::max_form_bytes) and hands the body on
-//!    unchanged). Multipart and JSON bodies must use the header.
+//!    unchanged; with Rocket, the field must be within a longer form's first
+//!    [`FORM_PREFIX_BYTES`], see [`Refusal::TokenNotFirst`]). Multipart and JSON bodies must
+//!    use the header.
 //!
 //! A refused request never reaches the handler: the layer answers 403 (413 for a form over
 //! the limit, 400 for a body that could not be read) with a plain-text body saying why, and
@@ -75,7 +77,17 @@ pub enum Refusal {
     FormTooLarge,
     /// The form body could not be read (the client went away mid-body).
     UnreadableForm,
+    /// A form longer than what the integration may read before the handler, whose token
+    /// field is not in that first part: `sessionkit-rocket` reads a form's first
+    /// [`FORM_PREFIX_BYTES`] (Rocket hands no more of a body to code that runs before the
+    /// handler). Put the token field first in the form (browsers send fields in document
+    /// order), or send the token in the header.
+    TokenNotFirst,
 }
+
+/// How much of a longer form `sessionkit-rocket`'s CSRF check can read: Rocket's peek window
+/// (`rocket::data::PEEK_BYTES`).
+pub const FORM_PREFIX_BYTES: usize = 512;
 
 impl Refusal {
     /// The HTTP status the layer answers with.
@@ -83,7 +95,9 @@ impl Refusal {
         match self {
             Self::FormTooLarge => 413,
             Self::UnreadableForm => 400,
-            Self::CrossOrigin | Self::MissingToken | Self::InvalidToken => 403,
+            Self::CrossOrigin | Self::MissingToken | Self::InvalidToken | Self::TokenNotFirst => {
+                403
+            }
         }
     }
 
@@ -97,6 +111,10 @@ impl Refusal {
             }
             Self::FormTooLarge => "the form is too large",
             Self::UnreadableForm => "the form could not be read",
+            Self::TokenNotFirst => {
+                "the CSRF token field must come first in the form (this server looks for it \
+                 in the form's first 512 bytes only)"
+            }
         }
     }
 }

@@ -239,6 +239,8 @@ mod manager;
 pub mod metrics;
 mod record;
 pub mod registry;
+#[cfg(feature = "rocket")]
+mod rocket_extract;
 mod session;
 pub mod store;
 mod time;

@@ -1,6 +1,6 @@
 //! What every web integration shares: the session cookie's settings, finding it in a request,
 //! writing `Set-Cookie`, and turning store errors into responses. Framework crates
-//! (`sessionkit-tower`, `sessionkit-actix`) are thin layers over this.
+//! (`sessionkit-tower`, `sessionkit-actix`, `sessionkit-rocket`) are thin layers over this.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -231,8 +231,8 @@ pub struct ErrorPage {
 
 /// A session error returned from a handler (`?` converts a sessionkit [`Error`]): both web
 /// integrations render it as the configured error page (503 for an unreachable store, 409 for
-/// updates that kept conflicting, 500 otherwise), for axum (feature `axum`) and actix-web
-/// (feature `actix`) alike.
+/// updates that kept conflicting, 500 otherwise), for axum (feature `axum`), actix-web
+/// (feature `actix`) and Rocket (feature `rocket`) alike.
 #[derive(Debug, Clone)]
 pub struct SessionError(pub Arc<Error>);
 
@@ -396,6 +396,10 @@ impl WebConfig {
         page
     }
 }
+
+#[cfg(feature = "rocket")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rocket")))]
+pub use crate::rocket_extract::{MissingSessionFairing, RocketSession};
 
 #[cfg(test)]
 mod tests {

@@ -49,6 +49,13 @@ impl FlashLevel {
             Self::Error => "error",
         }
     }
+
+    /// The level named `name`, as [`as_str`](Self::as_str) names it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Info, Self::Success, Self::Warning, Self::Error]
+            .into_iter()
+            .find(|level| level.as_str() == name)
+    }
 }
 
 /// A flash message, as [`Session::take_flashes`] returns it. The text is what the application
@@ -66,7 +73,8 @@ pub struct Flash {
 
 /// The flash messages queued for the request's session, taken (each shown once) as
 /// [`Session::take_flashes`] takes them: an extractor for axum (feature `axum`) and actix-web
-/// (feature `actix`). Extract it in the handler that renders them.
+/// (feature `actix`), a request guard for Rocket (feature `rocket`). Extract it in the handler
+/// that renders them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Flashes(pub Vec<Flash>);
 
