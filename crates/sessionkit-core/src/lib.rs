@@ -123,7 +123,8 @@
 //!   (no native-object deserialization), and corrupt records are typed errors, never panics.
 //! - **Cross-site requests**: cookies are `SameSite=Lax` by default, so browsers do not send
 //!   them with cross-site `POST`s; with the CSRF layer ([`csrf`]: `sessionkit_tower::CsrfLayer`,
-//!   `sessionkit_actix::CsrfMiddleware`), every unsafe request also needs a same-site `Origin`
+//!   `sessionkit_actix::CsrfMiddleware`, `sessionkit_rocket::CsrfFairing`), every unsafe
+//!   request also needs a same-site `Origin`
 //!   and a token of its own session ([`Session::csrf_token`]), which covers same-site
 //!   attackers (a sibling subdomain) and browsers without `SameSite` too. The token's secret
 //!   changes at [`Session::cycle_id`], so a token learnt before a login is worthless after it.

@@ -35,8 +35,9 @@
 //!
 //! `embedded` turns on every store that needs no server.
 //!
-//! Web integrations: `tower` ([`tower`]: the tower `SessionLayer` and the axum extractor) and
-//! `actix` ([`actix`]: the actix-web `SessionMiddleware` and extractor).
+//! Web integrations: `tower` ([`tower`]: the tower `SessionLayer` and the axum extractor),
+//! `actix` ([`actix`]: the actix-web `SessionMiddleware` and extractor) and `rocket`
+//! ([`rocket`]: the Rocket 0.5 `SessionFairing`, `CsrfFairing` and request guards).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -63,6 +64,8 @@ pub use sessionkit_postgres::PostgresStore;
 pub use sessionkit_redb::RedbStore;
 #[cfg(feature = "redis")]
 pub use sessionkit_redis::RedisStore;
+#[cfg(feature = "rocket")]
+pub use sessionkit_rocket as rocket;
 #[cfg(feature = "sqlite")]
 pub use sessionkit_sqlite::SqliteStore;
 #[cfg(feature = "tower")]
