@@ -221,6 +221,9 @@ fn connect(
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| sql_error("setting busy_timeout", e))?;
+    // Room for every statement of `Sql` and the writer's own: rusqlite keeps 16 by default,
+    // and a statement evicted from the cache is parsed again at its next use.
+    conn.set_prepared_statement_cache_capacity(64);
     let sync = match synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
@@ -234,7 +237,11 @@ fn connect(
             })
         })
         .map_err(|e| sql_error("switching to WAL", e))?;
-        pragmas.push_str(" PRAGMA journal_size_limit = 67108864;");
+        // Every job of a batch runs in its own savepoint, whose statement journal SQLite keeps
+        // in a temporary file by default: its buffer was allocated and freed at each job,
+        // moving the heap's end (`brk`) once or twice per job (docs/BENCHMARKS.md, thirteenth
+        // round). In memory it holds the pages one job changes, and nothing after its release.
+        pragmas.push_str(" PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;");
     }
     conn.execute_batch(&pragmas)
         .map_err(|e| sql_error("setting pragmas", e))?;

@@ -144,11 +144,11 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Resu
     retry_busy(|| conn.execute_batch("BEGIN IMMEDIATE"))?;
     let ran = (|| {
         for job in batch.iter_mut() {
-            conn.execute_batch("SAVEPOINT job")?;
+            run_cached(conn, "SAVEPOINT job")?;
             if !job.run(conn) {
-                conn.execute_batch("ROLLBACK TO job")?;
+                run_cached(conn, "ROLLBACK TO job")?;
             }
-            conn.execute_batch("RELEASE job")?;
+            run_cached(conn, "RELEASE job")?;
         }
         retry_busy(|| conn.execute_batch("COMMIT"))
     })();
@@ -156,6 +156,12 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Resu
         let _ = conn.execute_batch("ROLLBACK");
     }
     ran
+}
+
+/// Runs one statement without parameters, prepared once per connection (these run for every
+/// job, and `execute_batch` would parse them each time).
+fn run_cached(conn: &Connection, statement: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(statement)?.execute([]).map(|_| ())
 }
 
 /// Retries `op` while the database is busy or locked by another process, up to a deadline
