@@ -38,7 +38,6 @@ pub use sessionkit_core::csrf::CsrfConfig;
 use std::future::{Future, Ready, ready};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 
 use actix_web::HttpMessage;
 use actix_web::body::{EitherBody, MessageBody};
@@ -46,22 +45,20 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{COOKIE, HeaderName, HeaderValue};
 pub use sessionkit_core::Session;
 pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, SessionError, WebConfig};
-use sessionkit_core::web::{ResponseUpdate, SessionFailure};
+use sessionkit_core::web::{ResponseUpdate, SessionFailure, WebSessions};
 use sessionkit_core::{Result, SessionManager};
 
 /// Adds sessions to an actix-web app (`App::new().wrap(SessionMiddleware::new(manager))`).
 #[derive(Clone, Debug)]
 pub struct SessionMiddleware {
-    manager: SessionManager,
-    web: Arc<WebConfig>,
+    sessions: WebSessions,
 }
 
 impl SessionMiddleware {
     /// Middleware with the default cookie and error page.
     pub fn new(manager: SessionManager) -> Self {
         Self {
-            manager,
-            web: Arc::new(WebConfig::default()),
+            sessions: WebSessions::new(manager),
         }
     }
 
@@ -72,11 +69,8 @@ impl SessionMiddleware {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
     /// would reject (see [`CookieConfig::validate`]).
     pub fn with_config(manager: SessionManager, web: WebConfig) -> Result<Self> {
-        web.cookie.validate()?;
-        Ok(Self {
-            manager,
-            web: Arc::new(web),
-        })
+        let sessions = WebSessions::with_config(manager, web)?;
+        Ok(Self { sessions })
     }
 }
 
@@ -94,8 +88,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(SessionMiddlewareService {
             service: Rc::new(service),
-            manager: self.manager.clone(),
-            web: Arc::clone(&self.web),
+            sessions: self.sessions.clone(),
         }))
     }
 }
@@ -103,8 +96,7 @@ where
 /// The service [`SessionMiddleware`] wraps around the app.
 pub struct SessionMiddlewareService<S> {
     service: Rc<S>,
-    manager: SessionManager,
-    web: Arc<WebConfig>,
+    sessions: WebSessions,
 }
 
 impl<S, B> Service<ServiceRequest> for SessionMiddlewareService<S>
@@ -123,26 +115,19 @@ where
             .headers()
             .get_all(COOKIE)
             .filter_map(|v| v.to_str().ok());
-        let session = self.manager.session(self.web.cookie.find(cookies));
+        let session = self.sessions.begin(cookies);
         request.extensions_mut().insert(session.clone());
-        let (service, manager, web) = (
-            Rc::clone(&self.service),
-            self.manager.clone(),
-            Arc::clone(&self.web),
-        );
+        let (service, sessions) = (Rc::clone(&self.service), self.sessions.clone());
         Box::pin(async move {
             let mut response = service.call(request).await?;
             let failure = response
                 .response_mut()
                 .extensions_mut()
                 .remove::<SessionFailure>();
-            let update = match failure {
-                Some(SessionFailure(err)) => {
-                    ResponseUpdate::Replace(web.failure_page(&session, &err))
-                }
-                None => web.finish(&session, manager.now()).await,
-            };
-            match update {
+            match sessions
+                .end(&session, failure.as_ref().map(|f| &*f.0))
+                .await
+            {
                 ResponseUpdate::Headers(headers) => {
                     for (name, value) in headers {
                         let Ok(value) = HeaderValue::from_str(&value) else {

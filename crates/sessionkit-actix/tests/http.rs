@@ -131,25 +131,4 @@ async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
     TestServer { base, manager }
 }
 
-use sessionkit_testkit::{memory, postgres, redis, sqlite};
-
-sessionkit_conformance::http_suite!(actix_memory, serve, memory());
-sessionkit_conformance::http_suite!(actix_sqlite, serve, sqlite());
-sessionkit_conformance::http_suite!(actix_postgres, serve, postgres());
-sessionkit_conformance::http_suite!(actix_redis, serve, redis());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn actix_signed_in_pages_are_no_store_when_asked() {
-    let store = memory().await.expect("memory store");
-    let manager = sessionkit_conformance::http::test_manager(store);
-    let web = WebConfig::default().with_no_store_when_signed_in(true);
-    let server = serve_with(manager, web).await;
-    sessionkit_conformance::http::signed_in_pages_are_no_store(&server).await;
-}
-
-/// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app recovers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn actix_store_outage_gives_503_then_recovers() {
-    let stores = sessionkit_testkit::stores_through_proxy().await;
-    sessionkit_conformance::http::outages_give_503_then_recover(serve, stores).await;
-}
+sessionkit_testkit::web_integration_tests!(actix_http, serve, serve_with);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::manager::SessionManager;
 use crate::session::{CookieUpdate, Session};
 use crate::time::Timestamp;
 
@@ -397,6 +398,53 @@ impl WebConfig {
     }
 }
 
+/// A session manager with its web settings: what a framework integration is built from, and
+/// the two steps it runs around every handler ([`begin`](Self::begin), [`end`](Self::end)).
+#[derive(Clone, Debug)]
+pub struct WebSessions {
+    /// The manager sessions come from.
+    pub manager: SessionManager,
+    /// The cookie, error page and caching settings.
+    pub web: Arc<WebConfig>,
+}
+
+impl WebSessions {
+    /// With the default cookie and error page.
+    pub fn new(manager: SessionManager) -> Self {
+        Self {
+            manager,
+            web: Arc::new(WebConfig::default()),
+        }
+    }
+
+    /// With custom settings.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] for cookie settings a browser would reject (see
+    /// [`CookieConfig::validate`]).
+    pub fn with_config(manager: SessionManager, web: WebConfig) -> Result<Self> {
+        web.cookie.validate()?;
+        Ok(Self {
+            manager,
+            web: Arc::new(web),
+        })
+    }
+
+    /// The (lazy) session of a request with these `Cookie` header values.
+    pub fn begin<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> Session {
+        self.manager.session(self.web.cookie.find(cookie_headers))
+    }
+
+    /// What the response needs once the handler ran: the error page for a `failure` the
+    /// handler reported (nothing is committed then), or else [`WebConfig::finish`].
+    pub async fn end(&self, session: &Session, failure: Option<&Error>) -> ResponseUpdate {
+        match failure {
+            Some(err) => ResponseUpdate::Replace(self.web.failure_page(session, err)),
+            None => self.web.finish(session, self.manager.now()).await,
+        }
+    }
+}
+
 #[cfg(feature = "rocket")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rocket")))]
 pub use crate::rocket_extract::{MissingSessionFairing, RocketSession};
@@ -461,6 +509,22 @@ mod tests {
                 ErrorKind::Config,
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn flash_levels_are_named_both_ways() {
+        use crate::FlashLevel;
+        for level in [
+            FlashLevel::Info,
+            FlashLevel::Success,
+            FlashLevel::Warning,
+            FlashLevel::Error,
+        ] {
+            assert_eq!(FlashLevel::from_name(level.as_str()), Some(level));
+        }
+        for bogus in ["", "Info", "warn", "error "] {
+            assert_eq!(FlashLevel::from_name(bogus), None, "{bogus:?}");
         }
     }
 

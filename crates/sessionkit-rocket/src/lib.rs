@@ -69,14 +69,12 @@ mod csrf;
 pub use csrf::CsrfFairing;
 pub use sessionkit_core::csrf::{CsrfConfig, Refusal};
 
-use std::sync::Arc;
-
 use rocket::fairing::{self, Fairing, Info, Kind};
 use rocket::http::Header;
 use rocket::{Build, Data, Request, Response, Rocket};
 pub use sessionkit_core::Session;
 pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, SessionError, WebConfig};
-use sessionkit_core::web::{ErrorPage, ResponseUpdate, RocketSession};
+use sessionkit_core::web::{ErrorPage, ResponseUpdate, RocketSession, WebSessions};
 use sessionkit_core::{Result, SessionManager};
 
 /// The name [`SessionFairing`] has in Rocket's list of fairings.
@@ -86,18 +84,12 @@ pub const SESSION_FAIRING_NAME: &str = "sessionkit session";
 ///
 /// A singleton fairing: attaching a second one replaces the first.
 #[derive(Clone, Debug)]
-pub struct SessionFairing {
-    manager: SessionManager,
-    web: Arc<WebConfig>,
-}
+pub struct SessionFairing(WebSessions);
 
 impl SessionFairing {
     /// A fairing with the default cookie and error page.
     pub fn new(manager: SessionManager) -> Self {
-        Self {
-            manager,
-            web: Arc::new(WebConfig::default()),
-        }
+        Self(WebSessions::new(manager))
     }
 
     /// A fairing with custom settings (cookie, error page), as
@@ -108,11 +100,7 @@ impl SessionFairing {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
     /// would reject (see [`CookieConfig::validate`]).
     pub fn with_config(manager: SessionManager, web: WebConfig) -> Result<Self> {
-        web.cookie.validate()?;
-        Ok(Self {
-            manager,
-            web: Arc::new(web),
-        })
+        WebSessions::with_config(manager, web).map(Self)
     }
 }
 
@@ -132,8 +120,7 @@ impl Fairing for SessionFairing {
 
     /// Gives the request its (lazy) session.
     async fn on_request(&self, request: &mut Request<'_>, _data: &mut Data<'_>) {
-        let cookie = self.web.cookie.find(request.headers().get("cookie"));
-        let session = self.manager.session(cookie);
+        let session = self.0.begin(request.headers().get("cookie"));
         RocketSession::install(request, session);
     }
 
@@ -143,11 +130,8 @@ impl Fairing for SessionFairing {
         let Some(session) = state.session() else {
             return;
         };
-        let update = match state.take_failure() {
-            Some(err) => ResponseUpdate::Replace(self.web.failure_page(session, &err)),
-            None => self.web.finish(session, self.manager.now()).await,
-        };
-        match update {
+        let failure = state.take_failure();
+        match self.0.end(session, failure.as_deref()).await {
             ResponseUpdate::Headers(headers) => {
                 for (name, value) in headers {
                     if name == "set-cookie" {

@@ -1,13 +1,11 @@
 //! The HTTP suite through the Rocket fairings, over real sockets.
 
-use std::collections::HashSet;
-use std::net::Ipv4Addr;
+mod common;
+
 use std::time::Duration;
 
-use rocket::config::{LogLevel, Shutdown};
-use rocket::fairing::AdHoc;
 use rocket::http::Status;
-use rocket::{Build, Config, Rocket, get, post, routes};
+use rocket::{Build, Rocket, get, post, routes};
 use sessionkit_conformance::http::TestServer;
 use sessionkit_core::{FlashLevel, Flashes, Session, SessionManager};
 use sessionkit_rocket::{CsrfConfig, CsrfFairing, SessionError, SessionFairing, WebConfig};
@@ -118,21 +116,9 @@ async fn csrf_token(session: Session) -> Result<String, SessionError> {
     Ok(session.csrf_token().await?)
 }
 
-/// The test app's Rocket: quiet, on a free port of 127.0.0.1, no signal handlers.
+/// The test app.
 fn app(manager: SessionManager, web: WebConfig) -> Rocket<Build> {
-    let config = Config {
-        address: Ipv4Addr::LOCALHOST.into(),
-        port: 0,
-        log_level: LogLevel::Off,
-        cli_colors: false,
-        shutdown: Shutdown {
-            ctrlc: false,
-            signals: HashSet::new(),
-            ..Shutdown::default()
-        },
-        ..Config::debug_default()
-    };
-    rocket::custom(config)
+    rocket::custom(common::config())
         .attach(SessionFairing::with_config(manager, web).expect("valid config"))
         .attach(CsrfFairing::new(CsrfConfig::default()).expect("valid config"))
         .mount(
@@ -144,47 +130,14 @@ fn app(manager: SessionManager, web: WebConfig) -> Rocket<Build> {
         )
 }
 
-/// Launches `rocket` in the background and returns its address once it listens.
-async fn launch(rocket: Rocket<Build>) -> String {
-    let (bound, port) = tokio::sync::oneshot::channel();
-    let rocket = rocket.attach(AdHoc::on_liftoff("test port", move |rocket| {
-        Box::pin(async move {
-            let _ = bound.send(rocket.config().port);
-        })
-    }));
-    tokio::spawn(rocket.launch());
-    let port = port.await.expect("Rocket launched");
-    format!("http://127.0.0.1:{port}")
-}
-
 async fn serve(manager: SessionManager) -> TestServer {
     serve_with(manager, WebConfig::default()).await
 }
 
 async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
-    let base = launch(app(manager.clone(), web)).await;
+    let port = common::launch(app(manager.clone(), web)).await;
+    let base = format!("http://127.0.0.1:{port}");
     TestServer { base, manager }
 }
 
-use sessionkit_testkit::{memory, postgres, redis, sqlite};
-
-sessionkit_conformance::http_suite!(rocket_memory, serve, memory());
-sessionkit_conformance::http_suite!(rocket_sqlite, serve, sqlite());
-sessionkit_conformance::http_suite!(rocket_postgres, serve, postgres());
-sessionkit_conformance::http_suite!(rocket_redis, serve, redis());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rocket_signed_in_pages_are_no_store_when_asked() {
-    let store = memory().await.expect("memory store");
-    let manager = sessionkit_conformance::http::test_manager(store);
-    let web = WebConfig::default().with_no_store_when_signed_in(true);
-    let server = serve_with(manager, web).await;
-    sessionkit_conformance::http::signed_in_pages_are_no_store(&server).await;
-}
-
-/// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app recovers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn rocket_store_outage_gives_503_then_recovers() {
-    let stores = sessionkit_testkit::stores_through_proxy().await;
-    sessionkit_conformance::http::outages_give_503_then_recover(serve, stores).await;
-}
+sessionkit_testkit::web_integration_tests!(rocket_http, serve, serve_with);

@@ -3,34 +3,18 @@
 //! configured error page and the CSRF refusal as a response fairing sees it. Over real
 //! sockets, with a plain HTTP/1.1 exchange.
 
-use std::collections::HashSet;
-use std::net::Ipv4Addr;
+mod common;
 
-use rocket::config::{LogLevel, Shutdown};
+use common::{config, launch};
 use rocket::fairing::AdHoc;
 use rocket::http::Header;
 use rocket::response::Redirect;
-use rocket::{Build, Config, Rocket, get, post, routes};
+use rocket::{Build, Rocket, get, post, routes};
 use sessionkit_conformance::http::Outage as _;
 use sessionkit_core::web::ErrorPage;
 use sessionkit_core::{Session, SessionManager};
 use sessionkit_rocket::{CsrfConfig, CsrfFairing, SessionError, SessionFairing, WebConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-fn config() -> Config {
-    Config {
-        address: Ipv4Addr::LOCALHOST.into(),
-        port: 0,
-        log_level: LogLevel::Off,
-        cli_colors: false,
-        shutdown: Shutdown {
-            ctrlc: false,
-            signals: HashSet::new(),
-            ..Shutdown::default()
-        },
-        ..Config::debug_default()
-    }
-}
 
 async fn manager() -> SessionManager {
     let store = sessionkit_testkit::memory().await.expect("memory store");
@@ -74,18 +58,6 @@ fn app(manager: SessionManager, web: WebConfig) -> Rocket<Build> {
             })
         }))
         .mount("/", routes![set, token, posted, fail])
-}
-
-/// Launches `rocket` and returns its port once it listens.
-async fn launch(rocket: Rocket<Build>) -> u16 {
-    let (bound, port) = tokio::sync::oneshot::channel();
-    let rocket = rocket.attach(AdHoc::on_liftoff("test port", move |rocket| {
-        Box::pin(async move {
-            let _ = bound.send(rocket.config().port);
-        })
-    }));
-    tokio::spawn(rocket.launch());
-    port.await.expect("Rocket launched")
 }
 
 /// A response: status, headers (lower-case names), body.
@@ -186,41 +158,53 @@ async fn long_forms_need_the_token_field_in_their_first_512_bytes() {
     let padding = format!("text={}", "x".repeat(2000));
     let headers = [FORM, ("Cookie", cookie.as_str())];
 
-    let first = format!("{field}&{padding}");
-    let reply = exchange(port, "POST", "/post", &headers, &first).await;
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "posted"),
-        "{reply:?}"
-    );
-    assert_eq!(reply.header("x-refusal"), None);
-
-    let last = format!("{padding}&{field}");
-    let reply = exchange(port, "POST", "/post", &headers, &last).await;
-    assert_eq!(reply.status, 403, "{reply:?}");
-    assert!(reply.body.contains("must come first"), "{reply:?}");
-    assert_eq!(reply.header("x-refusal"), Some("TokenNotFirst"));
-
-    // Within the window whole, anywhere: a short form with the token last.
-    let short = format!("item=tea&{field}");
-    let reply = exchange(port, "POST", "/post", &headers, &short).await;
-    assert_eq!(
-        (reply.status, reply.body.as_str()),
-        (200, "posted"),
-        "{reply:?}"
-    );
-
-    // A token cut by the window's end is not taken for a whole one.
+    // The token field cut by the window's end is not taken for a whole one.
     let cut = format!("{}&{field}&{padding}", "y".repeat(512 - field.len() / 2));
-    let reply = exchange(port, "POST", "/post", &headers, &cut).await;
-    assert_eq!(reply.status, 403, "{reply:?}");
-    assert_eq!(reply.header("x-refusal"), Some("TokenNotFirst"));
-
-    // Refused without reading: a declared length over the limit.
     let huge = "z".repeat(CsrfConfig::default().max_form_bytes + 1);
-    let reply = exchange(port, "POST", "/post", &headers, &huge).await;
-    assert_eq!(reply.status, 413, "{reply:?}");
-    assert_eq!(reply.header("x-refusal"), Some("FormTooLarge"));
+    let cases = [
+        (
+            "first in a long form",
+            format!("{field}&{padding}"),
+            200,
+            "posted",
+            None,
+        ),
+        (
+            "last in a long form",
+            format!("{padding}&{field}"),
+            403,
+            "must come first",
+            Some("TokenNotFirst"),
+        ),
+        (
+            "last in a short form",
+            format!("item=tea&{field}"),
+            200,
+            "posted",
+            None,
+        ),
+        (
+            "cut by the window",
+            cut,
+            403,
+            "must come first",
+            Some("TokenNotFirst"),
+        ),
+        // Refused without reading: a declared length over the limit.
+        (
+            "over the limit",
+            huge,
+            413,
+            "too large",
+            Some("FormTooLarge"),
+        ),
+    ];
+    for (what, body, status, says, refusal) in cases {
+        let reply = exchange(port, "POST", "/post", &headers, &body).await;
+        assert_eq!(reply.status, status, "{what}: {reply:?}");
+        assert!(reply.body.contains(says), "{what}: {reply:?}");
+        assert_eq!(reply.header("x-refusal"), refusal, "{what}: {reply:?}");
+    }
 }
 
 /// An error page of the app's own, for [`WebConfig::with_error_page`].

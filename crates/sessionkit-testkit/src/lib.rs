@@ -350,3 +350,45 @@ impl Outage for CutProxy {
         }
     }
 }
+
+/// The HTTP tests a web integration runs, in a module `$name`: the HTTP suite
+/// ([`sessionkit_conformance::http_suite!`]) on the memory, SQLite, PostgreSQL and Redis stores
+/// (submodules `memory`, `sqlite`, `postgres` and `redis`), signed-in pages with
+/// `no_store_when_signed_in`, and store outages (PostgreSQL and Redis behind a [`CutProxy`]).
+/// `$serve` and `$serve_with` are the test file's `async fn(SessionManager) -> TestServer` and
+/// `async fn(SessionManager, WebConfig) -> TestServer`, serving the suite's test app.
+///
+/// The calling crate needs `sessionkit-conformance` (feature `http`), `sessionkit-core` and
+/// tokio (with its macros) among its dependencies.
+#[macro_export]
+macro_rules! web_integration_tests {
+    ($name:ident, $serve:path, $serve_with:path) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            ::sessionkit_conformance::http_suite!(memory, $serve, $crate::memory());
+            ::sessionkit_conformance::http_suite!(sqlite, $serve, $crate::sqlite());
+            ::sessionkit_conformance::http_suite!(postgres, $serve, $crate::postgres());
+            ::sessionkit_conformance::http_suite!(redis, $serve, $crate::redis());
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn signed_in_pages_are_no_store_when_asked() {
+                let store = $crate::memory().await.expect("memory store");
+                let manager = ::sessionkit_conformance::http::test_manager(store);
+                let web =
+                    ::sessionkit_core::web::WebConfig::default().with_no_store_when_signed_in(true);
+                let server = $serve_with(manager, web).await;
+                ::sessionkit_conformance::http::signed_in_pages_are_no_store(&server).await;
+            }
+
+            /// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app
+            /// recovers.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn store_outage_gives_503_then_recovers() {
+                let stores = $crate::stores_through_proxy().await;
+                ::sessionkit_conformance::http::outages_give_503_then_recover($serve, stores).await;
+            }
+        }
+    };
+}

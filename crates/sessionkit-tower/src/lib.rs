@@ -42,14 +42,13 @@ pub use sessionkit_core::csrf::CsrfConfig;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{COOKIE, HeaderName};
 use http::{HeaderValue, Request, Response};
 pub use sessionkit_core::Session;
 pub use sessionkit_core::web::{CookieConfig, Persistence, SameSite, SessionError, WebConfig};
-use sessionkit_core::web::{ResponseUpdate, SessionFailure};
+use sessionkit_core::web::{ResponseUpdate, SessionFailure, WebSessions};
 use sessionkit_core::{Result, SessionManager};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -57,16 +56,14 @@ use tower_service::Service;
 /// Adds sessions to a tower service (an axum `Router`).
 #[derive(Clone, Debug)]
 pub struct SessionLayer {
-    manager: SessionManager,
-    web: Arc<WebConfig>,
+    sessions: WebSessions,
 }
 
 impl SessionLayer {
     /// A layer with the default cookie and error page.
     pub fn new(manager: SessionManager) -> Self {
         Self {
-            manager,
-            web: Arc::new(WebConfig::default()),
+            sessions: WebSessions::new(manager),
         }
     }
 
@@ -77,11 +74,8 @@ impl SessionLayer {
     /// [`ErrorKind::Config`](sessionkit_core::ErrorKind::Config) for cookie settings a browser
     /// would reject (see [`CookieConfig::validate`]).
     pub fn with_config(manager: SessionManager, web: WebConfig) -> Result<Self> {
-        web.cookie.validate()?;
-        Ok(Self {
-            manager,
-            web: Arc::new(web),
-        })
+        let sessions = WebSessions::with_config(manager, web)?;
+        Ok(Self { sessions })
     }
 }
 
@@ -91,8 +85,7 @@ impl<S> Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SessionService {
             inner,
-            manager: self.manager.clone(),
-            web: Arc::clone(&self.web),
+            sessions: self.sessions.clone(),
         }
     }
 }
@@ -101,8 +94,7 @@ impl<S> Layer<S> for SessionLayer {
 #[derive(Clone, Debug)]
 pub struct SessionService<S> {
     inner: S,
-    manager: SessionManager,
-    web: Arc<WebConfig>,
+    sessions: WebSessions,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
@@ -129,16 +121,16 @@ where
             .get_all(COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok());
-        let session = self.manager.session(self.web.cookie.find(cookies));
+        let session = self.sessions.begin(cookies);
         request.extensions_mut().insert(session.clone());
-        let (manager, web) = (self.manager.clone(), Arc::clone(&self.web));
+        let sessions = self.sessions.clone();
         Box::pin(async move {
             let mut response = inner.call(request).await?;
-            if let Some(SessionFailure(err)) = response.extensions_mut().remove::<SessionFailure>()
+            let failure = response.extensions_mut().remove::<SessionFailure>();
+            match sessions
+                .end(&session, failure.as_ref().map(|f| &*f.0))
+                .await
             {
-                return Ok(web.failure_page(&session, &err).into_http());
-            }
-            match web.finish(&session, manager.now()).await {
                 ResponseUpdate::Headers(headers) => {
                     for (name, value) in headers {
                         let Ok(value) = HeaderValue::from_str(&value) else {

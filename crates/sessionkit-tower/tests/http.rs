@@ -127,21 +127,7 @@ async fn serve_with(manager: SessionManager, web: WebConfig) -> TestServer {
     TestServer { base, manager }
 }
 
-use sessionkit_testkit::{memory, postgres, redis, sqlite};
-
-sessionkit_conformance::http_suite!(axum_memory, serve, memory());
-sessionkit_conformance::http_suite!(axum_sqlite, serve, sqlite());
-sessionkit_conformance::http_suite!(axum_postgres, serve, postgres());
-sessionkit_conformance::http_suite!(axum_redis, serve, redis());
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn axum_signed_in_pages_are_no_store_when_asked() {
-    let store = memory().await.expect("memory store");
-    let manager = sessionkit_conformance::http::test_manager(store);
-    let web = WebConfig::default().with_no_store_when_signed_in(true);
-    let server = serve_with(manager, web).await;
-    sessionkit_conformance::http::signed_in_pages_are_no_store(&server).await;
-}
+sessionkit_testkit::web_integration_tests!(axum_http, serve, serve_with);
 
 /// Redis behind Sentinel: the master is killed under load, the Sentinels promote the replica,
 /// and the store finds it by itself (no restart); some requests get 503 meanwhile, reported.
@@ -174,11 +160,4 @@ async fn axum_redis_sentinel_failover_gives_503s_then_recovers() {
         "Sentinel failover: {} of {} requests got 503, back after {:?}",
         report.unavailable, report.requests, report.outage
     );
-}
-
-/// A store that goes away mid-use (PostgreSQL, Redis) gives 503s, then the app recovers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn axum_store_outage_gives_503_then_recovers() {
-    let stores = sessionkit_testkit::stores_through_proxy().await;
-    sessionkit_conformance::http::outages_give_503_then_recover(serve, stores).await;
 }
