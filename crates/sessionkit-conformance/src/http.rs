@@ -2,7 +2,9 @@
 //! through the real middleware over real sockets.
 //!
 //! A framework's test file serves the **test app** below with its own router and middleware, and
-//! calls [`http_suite!`](crate::http_suite) once per store. The suite drives the app with a plain
+//! calls [`http_suite!`](crate::http_suite) once per store (the workspace's integrations do it
+//! through `sessionkit_testkit::web_integration_tests!`, which picks the stores and adds the
+//! no-store and outage scenarios). The suite drives the app with a plain
 //! HTTP client that handles cookies by hand, so every `Set-Cookie` is checked.
 //!
 //! The test app's routes (all `GET`):
