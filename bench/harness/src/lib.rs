@@ -37,6 +37,12 @@ pub fn fill_values(n: usize) -> impl Iterator<Item = (String, String)> {
     (0..n).map(|i| (format!("blob{i}"), "x".repeat(FILL_VALUE_BYTES)))
 }
 
+/// The value `/blob/{kib}` stores under `blob`: `kib` KiB less 64 bytes (so that 1024 KiB is
+/// just under sessionkit's default value limit once encoded, like [`FILL_VALUE_BYTES`]).
+pub fn blob_value(kib: usize) -> String {
+    "x".repeat((kib * 1024).saturating_sub(64))
+}
+
 pub fn distinct(mut list: Vec<String>) -> usize {
     list.sort_unstable();
     list.dedup();

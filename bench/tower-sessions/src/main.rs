@@ -1,6 +1,6 @@
 //! The benchmark's app on tower-sessions: the same routes as sessionkit's (`/read`, `/incr`,
 //! `/add/{k}`, `/count/{n}`, `/logout`, `/slow-add/{k}/{ms}`, `/push/{k}`, `/pushed`,
-//! `/fill/{n}`) on each
+//! `/fill/{n}`, `/blob/{kib}`) on each
 //! store tower-sessions has. Started by `sessionkit-bench` (`serve --lib tower-sessions`, and
 //! `layer-worker` under valgrind); see `docs/BENCHMARKS.md`.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
-use bench_harness::{PROFILE, distinct, fill_values};
+use bench_harness::{PROFILE, blob_value, distinct, fill_values};
 use tower_sessions::{Session, SessionManagerLayer, SessionStore};
 use tower_sessions_sqlx_store::sqlx;
 
@@ -81,6 +81,12 @@ async fn fill(s: Session, Path(n): Path<usize>) -> Result<&'static str, Failure>
     Ok("ok")
 }
 
+/// One value of `kib` KiB under `blob` (`scale values`).
+async fn blob(s: Session, Path(kib): Path<usize>) -> Result<&'static str, Failure> {
+    s.insert("blob", blob_value(kib)).await.map_err(fail)?;
+    Ok("ok")
+}
+
 fn routes<S: SessionStore + Clone>(store: S) -> Router {
     Router::new()
         .route("/read", get(read))
@@ -92,6 +98,7 @@ fn routes<S: SessionStore + Clone>(store: S) -> Router {
         .route("/push/{k}", get(push))
         .route("/pushed", get(pushed))
         .route("/fill/{n}", get(fill))
+        .route("/blob/{kib}", get(blob))
         .layer(SessionManagerLayer::new(store).with_secure(false))
 }
 

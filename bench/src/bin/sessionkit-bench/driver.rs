@@ -203,8 +203,26 @@ pub(crate) fn wrk(
     lua: &Path,
     cookies: &Path,
 ) -> Sample {
+    wrk_with(server, route, seconds, lua, cookies, 64)
+}
+
+/// [`wrk`] with `connections` connections (2 threads).
+pub(crate) fn wrk_with(
+    server: &Server,
+    route: &str,
+    seconds: u32,
+    lua: &Path,
+    cookies: &Path,
+    connections: usize,
+) -> Sample {
     let output = Command::new("wrk")
-        .args(["-t2", "-c64", &format!("-d{seconds}s"), "--latency", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(lua)
         .arg(format!("{}/{route}", server.base()))
         .env("COOKIES_FILE", cookies)

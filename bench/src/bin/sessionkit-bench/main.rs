@@ -24,6 +24,10 @@
 //! - `sessionkit-bench partial [--stores …] [--seconds 10] [--runs 3]`: `/read` on sessions
 //!   that also hold ~10 MiB in other keys (`/fill/10`), next to `/read` on small sessions, for
 //!   both libraries on each store; prints the medians and the large / small ratios.
+//! - `sessionkit-bench scale sessions|purge|values|connections|memory|cli|clean`: how the cost
+//!   grows with a million sessions in the store, a purge of a million expired ones under load,
+//!   values of 1 KiB to 1 MiB, 1,000 and 10,000 connections, the memory store's bytes per
+//!   session, and the `sessionkit` CLI over a large store (`scale.rs`).
 //! - `sessionkit-bench chart`: redraws the chart from the saved results.
 //! - `sessionkit-bench layer [--libs raw,sessionkit,tower-sessions] [--store memory|redis]
 //!   [--routes none,read,incr]`: instructions (callgrind) and time per request of each session
@@ -49,6 +53,7 @@ mod drivers;
 mod layer;
 mod partial;
 mod raw;
+mod scale;
 
 #[derive(Parser)]
 struct Cli {
@@ -109,6 +114,10 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// How the cost grows: sessions in the store, purges under load, session size,
+    /// connections, memory per session, the CLI over a large store (issue 22).
+    #[command(subcommand)]
+    Scale(scale::Scale),
     /// Redraws docs/bench-chart.svg from docs/bench-results.json.
     Chart,
     /// Point reads per second and client CPU per read for each way of holding SQL connections.
@@ -130,7 +139,7 @@ enum Command {
 
 mod sk {
     use super::*;
-    use bench_harness::{PROFILE, distinct, fill_values};
+    use bench_harness::{PROFILE, blob_value, distinct, fill_values};
     use sessionkit::tower::{CookieConfig, SessionError, SessionLayer, WebConfig};
     use sessionkit::{Session, SessionManager};
 
@@ -173,6 +182,11 @@ mod sk {
         for (key, value) in fill_values(n) {
             s.insert(&key, &value).await?;
         }
+        Ok("ok")
+    }
+    /// One value of `kib` KiB under `blob` (`scale values`).
+    async fn blob(s: Session, Path(kib): Path<usize>) -> Result<&'static str, SessionError> {
+        s.insert("blob", &blob_value(kib)).await?;
         Ok("ok")
     }
     async fn logout(s: Session) -> Result<&'static str, SessionError> {
@@ -219,6 +233,8 @@ mod sk {
             "redis-tls" => format!(
                 "rediss://sessionkit:acl-secret-1@localhost:6380?namespace=bench_sessionkit&tls_ca={TLS_CA}"
             ),
+            // A URL of its own (`scale`: tables, namespaces and files seeded beforehand).
+            url if url.contains(':') => url.to_owned(),
             other => panic!("unknown store {other}"),
         };
         let store = sessionkit::open(&url)
@@ -249,6 +265,7 @@ mod sk {
             .route("/push/{k}", get(push))
             .route("/pushed", get(pushed))
             .route("/fill/{n}", get(fill))
+            .route("/blob/{kib}", get(blob))
             .layer(layer)
             .route(
                 "/conflicts",
@@ -312,6 +329,7 @@ async fn drive(command: Command) {
             seconds,
             runs,
         } => partial::run(&stores, seconds, runs).await,
+        Command::Scale(command) => scale::run(command).await,
         Command::Chart => driver::redraw(),
         Command::Drivers => drivers::run().await,
         Command::App(_) | Command::Layer { .. } => unreachable!("run without this runtime"),
