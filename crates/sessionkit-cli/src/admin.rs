@@ -487,38 +487,26 @@ pub(crate) async fn migrate(from: &str, to: &str) -> Result<(), CliError> {
     destination.setup().await?;
     let expected = count(&*source, ListState::Live, "counting live sessions").await?;
     let progress = bar(expected, "migrating");
-    let (mut copied, mut present) = (0u64, 0u64);
-    let (mut keys, mut undecodable) = (Vec::new(), Vec::new());
-    let mut pages = Pages::new(&*source, ListFilter::default());
-    while let Some(page) = pages.next(PAGE).await? {
-        undecodable.extend(page.undecodable);
-        for session in page.sessions {
-            // The key is the hash of the browser's id, so migrated sessions keep working with
-            // the cookies browsers already hold.
-            match destination.create(&session.key, &session.record).await {
-                Ok(()) => copied += 1,
-                Err(err) if err.kind() == ErrorKind::Conflict => present += 1, // an earlier, interrupted run
-                Err(err) => {
-                    progress.abandon();
-                    return Err(CliError::from(err));
-                }
-            }
-            keys.push(session.key);
-            progress.inc(1);
+    let copy = copy_all(&*source, &*destination, &progress).await;
+    let Copied {
+        copied,
+        present,
+        verified,
+        listed,
+        undecodable,
+    } = match copy {
+        Ok(copy) => copy,
+        Err(err) => {
+            progress.abandon();
+            return Err(err);
         }
-    }
+    };
     progress.finish_and_clear();
-    let mut verified = 0u64;
-    for key in &keys {
-        if destination.load(key).await?.is_some() {
-            verified += 1;
-        }
-    }
     outln!(
         "migrated {copied} session(s) from {} to {} ({present} already there); verified {verified} of {} live in the destination",
         source.name(),
         destination.name(),
-        keys.len()
+        listed
     )?;
     if !undecodable.is_empty() {
         return Err(CliError(format!(
@@ -526,11 +514,168 @@ pub(crate) async fn migrate(from: &str, to: &str) -> Result<(), CliError> {
             undecodable_report(&undecodable)
         )));
     }
-    if verified < keys.len() as u64 {
+    if verified < listed {
         return Err(CliError(format!(
             "{} session(s) are missing in the destination (some may have expired during the copy)",
-            keys.len() as u64 - verified
+            listed - verified
         )));
     }
     Ok(())
+}
+
+/// Sessions a migration writes, or reads back, at once.
+const MIGRATE_CONCURRENCY: usize = 16;
+
+/// What [`copy_all`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Copied {
+    /// Created in the destination.
+    copied: u64,
+    /// Already in the destination (an earlier, interrupted run).
+    present: u64,
+    /// Read back from the destination after the copy.
+    verified: u64,
+    /// Live sessions listed in the source.
+    listed: u64,
+    /// Source records that do not decode (not copied).
+    undecodable: Vec<SessionKey>,
+}
+
+/// Copies every live session of `source` into `destination` page by page: a page's sessions
+/// are created (insert-only, [`MIGRATE_CONCURRENCY`] at a time) and then read back before
+/// the next page is listed, so memory holds one page whatever the store's size, and the bar
+/// advances only for sessions that are copied and verified: its rate and ETA are the whole
+/// job's, and it reaches the end when the work does.
+async fn copy_all(
+    source: &dyn Store,
+    destination: &dyn Store,
+    progress: &ProgressBar,
+) -> Result<Copied, CliError> {
+    use futures::StreamExt as _;
+    let mut done = Copied::default();
+    let mut pages = Pages::new(source, ListFilter::default());
+    while let Some(page) = pages.next(PAGE).await? {
+        done.undecodable.extend(page.undecodable);
+        // The key is the hash of the browser's id, so migrated sessions keep working with the
+        // cookies browsers already hold.
+        let created: Vec<sessionkit::Result<()>> = futures::stream::iter(&page.sessions)
+            .map(|session| destination.create(&session.key, &session.record))
+            .buffered(MIGRATE_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in created {
+            match outcome {
+                Ok(()) => done.copied += 1,
+                Err(err) if err.kind() == ErrorKind::Conflict => done.present += 1,
+                Err(err) => return Err(CliError::from(err)),
+            }
+        }
+        let loaded: Vec<_> = futures::stream::iter(&page.sessions)
+            .map(|session| destination.load(&session.key))
+            .buffered(MIGRATE_CONCURRENCY)
+            .collect()
+            .await;
+        for found in loaded {
+            done.verified += u64::from(found?.is_some());
+        }
+        done.listed += page.sessions.len() as u64;
+        progress.inc(page.sessions.len() as u64);
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use sessionkit::{
+        ApplyOutcome, Change, CycleOutcome, MemoryStore, Record, Result, SessionId, Timestamp,
+        async_trait,
+    };
+
+    use super::*;
+
+    /// A memory store that notes the bar's position at every load (a verification read).
+    struct Watched {
+        inner: MemoryStore,
+        bar: ProgressBar,
+        seen: Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl Store for Watched {
+        fn name(&self) -> &'static str {
+            "watched"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn create(&self, key: &SessionKey, record: &Record) -> Result<()> {
+            self.inner.create(key, record).await
+        }
+        async fn load(&self, key: &SessionKey) -> Result<Option<Record>> {
+            self.seen.lock().expect("lock").push(self.bar.position());
+            self.inner.load(key).await
+        }
+        async fn apply(&self, key: &SessionKey, change: &Change) -> Result<ApplyOutcome> {
+            self.inner.apply(key, change).await
+        }
+        async fn delete(&self, key: &SessionKey) -> Result<bool> {
+            self.inner.delete(key).await
+        }
+        async fn cycle(
+            &self,
+            old: &SessionKey,
+            new: &SessionKey,
+            grace_until: Option<Timestamp>,
+        ) -> Result<CycleOutcome> {
+            self.inner.cycle(old, new, grace_until).await
+        }
+        async fn delete_expired(&self) -> Result<u64> {
+            self.inner.delete_expired().await
+        }
+        async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page> {
+            self.inner.list(filter, page).await
+        }
+        async fn by_owner(&self, owner: &str) -> Result<Vec<StoredSession>> {
+            self.inner.by_owner(owner).await
+        }
+        async fn delete_by_owner(&self, owner: &str) -> Result<u64> {
+            self.inner.delete_by_owner(owner).await
+        }
+    }
+
+    /// The bar counts sessions copied *and* read back: it never stands at the end while
+    /// verification is still to come (it did: a million reads ran after a full bar with
+    /// "0s left"), and each page's reads happen before that page is counted.
+    #[tokio::test]
+    async fn migrate_progress_counts_verified_sessions_page_by_page() {
+        let source = MemoryStore::new();
+        let now = Timestamp::now();
+        let sessions = PAGE * 2 + 7;
+        for _ in 0..sessions {
+            let record = Record::new(now, now.saturating_add(Duration::from_secs(3600)));
+            let key = SessionId::generate().expect("id").key();
+            source.create(&key, &record).await.expect("create");
+        }
+        let bar = ProgressBar::hidden();
+        bar.set_length(sessions as u64);
+        let destination = Arc::new(Watched {
+            inner: MemoryStore::new(),
+            bar: bar.clone(),
+            seen: Mutex::new(Vec::new()),
+        });
+        let done = copy_all(&source, &*destination, &bar).await.expect("copy");
+        assert_eq!(
+            (done.copied, done.verified, done.listed),
+            (sessions as u64, sessions as u64, sessions as u64)
+        );
+        assert_eq!(bar.position(), sessions as u64);
+        let seen = destination.seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), sessions);
+        // Reads of page n happen while the bar shows the n - 1 pages before it.
+        for (i, position) in seen.iter().enumerate() {
+            assert_eq!(*position, (i / PAGE * PAGE) as u64, "read {i}");
+        }
+    }
 }
