@@ -2,7 +2,7 @@
 //! same on one holding a thousand, two servers, wrk runs interleaved.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::driver::{self, PORT, Sample, Server, median, start, wrk};
 
@@ -68,14 +68,7 @@ fn took(seconds: Option<f64>) -> String {
     )
 }
 
-async fn serve(
-    store: &str,
-    table: &str,
-    n: usize,
-    sample: usize,
-    port: u16,
-    dir: &std::path::Path,
-) -> Served {
+async fn serve(store: &str, table: &str, n: usize, sample: usize, port: u16, dir: &Path) -> Served {
     let seeded = seed::seed(store, table, n, sample, Deadline::Live).await;
     let server = start(
         "sessionkit",
@@ -95,7 +88,7 @@ fn measure(
     little: &Served,
     seconds: u32,
     runs: usize,
-    lua: &PathBuf,
+    lua: &Path,
 ) -> Vec<(Vec<Sample>, Vec<Sample>)> {
     let mut samples = vec![(Vec::new(), Vec::new()); ROUTES.len()];
     for run in 0..runs.max(1) {
